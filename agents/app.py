@@ -1,0 +1,67 @@
+"""The Faust application: configuration only. Agents live in their own modules.
+
+`build_app` makes one `faust.App` from `Settings`; `pso worker` runs it. Output topics carry
+raw bytes that the core already serialised (``to_json``), so no Faust framing (``__faust``)
+ever reaches a consumer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from app.settings import Settings
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust credentials for the configured TLS/SASL settings (None for PLAINTEXT)."""
+    ssl_context = None
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        ssl_context = create_ssl_context(
+            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None,
+            certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+            keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        )
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password.get_secret_value() if settings.sasl_password else None,
+            mechanism=settings.sasl_mechanism or "PLAIN",
+            ssl_context=ssl_context,
+        )
+    if ssl_context is not None:
+        return faust.SSLCredentials(ssl_context)
+    return None
+
+
+def build_app(settings: Settings, bootstrap: str, **overrides: Any) -> faust.App:
+    """A configured Faust app with PSO's agents registered on it."""
+    brokers = ";".join(f"kafka://{b.strip()}" for b in bootstrap.split(","))
+    options: dict[str, Any] = {
+        "broker": brokers,
+        "broker_credentials": broker_credentials(settings),
+        "store": settings.store,
+        "processing_guarantee": settings.processing_guarantee,
+        "topic_partitions": settings.topic_policy.partitions,
+        "topic_replication_factor": settings.topic_policy.replication,
+        "topic_allow_declare": True,
+        "consumer_auto_offset_reset": "earliest",
+        "datadir": str(settings.data_dir / settings.app_id),
+        "web_enabled": False,
+        "web_host": settings.web_host,
+        "web_port": settings.web_port,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "broker_session_timeout": 30.0,
+        "broker_heartbeat_interval": 3.0,
+        "producer_linger_ms": 5,
+    }
+    options.update(overrides)
+    app = faust.App(settings.app_id, **options)
+    from agents.ingest import register_ingest
+
+    register_ingest(app, settings)
+    return app

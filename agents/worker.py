@@ -1,0 +1,15 @@
+"""Run the Faust app as a worker process (what `pso worker` does)."""
+
+from __future__ import annotations
+
+import faust
+
+from agents.app import build_app
+from app.settings import Settings
+
+
+def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:
+    """Start a worker and block until it is stopped (SIGTERM / Ctrl-C)."""
+    app = build_app(settings, bootstrap)
+    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,447 @@
+"""The ``pso`` command line (typer + rich).
+
+Every failure a user can cause (missing file, bad config, unreachable broker) is one readable
+line on stderr and exit code 2; see `main`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from app.events import SCHEMAS
+from app.settings import ConfigError, Settings, load_settings
+
+cli = typer.Typer(
+    name="pso",
+    help="PSO, the predictive system orchestrator: forecasts shared-resource conflicts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+broker_cli = typer.Typer(help="The embedded Apache Kafka broker.", invoke_without_command=True)
+topics_cli = typer.Typer(help="PSO's Kafka topics.", no_args_is_help=True)
+schemas_cli = typer.Typer(
+    help="JSON Schemas of every message PSO reads or writes.", no_args_is_help=True
+)
+cli.add_typer(broker_cli, name="broker")
+cli.add_typer(topics_cli, name="topics")
+cli.add_typer(schemas_cli, name="schemas")
+
+err_console = Console(stderr=True)
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+class UsageError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def parse_duration_ms(text: str) -> int:
+    """``90s``, ``5m``, ``2h``, ``1d``, ``1w`` (bare numbers are seconds) -> milliseconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise UsageError(f"bad duration {text!r} (use e.g. 30s, 5m, 2h, 1d, 1w)")
+    number, unit = match.groups()
+    return int(float(number) * _UNIT_MS[unit or "s"])
+
+
+def parse_time_ms(text: str) -> int:
+    """RFC 3339 (``2026-11-25T06:00:00Z``) or epoch milliseconds -> epoch ms."""
+    if text.isdigit():
+        return int(text)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"bad time {text!r} (use RFC 3339, e.g. 2026-11-25T06:00:00Z)") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def bootstrap_for(s: Settings) -> str:
+    """The broker to talk to: ``PSO_BROKER``, else a running embedded broker."""
+    if s.broker:
+        return s.broker
+    from app.broker import running_embedded
+
+    found = running_embedded()
+    if found is None:
+        raise UsageError(
+            "no Kafka broker: set PSO_BROKER=host:port, or start one with `pso broker`"
+        )
+    return found
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+# --------------------------------------------------------------------------- broker
+
+
+@broker_cli.callback()
+def broker_main(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(help="listen port (default: a free one)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="log dir (default: a temp dir)")] = None,
+) -> None:
+    """Run the embedded single-node Kafka (KRaft) in the foreground until Ctrl-C."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from app.broker import run_foreground
+
+    run_foreground(port=port, data_dir=data_dir)
+
+
+@broker_cli.command("fetch")
+def broker_fetch() -> None:
+    """Download the broker jars from Maven Central into the cache (idempotent)."""
+    from app.broker import fetch_jars
+
+    path = fetch_jars()
+    err_console.print(f"kafka jars ready in {path}")
+
+
+# --------------------------------------------------------------------------- worker
+
+
+@cli.command()
+def worker(
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run a PSO worker (Faust) against PSO_BROKER or the running embedded broker."""
+    s = settings()
+    s.policy()  # validate pso.yaml before starting anything
+    bootstrap = bootstrap_for(s)
+    from agents.worker import run_worker
+
+    run_worker(s, bootstrap, loglevel=loglevel)
+
+
+# --------------------------------------------------------------------------- topics
+
+
+@topics_cli.command("create")
+def topics_create() -> None:
+    """Create PSO's topics (idempotent) with partitions, retention and compaction from settings."""
+    s = settings()
+    from app.topics import create_topics
+
+    result = asyncio.run(create_topics(s, bootstrap_for(s)))
+    for name, status in result.items():
+        err_console.print(f"{status:8} {name}")
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+def render_schemas() -> dict[str, bytes]:
+    """Schema file name -> canonical JSON bytes, generated from `app.events`."""
+    out = {}
+    for name, model in SCHEMAS.items():
+        schema = model.model_json_schema()
+        schema["$id"] = f"https://pso.dev/schemas/{name}"
+        out[name] = json.dumps(schema, indent=2, sort_keys=True).encode() + b"\n"
+    return out
+
+
+@schemas_cli.command("export")
+def schemas_export(
+    out_dir: Annotated[Path, typer.Option("--dir", help="where to write")] = SCHEMA_DIR,
+    check: Annotated[
+        bool, typer.Option(help="fail if the files differ instead of writing")
+    ] = False,
+) -> None:
+    """Write schemas/*.json from the pydantic models (or --check that they are in sync)."""
+    rendered = render_schemas()
+    if check:
+        stale = [
+            n
+            for n, data in rendered.items()
+            if not (out_dir / n).is_file() or (out_dir / n).read_bytes() != data
+        ]
+        if stale:
+            raise UsageError(f"schemas out of date: {', '.join(stale)} (run `pso schemas export`)")
+        err_console.print(f"{len(rendered)} schemas in sync")
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in rendered.items():
+        (out_dir / name).write_bytes(data)
+    err_console.print(f"wrote {len(rendered)} schemas to {out_dir}")
+
+
+# --------------------------------------------------------------------------- simulate / produce
+
+
+@cli.command()
+def simulate(
+    subsystems: Annotated[int, typer.Option(min=1, help="how many subsystems")] = 8,
+    seed: Annotated[int, typer.Option(help="seed: same seed, same telemetry")] = 0,
+    start: Annotated[str, typer.Option(help="event time of the first sample")] = (
+        "2026-11-23T00:00:00Z"
+    ),
+    duration: Annotated[str, typer.Option(help="event-time span, e.g. 1h, 1d, 1w")] = "1h",
+    interval: Annotated[str, typer.Option(help="time between samples of one subsystem")] = "10s",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="write JSONL here")] = None,
+    topic: Annotated[str | None, typer.Option(help="produce to this topic instead")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="samples per message (batch envelope)")] = 1,
+    no_incidents: Annotated[bool, typer.Option(help="no injected spikes or shifts")] = False,
+    write_policy: Annotated[
+        Path | None, typer.Option(help="also write a pso.yaml with capacities for this fleet")
+    ] = None,
+) -> None:
+    """Generate deterministic telemetry (daily/weekly cycles, noise, trends, shared resources)."""
+    from app.simulator import FleetSimulator
+
+    if (output is None) == (topic is None):
+        raise UsageError("give exactly one of -o FILE or --topic TOPIC")
+    sim = FleetSimulator(
+        subsystems=subsystems,
+        seed=seed,
+        start_ms=parse_time_ms(start),
+        interval_ms=parse_duration_ms(interval),
+        incidents=not no_incidents,
+    )
+    duration_ms = parse_duration_ms(duration)
+    total = (duration_ms // sim.interval_ms) * subsystems
+    if write_policy is not None:
+        write_policy.write_text(policy_yaml(sim))
+    samples = sim.samples(duration_ms)
+    if output is not None:
+        with output.open("wb") as fh, progress() as bar:
+            task = bar.add_task("simulate", total=total)
+            for chunk in _batched_by_subsystem(samples, batch):
+                fh.write(orjson.dumps(chunk if batch > 1 else chunk[0]) + b"\n")
+                bar.advance(task, len(chunk))
+        return
+    assert topic is not None
+    s = settings()
+    asyncio.run(_produce_samples(s, bootstrap_for(s), topic, samples, total, batch))
+
+
+def policy_yaml(sim: Any) -> str:
+    import yaml
+
+    policy = sim.policy().model_dump(mode="json", exclude={"prediction"})
+    return str(yaml.safe_dump(policy, sort_keys=False))
+
+
+def _batched_by_subsystem(
+    samples: Iterator[dict[str, Any]], size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Group consecutive samples into per-subsystem batches of up to ``size``."""
+    pending: dict[str, list[dict[str, Any]]] = {}
+    for sample in samples:
+        group = pending.setdefault(sample["subsystem"], [])
+        group.append(sample)
+        if len(group) >= size:
+            yield group
+            del pending[sample["subsystem"]]
+    for name in sorted(pending):
+        yield pending[name]
+
+
+async def _produce_samples(
+    s: Settings,
+    bootstrap: str,
+    topic: str,
+    samples: Iterator[dict[str, Any]],
+    total: int | None,
+    batch: int,
+) -> None:
+    from app.client import TelemetryProducer
+
+    async with TelemetryProducer(s, bootstrap, topic=topic, batch_size=batch) as producer:
+        with progress() as bar:
+            task = bar.add_task(f"produce -> {topic}", total=total)
+            for sample in samples:
+                await producer.send(sample)
+                bar.advance(task)
+
+
+@cli.command()
+def produce(
+    file: Annotated[Path, typer.Argument(help="JSONL: one sample or batch array per line")],
+    topic: Annotated[
+        str | None, typer.Option(help="target topic (default: the telemetry topic)")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="samples per message")] = 100,
+) -> None:
+    """Validate a JSONL telemetry file and produce it, keyed by subsystem."""
+    if not file.is_file():
+        raise UsageError(f"file not found: {file}")
+    s = settings()
+    asyncio.run(_produce_file(s, bootstrap_for(s), file, topic or s.topics.telemetry, batch))
+
+
+async def _produce_file(s: Settings, bootstrap: str, file: Path, topic: str, batch: int) -> None:
+    from app.client import TelemetryProducer, iter_jsonl_samples
+
+    lines = sum(1 for _ in file.open("rb"))
+    bad = 0
+    async with TelemetryProducer(s, bootstrap, topic=topic, batch_size=batch) as producer:
+        with progress() as bar:
+            task = bar.add_task(f"produce {file.name} -> {topic}", total=lines)
+            for lineno, sample, error in iter_jsonl_samples(file):
+                if sample is None:
+                    bad += 1
+                    err_console.print(f"[yellow]line {lineno}: {error} (skipped)")
+                else:
+                    await producer.send(sample)
+                bar.update(task, completed=lineno)
+    err_console.print(
+        f"sent {producer.sent} samples in {producer.messages} messages; {bad} invalid"
+    )
+
+
+# --------------------------------------------------------------------------- tail
+
+
+@cli.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="topic to read, e.g. pso.load")],
+    as_json: Annotated[bool, typer.Option("--json", help="one raw JSON value per line")] = False,
+    from_beginning: Annotated[bool, typer.Option(help="start at the earliest offset")] = True,
+    max_messages: Annotated[int | None, typer.Option("--max", help="stop after N")] = None,
+    idle_timeout: Annotated[float | None, typer.Option(help="stop after N idle seconds")] = None,
+) -> None:
+    """Print messages of a topic as they arrive."""
+    s = settings()
+    asyncio.run(
+        _tail(s, bootstrap_for(s), topic, as_json, from_beginning, max_messages, idle_timeout)
+    )
+
+
+async def _tail(
+    s: Settings,
+    bootstrap: str,
+    topic: str,
+    as_json: bool,
+    from_beginning: bool,
+    max_messages: int | None,
+    idle_timeout: float | None,
+) -> None:
+    from app.kafka_io import start_consumer
+
+    console = Console()
+    consumer = await start_consumer(
+        s, bootstrap, topic, auto_offset_reset="earliest" if from_beginning else "latest"
+    )
+    seen = 0
+    idle = 0.0
+    try:
+        while max_messages is None or seen < max_messages:
+            batches = await consumer.getmany(timeout_ms=500)
+            if not batches:
+                idle += 0.5
+                if idle_timeout is not None and idle >= idle_timeout:
+                    return
+                continue
+            idle = 0.0
+            for _tp, records in sorted(batches.items(), key=lambda kv: kv[0].partition):
+                for rec in records:
+                    seen += 1
+                    value = rec.value or b""
+                    if as_json:
+                        sys.stdout.write(value.decode("utf-8", "replace") + "\n")
+                    else:
+                        key = rec.key.decode("utf-8", "replace") if rec.key else "-"
+                        console.print(
+                            f"[dim]{rec.partition}:{rec.offset}[/] [bold]{key}[/] ", end=""
+                        )
+                        console.print_json(value.decode("utf-8", "replace")) if _is_json(
+                            value
+                        ) else console.print(repr(value))
+                    if max_messages is not None and seen >= max_messages:
+                        return
+            sys.stdout.flush()
+    finally:
+        await consumer.stop()
+
+
+def _is_json(value: bytes) -> bool:
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@cli.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="stop after N seconds (0 = until Ctrl-C)")] = 0,
+    subsystems: Annotated[int, typer.Option(min=1, help="simulated subsystems")] = 8,
+    speed: Annotated[float, typer.Option(help="event time runs this many times faster")] = 60.0,
+) -> None:
+    """Embedded broker + topics + one worker + the simulator, with a live view of load windows."""
+    from app.demo import run_demo
+
+    code = run_demo(settings(), duration_s=duration, subsystems=subsystems, speed=speed)
+    raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main() -> None:
+    """Run the CLI; user errors become one line on stderr and exit code 2."""
+    from app.broker import BrokerError
+    from app.kafka_io import BrokerUnreachable
+
+    try:
+        cli(standalone_mode=False)
+    except (UsageError, ConfigError, BrokerError, BrokerUnreachable) as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except FileNotFoundError as exc:
+        err_console.print(f"[red]error:[/] file not found: {exc.filename}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            err_console.print(f"[red]error:[/] {exc.format_message()}", highlight=False)
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""`pso demo`: the whole pipeline on one machine, with a live terminal view.
+
+Starts the embedded broker (unless ``PSO_BROKER`` is set), creates the topics, starts one PSO
+worker as a child process, and feeds it the built-in simulator in accelerated event time
+(``speed`` × wall clock). A small share of deliberately bad and late samples shows the
+dead-letter path. The view is just another consumer of ``pso.load`` and ``pso.deadletter``.
+Ctrl-C, or the end of ``duration_s``, stops everything and prints a summary; nothing is left
+running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from app.settings import Settings
+
+WINDOW_MS = 60_000
+SAMPLE_EVERY_MS = 10_000
+
+
+@dataclass
+class SubsystemView:
+    windows: int = 0
+    last_start: int = 0
+    samples: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class DemoState:
+    produced: int = 0
+    chaos: int = 0
+    dead: int = 0
+    dead_by_reason: dict[str, int] = field(default_factory=dict)
+    subsystems: dict[str, SubsystemView] = field(default_factory=dict)
+    event_time_ms: int = 0
+
+
+def render(state: DemoState, bootstrap: str, kind: str, elapsed: float) -> Group:
+    table = Table(title="PSO load windows (closed, event time)", expand=False)
+    for col in (
+        "subsystem",
+        "windows",
+        "last window",
+        "samples",
+        "rps",
+        "cpu",
+        "latency ms",
+        "db-main",
+        "gpu-pool",
+    ):
+        table.add_column(col, justify="right" if col != "subsystem" else "left")
+    from app.events import ms_to_iso
+
+    for name in sorted(state.subsystems):
+        v = state.subsystems[name]
+        table.add_row(
+            name,
+            str(v.windows),
+            ms_to_iso(v.last_start)[11:16] if v.last_start else "-",
+            str(v.samples),
+            f"{v.metrics.get('rps', 0):.0f}",
+            f"{v.metrics.get('cpu', 0):.2f}",
+            f"{v.metrics.get('latency_ms', 0):.1f}",
+            f"{v.resources['db-main']:.1f}" if "db-main" in v.resources else "-",
+            f"{v.resources['gpu-pool']:.2f}" if "gpu-pool" in v.resources else "-",
+        )
+    head = Text(
+        f"broker {bootstrap} ({kind})  ·  {elapsed:5.1f}s  ·  samples in {state.produced}  ·  "
+        f"dead-lettered {state.dead} {dict(sorted(state.dead_by_reason.items()))}",
+        style="bold",
+    )
+    return Group(head, table)
+
+
+async def _produce(
+    settings: Settings,
+    bootstrap: str,
+    state: DemoState,
+    subsystems: int,
+    speed: float,
+    stop: asyncio.Event,
+) -> None:
+    """Feed simulator samples in accelerated event time, plus a little deliberate chaos."""
+    from app.kafka_io import start_producer
+    from app.simulator import FleetSimulator
+
+    start_ms = (int(time.time() * 1000) - 86_400_000) // WINDOW_MS * WINDOW_MS
+    sim = FleetSimulator(
+        subsystems=subsystems, seed=7, start_ms=start_ms, interval_ms=SAMPLE_EVERY_MS
+    )
+    samples = sim.samples(10 * 365 * 86_400_000)
+    producer = await start_producer(settings, bootstrap)
+    topic = settings.topics.telemetry
+    began = time.monotonic()
+    step = 0
+    try:
+        pending: dict[str, list[dict[str, Any]]] = {}
+        for sample in samples:
+            if stop.is_set():
+                break
+            due = start_ms + (time.monotonic() - began) * speed * 1000
+            if sample["ts"] > due:
+                await _flush(producer, topic, pending, state)
+                await asyncio.sleep(min(0.2, (sample["ts"] - due) / speed / 1000))
+            pending.setdefault(sample["subsystem"], []).append(sample)
+            state.event_time_ms = sample["ts"]
+            step += 1
+            if step % 400 == 0:  # chaos: a broken message and a late sample now and then
+                await producer.send(topic, key=b"chaos", value=b'{"subsystem": "api", "ts": ')
+                late = dict(sample, ts=sample["ts"] - 10 * WINDOW_MS)
+                pending[sample["subsystem"]].append(late)
+                state.produced += 1  # the broken message is one item in
+                state.chaos += 2
+        await _flush(producer, topic, pending, state)
+    finally:
+        await producer.stop()
+
+
+async def _flush(
+    producer: Any, topic: str, pending: dict[str, list[dict[str, Any]]], state: DemoState
+) -> None:
+    for name in sorted(pending):
+        batch = pending[name]
+        await producer.send(
+            topic,
+            key=name.encode(),
+            value=orjson.dumps(batch),
+            timestamp_ms=max(s["ts"] for s in batch),
+        )
+        state.produced += len(batch)
+    pending.clear()
+
+
+async def _watch(settings: Settings, bootstrap: str, state: DemoState, stop: asyncio.Event) -> None:
+    from app.kafka_io import start_consumer
+
+    topics = settings.topics
+    consumer = await start_consumer(settings, bootstrap, topics.load, topics.deadletter)
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200)
+            for tp, records in batches.items():
+                for rec in records:
+                    doc = orjson.loads(rec.value)
+                    if tp.topic == topics.deadletter:
+                        state.dead += 1
+                        code = doc.get("reason_code", "?")
+                        state.dead_by_reason[code] = state.dead_by_reason.get(code, 0) + 1
+                        continue
+                    view = state.subsystems.setdefault(doc["subsystem"], SubsystemView())
+                    view.windows += 1
+                    view.samples += doc["samples"]
+                    view.last_start = max(view.last_start, doc["window_start_ms"])
+                    view.metrics = {k: v["mean"] for k, v in doc["metrics"].items()}
+                    view.resources = {k: v["mean"] for k, v in doc["resources"].items()}
+    finally:
+        await consumer.stop()
+
+
+def _start_worker(
+    settings: Settings, bootstrap: str, config: Path, log_path: Path
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "PSO_BROKER": bootstrap,
+            "PSO_CONFIG": str(config),
+            "PSO_APP_ID": settings.app_id,
+            "PSO_DATA_DIR": str(log_path.parent / "worker-data"),
+        }
+    )
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", "--loglevel", "warning"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def _stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def run_demo(settings: Settings, duration_s: float, subsystems: int, speed: float) -> int:
+    """Run the demo; return the process exit code."""
+    from app.broker import EmbeddedKafka, ExternalBroker
+    from app.simulator import FleetSimulator
+    from app.topics import create_topics
+
+    console = Console()
+    workdir = Path(tempfile.mkdtemp(prefix="pso-demo-"))
+    config = workdir / "pso.yaml"
+    from app.cli import policy_yaml
+
+    config.write_text(policy_yaml(FleetSimulator(subsystems=subsystems, seed=7)))
+    broker: EmbeddedKafka | ExternalBroker
+    if settings.broker:
+        broker = ExternalBroker(settings.broker)
+    else:
+        console.print("[bold]starting the embedded Kafka broker…[/]")
+        broker = EmbeddedKafka(heap_mb=512)
+    worker: subprocess.Popen[bytes] | None = None
+    state = DemoState()
+    kind = "external" if settings.broker else getattr(broker, "kind", "kafka")
+    if not settings.broker and getattr(broker, "kind", None) == "tansu":
+        settings = settings.model_copy(update={"processing_guarantee": "at_least_once"})
+    try:
+        broker.start()
+        bootstrap = broker.bootstrap
+        kind = "external" if settings.broker else str(getattr(broker, "kind", "kafka"))
+        result = asyncio.run(create_topics(settings, bootstrap))
+        console.print(
+            f"broker {bootstrap} ({kind}); topics: "
+            f"{sum(v == 'created' for v in result.values())} created, "
+            f"{sum(v == 'exists' for v in result.values())} existed"
+        )
+        worker_log = workdir / "worker.log"
+        worker = _start_worker(settings, bootstrap, config, worker_log)
+        console.print(
+            f"worker pid {worker.pid} (log {worker_log}); simulator: {subsystems} "
+            f"subsystems at {speed:g}× event time"
+        )
+        asyncio.run(
+            _run_live(
+                settings, bootstrap, kind, state, subsystems, speed, duration_s, worker, console
+            )
+        )
+    except KeyboardInterrupt:
+        console.print("[yellow]stopping…[/]")
+    finally:
+        if worker is not None:
+            _stop_process(worker)
+        broker.stop()
+    _summary(console, state)
+    if worker is not None and worker.returncode not in (0, -signal.SIGTERM, None):
+        console.print(f"[red]worker exited with {worker.returncode}; see {workdir / 'worker.log'}")
+        return 1
+    return 0
+
+
+async def _run_live(
+    settings: Settings,
+    bootstrap: str,
+    kind: str,
+    state: DemoState,
+    subsystems: int,
+    speed: float,
+    duration_s: float,
+    worker: subprocess.Popen[bytes],
+    console: Console,
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    began = time.monotonic()
+    producer = asyncio.create_task(_produce(settings, bootstrap, state, subsystems, speed, stop))
+    watcher = asyncio.create_task(_watch(settings, bootstrap, state, stop))
+    try:
+        with Live(
+            render(state, bootstrap, kind, 0),
+            console=console,
+            refresh_per_second=4,
+            transient=False,
+        ) as live:
+            while not stop.is_set():
+                await asyncio.sleep(0.25)
+                elapsed = time.monotonic() - began
+                live.update(render(state, bootstrap, kind, elapsed))
+                if duration_s and elapsed >= duration_s:
+                    stop.set()
+                if worker.poll() is not None:
+                    console.print(f"[red]worker exited early ({worker.returncode})")
+                    stop.set()
+                for task in (producer, watcher):
+                    if task.done() and task.exception() is not None:
+                        stop.set()
+    finally:
+        stop.set()
+        for task in (producer, watcher):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, timeout=10)
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.remove_signal_handler(signal.SIGTERM)
+        for task in (producer, watcher):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+
+def _summary(console: Console, state: DemoState) -> None:
+    table = Table(title="demo summary")
+    table.add_column("subsystem")
+    table.add_column("windows closed", justify="right")
+    table.add_column("samples windowed", justify="right")
+    for name in sorted(state.subsystems):
+        v = state.subsystems[name]
+        table.add_row(name, str(v.windows), str(v.samples))
+    console.print(table)
+    console.print(
+        f"events in: {state.produced} samples (incl. {state.chaos} deliberate bad/late) · "
+        f"dead-lettered: {state.dead} {dict(sorted(state.dead_by_reason.items()))} · "
+        f"subsystems with closed windows: {len(state.subsystems)}"
+    )

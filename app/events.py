@@ -1,0 +1,416 @@
+"""The wire contract: every message PSO reads or writes, as pydantic v2 models.
+
+Each output topic carries plain JSON (no framing fields) matching the JSON Schema that
+`pso schemas export` writes into ``schemas/``; a test keeps the two in sync. Event ids are
+deterministic functions of the content's identity (subsystem, series, window, conflict), so a
+re-emitted event after a crash or a replay carries the same id and consumers can de-duplicate.
+
+Times: every event carries integer epoch milliseconds (``*_ms``, what code should use) and,
+where a person reads it, the same instant as an RFC 3339 UTC string.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
+
+MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_TS_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+MAX_SERIES_PER_SAMPLE = 256
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\s\x00-\x1f]+$")]
+
+
+def ms_to_iso(ms: int) -> str:
+    """RFC 3339 UTC with millisecond precision, e.g. ``2026-11-25T06:00:00.000Z``."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _parse_ts(value: Any) -> int:
+    """Accept RFC 3339 strings (with offset or Z) or epoch milliseconds; return epoch ms."""
+    if isinstance(value, bool):
+        raise ValueError("ts must be an RFC 3339 string or epoch milliseconds, not a boolean")
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("ts must be finite")
+        ms = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"ts {value!r} is not RFC 3339") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"ts {value!r} has no UTC offset (add Z or +00:00)")
+        ms = int(parsed.timestamp() * 1000)
+    else:
+        raise ValueError("ts must be an RFC 3339 string or epoch milliseconds")
+    if not MIN_TS_MS <= ms < MAX_TS_MS:
+        raise ValueError(
+            f"ts {value!r} is out of range (2000-01-01..2100-01-01); "
+            "epoch timestamps must be in milliseconds"
+        )
+    return ms
+
+
+EventTimeMs = Annotated[
+    int,
+    BeforeValidator(_parse_ts),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "integer", "minimum": MIN_TS_MS, "exclusiveMaximum": MAX_TS_MS},
+            ],
+            "description": "RFC 3339 with offset, or epoch milliseconds",
+        }
+    ),
+]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(allow_inf_nan=False, ge=0)]
+LabelValue = str | int | float | bool
+
+
+class _Wire(BaseModel):
+    """Base of every wire type: strict about unknown fields, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    def to_json(self) -> bytes:
+        """Canonical bytes: the same event always serialises to the same bytes."""
+        return orjson.dumps(self.model_dump(mode="json"))
+
+
+# --------------------------------------------------------------------------- telemetry (in)
+
+
+class TelemetrySample(_Wire):
+    """One observation of one subsystem: load metrics and shared-resource use.
+
+    Producers key the Kafka message by ``subsystem``; a message value is one sample or a JSON
+    array of samples (a batch envelope).
+    """
+
+    subsystem: Name
+    ts: EventTimeMs
+    metrics: dict[Name, FiniteFloat] = Field(default_factory=dict)
+    resources: dict[Name, NonNegativeFloat] = Field(default_factory=dict)
+    labels: dict[Name, LabelValue] = Field(default_factory=dict)
+
+    @field_validator("resources")
+    @classmethod
+    def _bounded_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        if len(value) > MAX_SERIES_PER_SAMPLE:
+            raise ValueError(f"at most {MAX_SERIES_PER_SAMPLE} resources per sample")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _bounded_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        if len(value) > MAX_SERIES_PER_SAMPLE:
+            raise ValueError(f"at most {MAX_SERIES_PER_SAMPLE} metrics per sample")
+        return value
+
+
+# --------------------------------------------------------------------------- load windows
+
+
+class SeriesStats(_Wire):
+    """Aggregate of one series (metric or resource use) over one window."""
+
+    count: int = Field(ge=1)
+    mean: FiniteFloat
+    min: FiniteFloat
+    max: FiniteFloat
+    last: FiniteFloat
+
+
+class LoadWindow(_Wire):
+    """A closed event-time tumbling window of one subsystem's telemetry (topic ``pso.load``)."""
+
+    type: Literal["load_window"] = "load_window"
+    event_id: str
+    subsystem: Name
+    window_start_ms: int
+    window_end_ms: int
+    window_start: str
+    window_end: str
+    samples: int = Field(ge=1)
+    metrics: dict[str, SeriesStats]
+    resources: dict[str, SeriesStats]
+
+
+# --------------------------------------------------------------------------- dead letters
+
+DeadLetterReason = Literal[
+    "invalid_json",
+    "invalid_sample",
+    "empty_batch",
+    "too_large",
+    "late",
+    "internal_error",
+]
+
+
+class DeadLetter(_Wire):
+    """An input PSO could not use, with the original bytes and why (topic ``pso.deadletter``).
+
+    One record per rejected sample: a batch with two bad samples yields two records, each with
+    ``index`` set and the whole original message in ``original_b64``.
+    """
+
+    type: Literal["dead_letter"] = "dead_letter"
+    event_id: str
+    reason_code: DeadLetterReason
+    reason: str
+    source_topic: str
+    source_partition: int | None = None
+    source_offset: int | None = None
+    index: int | None = Field(default=None, description="position in a batch envelope")
+    subsystem: str | None = None
+    ts_ms: int | None = Field(default=None, description="event time of the sample, if known")
+    key_b64: str | None = None
+    original_b64: str = Field(description="the whole original message value, base64")
+    sample: Any | None = Field(default=None, description="the offending element, if it parsed")
+
+
+# --------------------------------------------------------------------------- forecasts
+
+
+class Interval(_Wire):
+    """Prediction interval at one coverage level, one bound per horizon."""
+
+    level: float = Field(gt=0, lt=1)
+    lower: list[FiniteFloat]
+    upper: list[FiniteFloat]
+
+
+class SeriesForecastBody(_Wire):
+    """Forecast of one series of a subsystem for horizons 1..H windows ahead."""
+
+    point: list[FiniteFloat]
+    intervals: list[Interval]
+    model: str = Field(description="the candidate (or blend) that produced the point forecast")
+    recent_error: FiniteFloat = Field(description="recent mean absolute error of that model")
+    warming_up: bool
+
+
+class Forecast(_Wire):
+    """All series of one subsystem forecast at the close of one window (topic ``pso.forecasts``).
+
+    ``point[h-1]`` forecasts the window starting at ``origin_ms + (h-1) * step_s * 1000``.
+    """
+
+    type: Literal["forecast"] = "forecast"
+    event_id: str
+    subsystem: Name
+    origin_ms: int
+    origin: str
+    step_s: int
+    horizon: int
+    metrics: dict[str, SeriesForecastBody]
+    resources: dict[str, SeriesForecastBody]
+
+
+# --------------------------------------------------------------------------- anomalies
+
+
+class AnomalyDetected(_Wire):
+    """First window of an anomalous episode on one series (topic ``pso.anomalies``)."""
+
+    type: Literal["anomaly"] = "anomaly"
+    event_id: str
+    subsystem: Name
+    series_kind: Literal["metric", "resource"]
+    series: str
+    window_start_ms: int
+    window_end_ms: int
+    window_start: str
+    value: FiniteFloat
+    expected: FiniteFloat
+    lower: FiniteFloat
+    upper: FiniteFloat
+    score: float = Field(ge=0, le=1)
+    detector: str
+
+
+# --------------------------------------------------------------------------- conflicts
+
+
+class Contributor(_Wire):
+    """One subsystem's part in a predicted conflict, at the predicted peak."""
+
+    subsystem: str
+    share: float = Field(ge=0, le=1, description="fraction of the predicted peak demand")
+    forecast: FiniteFloat
+    lower: FiniteFloat
+    upper: FiniteFloat
+
+
+class ConflictPredicted(_Wire):
+    """A shared resource's demand is forecast to exceed its capacity (topic ``pso.conflicts``).
+
+    Lifecycle per ``conflict_id``: ``predicted`` once, ``updated`` when it changes materially,
+    ``cleared`` when it no longer holds.
+    """
+
+    type: Literal["conflict_predicted"] = "conflict_predicted"
+    event_id: str
+    status: Literal["predicted", "updated", "cleared"]
+    conflict_id: str
+    resource: str
+    emitted_at_ms: int
+    emitted_at: str
+    expected_start_ms: int
+    expected_end_ms: int
+    expected_start: str
+    lead_time_s: int
+    probability: float = Field(ge=0, le=1)
+    predicted_peak: FiniteFloat
+    capacity: FiniteFloat
+    contributors: list[Contributor]
+
+
+class ConflictObserved(_Wire):
+    """Actual demand on a shared resource exceeded its capacity in a closed window."""
+
+    type: Literal["conflict_observed"] = "conflict_observed"
+    event_id: str
+    resource: str
+    window_start_ms: int
+    window_end_ms: int
+    window_start: str
+    demand: FiniteFloat
+    capacity: FiniteFloat
+    predicted_by: str | None = Field(
+        default=None, description="conflict_id of the prediction that foresaw it, if any"
+    )
+    lead_time_s: int | None = None
+    contributors: list[Contributor]
+
+
+class SaturationPredicted(_Wire):
+    """A subsystem metric is forecast to cross its configured limit."""
+
+    type: Literal["saturation_predicted"] = "saturation_predicted"
+    event_id: str
+    subsystem: str
+    metric: str
+    limit: FiniteFloat
+    emitted_at_ms: int
+    expected_start_ms: int
+    lead_time_s: int
+    probability: float = Field(ge=0, le=1)
+    predicted_peak: FiniteFloat
+
+
+# --------------------------------------------------------------------------- rebalance plans
+
+
+class Allocation(_Wire):
+    """What one subsystem gets of one resource in the plan."""
+
+    subsystem: str
+    resource: str
+    demand: FiniteFloat
+    allocated: FiniteFloat
+    minimum: FiniteFloat
+    weight: FiniteFloat
+    action: Literal["keep", "throttle", "defer"]
+
+
+class Deferral(_Wire):
+    """Deferrable load moved to a later window with predicted headroom."""
+
+    subsystem: str
+    resource: str
+    amount: FiniteFloat
+    from_ms: int
+    to_ms: int
+
+
+class RebalanceRecommended(_Wire):
+    """A value-ranked plan answering one predicted conflict (topic ``pso.rebalance``)."""
+
+    type: Literal["rebalance_recommended"] = "rebalance_recommended"
+    event_id: str
+    conflict_id: str
+    mode: Literal["advise", "dry-run"]
+    emitted_at_ms: int
+    window_start_ms: int
+    resources: list[str]
+    allocations: list[Allocation]
+    deferrals: list[Deferral]
+    feasible: bool
+    residual_overload: FiniteFloat = Field(ge=0)
+    value_protected: FiniteFloat
+    value_at_risk: FiniteFloat
+    note: str = ""
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+class HorizonAccuracy(_Wire):
+    """Accuracy of forecasts at one horizon, over the scored targets so far."""
+
+    horizon: int
+    n: int
+    mae: FiniteFloat
+    mase: FiniteFloat | None
+    coverage: dict[str, FiniteFloat]
+
+
+class AccuracyReport(_Wire):
+    """Forecast and conflict accuracy so far (topic ``pso.accuracy``)."""
+
+    type: Literal["accuracy_report"] = "accuracy_report"
+    event_id: str
+    emitted_at_ms: int
+    scope: str = Field(description="'all' or a subsystem name")
+    windows_scored: int
+    horizons: list[HorizonAccuracy]
+    conflict_precision: FiniteFloat | None
+    conflict_recall: FiniteFloat | None
+    conflict_median_lead_s: FiniteFloat | None
+
+
+OutputEvent = (
+    LoadWindow
+    | DeadLetter
+    | Forecast
+    | AnomalyDetected
+    | ConflictPredicted
+    | ConflictObserved
+    | SaturationPredicted
+    | RebalanceRecommended
+    | AccuracyReport
+)
+
+#: schema file name -> model; `pso schemas export` writes these into schemas/.
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "telemetry.v1.json": TelemetrySample,
+    "load_window.v1.json": LoadWindow,
+    "dead_letter.v1.json": DeadLetter,
+    "forecast.v1.json": Forecast,
+    "anomaly.v1.json": AnomalyDetected,
+    "conflict_predicted.v1.json": ConflictPredicted,
+    "conflict_observed.v1.json": ConflictObserved,
+    "saturation_predicted.v1.json": SaturationPredicted,
+    "rebalance.v1.json": RebalanceRecommended,
+    "accuracy_report.v1.json": AccuracyReport,
+}

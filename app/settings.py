@@ -1,0 +1,241 @@
+"""All configuration in one place: environment (``PSO_*``) plus an optional ``pso.yaml``.
+
+Environment variables configure the process (broker, topics, windows, keys); ``pso.yaml``
+declares the fleet policy: shared resources with their capacity, and subsystems with their
+business-value weight, minimum guarantees and whether their load can be deferred. Nested
+environment keys use ``__``: ``PSO_WINDOW__SIZE_S=30``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(ValueError):
+    """Configuration is invalid; the message is one readable line with the field path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WindowConfig(_Strict):
+    """Tumbling event-time windows per subsystem."""
+
+    size_s: int = Field(default=60, ge=1, le=86_400)
+    allowed_lateness_windows: int = Field(default=2, ge=0, le=1_000)
+
+    @property
+    def size_ms(self) -> int:
+        return self.size_s * 1000
+
+    @property
+    def lateness_ms(self) -> int:
+        return self.allowed_lateness_windows * self.size_ms
+
+
+class ResourceConfig(_Strict):
+    """A shared resource (DB connection pool, GPU pool...) and how much of it exists."""
+
+    capacity: float = Field(gt=0, allow_inf_nan=False)
+    unit: str = ""
+
+
+class SubsystemConfig(_Strict):
+    """Business policy of one subsystem for rebalance planning."""
+
+    weight: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    min: dict[str, float] = Field(default_factory=dict, description="resource -> guaranteed use")
+    deferrable: bool = False
+    limits: dict[str, float] = Field(
+        default_factory=dict, description="metric -> saturation limit (forecast crossing it warns)"
+    )
+
+    @model_validator(mode="after")
+    def _non_negative(self) -> SubsystemConfig:
+        for name, value in self.min.items():
+            if value < 0:
+                raise ValueError(f"min.{name} must be >= 0")
+        return self
+
+
+class TopicNames(_Strict):
+    """Topic names derive from one prefix so two deployments never collide."""
+
+    prefix: str = "pso"
+
+    def name(self, suffix: str) -> str:
+        return f"{self.prefix}.{suffix}"
+
+    @property
+    def telemetry(self) -> str:
+        return self.name("telemetry")
+
+    @property
+    def load(self) -> str:
+        return self.name("load")
+
+    @property
+    def deadletter(self) -> str:
+        return self.name("deadletter")
+
+    @property
+    def forecasts(self) -> str:
+        return self.name("forecasts")
+
+    @property
+    def anomalies(self) -> str:
+        return self.name("anomalies")
+
+    @property
+    def conflicts(self) -> str:
+        return self.name("conflicts")
+
+    @property
+    def rebalance(self) -> str:
+        return self.name("rebalance")
+
+    @property
+    def accuracy(self) -> str:
+        return self.name("accuracy")
+
+    @property
+    def capacity(self) -> str:
+        return self.name("capacity")
+
+    def all(self) -> list[str]:
+        return [
+            self.telemetry,
+            self.load,
+            self.deadletter,
+            self.forecasts,
+            self.anomalies,
+            self.conflicts,
+            self.rebalance,
+            self.accuracy,
+            self.capacity,
+        ]
+
+
+class TopicPolicy(_Strict):
+    """How `pso topics create` makes topics."""
+
+    partitions: int = Field(default=4, ge=1, le=10_000)
+    replication: int = Field(default=1, ge=1, le=16)
+    retention_ms: int = Field(default=7 * 86_400_000, ge=-1)
+
+
+class PredictionConfig(_Strict):
+    """Knobs of the prediction engine (the pure core)."""
+
+    horizon: int = Field(default=15, ge=1, le=240)
+    levels: tuple[float, ...] = (0.8, 0.95)
+    conflict_threshold: float = Field(default=0.5, gt=0, lt=1)
+    accuracy_every_windows: int = Field(default=60, ge=1)
+    idle_evict_s: int = Field(default=6 * 3600, ge=60)
+    mode: Literal["advise", "dry-run"] = "advise"
+
+
+class FleetPolicy(_Strict):
+    """The contents of ``pso.yaml``."""
+
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    resources: dict[str, ResourceConfig] = Field(default_factory=dict)
+    subsystems: dict[str, SubsystemConfig] = Field(default_factory=dict)
+    prediction: PredictionConfig = Field(default_factory=PredictionConfig)
+
+    @model_validator(mode="after")
+    def _known_resources(self) -> FleetPolicy:
+        for sub_name, sub in self.subsystems.items():
+            for res in sub.min:
+                if res not in self.resources:
+                    raise ValueError(
+                        f"subsystems.{sub_name}.min.{res}: unknown resource "
+                        f"(declare it under resources:)"
+                    )
+        return self
+
+
+class Settings(BaseSettings):
+    """Process settings from ``PSO_*`` environment variables (and ``.env``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PSO_", env_nested_delimiter="__", env_file=".env", extra="ignore", frozen=True
+    )
+
+    broker: str | None = Field(
+        default=None, description="host:port[,host:port] of an existing cluster; unset = embedded"
+    )
+    app_id: str = Field(default="pso", pattern=r"^[A-Za-z0-9._-]+$")
+    config: Path | None = Field(default=None, description="path to pso.yaml")
+    topics: TopicNames = Field(default_factory=TopicNames)
+    topic_policy: TopicPolicy = Field(default_factory=TopicPolicy)
+    window: WindowConfig | None = Field(
+        default=None, description="overrides pso.yaml's window section"
+    )
+    data_dir: Path = Path("./data")
+    cache_dir: Path = Path(os.path.expanduser("~/.cache/pso"))
+    snapshot_key: SecretStr = Field(
+        default=SecretStr("pso-dev-snapshot-key-change-me"),
+        description="HMAC-SHA256 key authenticating model snapshots (set it in production)",
+    )
+    store: str = Field(
+        default="memory://", description="faust table store: memory:// or rocksdb://"
+    )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "exactly_once"
+    # Kafka client security, passed through to aiokafka/faust as is.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+
+    def policy(self) -> FleetPolicy:
+        """Load ``pso.yaml`` (if configured) and apply the environment's window override."""
+        policy = load_policy(self.config) if self.config else FleetPolicy()
+        if self.window is not None:
+            policy = policy.model_copy(update={"window": self.window})
+        return policy
+
+
+def _first_error(exc: ValidationError, source: str) -> ConfigError:
+    err = exc.errors()[0]
+    path = ".".join(str(p) for p in err["loc"]) or "(root)"
+    msg = err["msg"].removeprefix("Value error, ")
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return ConfigError(f"{source}: {path}: {msg}{more}")
+
+
+def load_policy(path: Path | str) -> FleetPolicy:
+    """Parse and validate a ``pso.yaml``; raise `ConfigError` with the field path on error."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw: Any = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    try:
+        return FleetPolicy.model_validate(raw)
+    except ValidationError as exc:
+        raise _first_error(exc, str(p)) from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build `Settings` from the environment; raise `ConfigError` as one readable line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise _first_error(exc, "settings (PSO_* environment)") from None

@@ -1,0 +1,70 @@
+"""`pso topics create`: make PSO's topics, idempotently, with the configured policy.
+
+Input and event topics are partitioned by key (subsystem or resource) and expire by
+retention; ``pso.capacity`` is compacted (the latest capacity per resource is what matters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from app.kafka_io import BrokerUnreachable, client_kwargs
+from app.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The topics PSO needs, with partitions, replication, retention and compaction."""
+    policy = settings.topic_policy
+    retention = {"retention.ms": str(policy.retention_ms), "cleanup.policy": "delete"}
+    specs = []
+    for name in settings.topics.all():
+        config = (
+            {"cleanup.policy": "compact"} if name == settings.topics.capacity else dict(retention)
+        )
+        specs.append(TopicSpec(name, policy.partitions, policy.replication, config))
+    return specs
+
+
+async def create_topics(settings: Settings, bootstrap: str) -> dict[str, str]:
+    """Create missing topics; return ``{name: "created" | "exists"}``."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings, bootstrap))
+    try:
+        await admin.start()
+    except (KafkaConnectionError, KafkaError, OSError) as exc:
+        await admin.close()
+        raise BrokerUnreachable(
+            f"cannot reach Kafka at {bootstrap} ({type(exc).__name__})"
+        ) from None
+    try:
+        existing = set(await admin.list_topics())
+        result: dict[str, str] = {}
+        todo = []
+        for spec in topic_specs(settings):
+            if spec.name in existing:
+                result[spec.name] = "exists"
+            else:
+                todo.append(
+                    NewTopic(
+                        spec.name, spec.partitions, spec.replication, topic_configs=spec.config
+                    )
+                )
+                result[spec.name] = "created"
+        if todo:
+            # A concurrent creator winning the race is the idempotent outcome too.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(todo)
+        return result
+    finally:
+        await admin.close()

@@ -1,0 +1,104 @@
+"""Decoding never raises: every byte string becomes samples or dead letters with a reason."""
+
+import base64
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.codec import SourceRef, decode_message
+
+SRC = SourceRef("pso.telemetry", 3, 42, b"api")
+GOOD = {"subsystem": "api", "ts": "2026-11-25T06:00:00Z", "metrics": {"cpu": 0.5}}
+
+
+def test_single_sample_decodes() -> None:
+    out = decode_message(orjson.dumps(GOOD), SRC)
+    assert out.items == 1 and not out.dead
+    (index, sample), = out.samples
+    assert index is None and sample.subsystem == "api" and sample.ts == 1795586400000
+
+
+def test_epoch_ms_and_offsets_are_accepted() -> None:
+    doc = dict(GOOD, ts="2026-11-25T07:00:00+01:00")
+    assert decode_message(orjson.dumps(doc), SRC).samples[0][1].ts == 1795586400000
+    doc = dict(GOOD, ts=1795586400000)
+    assert decode_message(orjson.dumps(doc), SRC).samples[0][1].ts == 1795586400000
+
+
+def test_batch_mixing_good_and_bad_keeps_the_good() -> None:
+    batch = [GOOD, dict(GOOD, resources={"db": -1}), 7, dict(GOOD, subsystem="")]
+    out = decode_message(orjson.dumps(batch), SRC)
+    assert out.items == 4
+    assert [i for i, _ in out.samples] == [0]
+    reasons = {d.index: d.reason for d in out.dead}
+    assert reasons[1] == "resources.db: Input should be greater than or equal to 0"
+    assert reasons[2] == "sample must be a JSON object, got int"
+    assert reasons[3].startswith("subsystem: String should have at least 1 character")
+    for dead in out.dead:
+        assert base64.b64decode(dead.original_b64) == orjson.dumps(batch)
+        assert dead.source_topic == "pso.telemetry" and dead.source_offset == 42
+        assert base64.b64decode(dead.key_b64 or "") == b"api"
+
+
+def test_precise_reasons() -> None:
+    cases = {
+        b"{": "invalid_json",
+        b"": "invalid_json",
+        b"[]": "empty_batch",
+        b'{"subsystem": "a", "ts": NaN}': "invalid_json",
+        b'{"subsystem": "a", "ts": 1700000000}': "invalid_sample",
+        b'{"subsystem": "a", "ts": "yesterday"}': "invalid_sample",
+        b'{"subsystem": "a", "ts": "2026-11-25T06:00:00"}': "invalid_sample",
+        b'{"subsystem": "a", "ts": 1795586400000, "metrics": {"cpu": "high"}}': "invalid_sample",
+        b'{"subsystem": "a", "ts": 1795586400000, "extra": 1}': "invalid_sample",
+        b'{"subsystem": "a", "ts": 1795586400000, "metrics": {"cpu": 1e999}}': "invalid_json",
+    }
+    for raw, code in cases.items():
+        out = decode_message(raw, SRC)
+        assert [d.reason_code for d in out.dead] == [code], raw
+        assert out.dead[0].reason
+    out = decode_message(b'{"subsystem": "a", "ts": 1700000000}', SRC)
+    assert "out of range" in out.dead[0].reason and "milliseconds" in out.dead[0].reason
+    out = decode_message(b'{"subsystem": "a", "ts": "2026-11-25T06:00:00"}', SRC)
+    assert "no UTC offset" in out.dead[0].reason
+
+
+def test_python_floats_nan_inf_rejected_after_parse() -> None:
+    out = decode_message(b'{"subsystem": "a", "ts": 1795586400000, "metrics": {"x": 1e308}}', SRC)
+    assert out.samples  # large but finite is fine
+    from app.codec import _validate_into, Decoded
+
+    res = Decoded()
+    _validate_into(res, {"subsystem": "a", "ts": 1795586400000, "metrics": {"x": float("nan")}},
+                   b"", SRC, None)
+    assert res.dead and "finite" in res.dead[0].reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_never_raise(raw: bytes) -> None:
+    out = decode_message(raw, SRC)
+    assert len(out.samples) + len(out.dead) >= 1 or raw.strip() == b"[]"
+    assert len(out.samples) + sum(1 for d in out.dead if d.reason_code != "empty_batch") == out.items
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"subsystem": st.text(max_size=5), "ts": json_values},
+                                      optional={"metrics": json_values, "resources": json_values})
+                | json_values, max_size=5))
+def test_near_valid_json_is_accounted_for(batch: list) -> None:
+    raw = orjson.dumps(batch)
+    out = decode_message(raw, SRC)
+    if batch:
+        assert out.items == len(batch)
+        assert len(out.samples) + len(out.dead) == len(batch)
+    for d in out.dead:
+        assert d.reason and base64.b64decode(d.original_b64) == raw
