@@ -103,9 +103,7 @@ def register_ingest(app: faust.App, settings: Settings) -> IngestCounters:
         f"load-windows-v1-{window.size_s}s",
         default=None,
         partitions=settings.topic_policy.partitions,
-        key_type=str,
-        value_serializer="json",
-        key_serializer="json",
+        key_type=str,  # keys and values use Faust's plain "json" codec: no pickle
     )
     windows = TableBackedWindows(table)
     ingest = TelemetryIngest(window, windows)

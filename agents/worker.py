@@ -10,6 +10,7 @@ from app.settings import Settings
 
 def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:
     """Start a worker and block until it is stopped (SIGTERM / Ctrl-C)."""
+    (settings.data_dir / settings.app_id).mkdir(parents=True, exist_ok=True)
     app = build_app(settings, bootstrap)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
     worker.execute_from_commandline()

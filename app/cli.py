@@ -420,6 +420,11 @@ def main() -> None:
     from app.broker import BrokerError
     from app.kafka_io import BrokerUnreachable
 
+    import logging
+
+    if sys.argv[1:2] != ["worker"]:
+        # Client libraries log connection retries as warnings; the CLI says it in one line.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         cli(standalone_mode=False)
     except (UsageError, ConfigError, BrokerError, BrokerUnreachable) as exc:
@@ -432,13 +437,11 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click's usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # click's usage errors (typer vendors click) and the unexpected
+        if hasattr(exc, "format_message"):
             err_console.print(f"[red]error:[/] {exc.format_message()}", highlight=False)
             sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             sys.exit(130)
         raise
 

@@ -6,6 +6,7 @@ retention; ``pso.capacity`` is compacted (the latest capacity per resource is wh
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 
@@ -37,16 +38,29 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
+async def _start_admin(
+    settings: Settings, bootstrap: str, attempts: int = 3, delay_s: float = 1.0
+) -> AIOKafkaAdminClient:
+    """A started admin client, after a bounded number of connection attempts."""
+    for attempt in range(attempts):
+        admin = AIOKafkaAdminClient(**client_kwargs(settings, bootstrap))
+        try:
+            await admin.start()
+            return admin
+        except (KafkaConnectionError, KafkaError, OSError) as exc:
+            await admin.close()
+            if attempt + 1 == attempts:
+                raise BrokerUnreachable(
+                    f"cannot reach Kafka at {bootstrap} after {attempts} attempts "
+                    f"({type(exc).__name__})"
+                ) from None
+            await asyncio.sleep(delay_s)
+    raise AssertionError("unreachable")
+
+
 async def create_topics(settings: Settings, bootstrap: str) -> dict[str, str]:
     """Create missing topics; return ``{name: "created" | "exists"}``."""
-    admin = AIOKafkaAdminClient(**client_kwargs(settings, bootstrap))
-    try:
-        await admin.start()
-    except (KafkaConnectionError, KafkaError, OSError) as exc:
-        await admin.close()
-        raise BrokerUnreachable(
-            f"cannot reach Kafka at {bootstrap} ({type(exc).__name__})"
-        ) from None
+    admin = await _start_admin(settings, bootstrap)
     try:
         existing = set(await admin.list_topics())
         result: dict[str, str] = {}

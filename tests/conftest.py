@@ -1,0 +1,1 @@
+"""Shared fixtures. The integration broker is started once per session (see integration/)."""
