@@ -62,6 +62,7 @@ __all__ = [
     "render_server_properties",
     "resolve_broker",
     "run_foreground",
+    "running_embedded",
     "stop_pidfile",
     "tail_lines",
 ]
@@ -1068,6 +1069,39 @@ def resolve_broker(settings_broker: str | None) -> ExternalBroker | EmbeddedKafk
     return ExternalBroker(value)
 
 
+REGISTRY_FILE: Final = "embedded-broker.json"
+
+
+def _registry_path() -> Path:
+    return cache_root() / REGISTRY_FILE
+
+
+def running_embedded() -> str | None:
+    """Bootstrap address of a `pso broker` running on this machine, if its pid is alive.
+
+    Lets ``pso produce``/``pso tail``/``pso worker`` find the foreground broker without
+    ``PSO_BROKER``.
+    """
+    try:
+        info = json.loads(_registry_path().read_text())
+        pid, bootstrap = int(info["pid"]), str(info["bootstrap"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    host, port = _host_port(bootstrap)
+    return bootstrap if port_accepts(port, host) else None
+
+
+def _host_port(bootstrap: str) -> tuple[str, int]:
+    host, _, port = bootstrap.rpartition(":")
+    return host, int(port)
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -1083,6 +1117,9 @@ def run_foreground(port: int | None, data_dir: Path | None) -> None:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
     try:
         broker.start()
+        registry = _registry_path()
+        registry.parent.mkdir(parents=True, exist_ok=True)
+        registry.write_text(json.dumps({"bootstrap": broker.bootstrap, "pid": broker.pid}))
         print(broker.bootstrap, flush=True)
         print(
             f"pso broker: {broker.kind} ready in {broker.ready_seconds or 0:.1f} s, "
@@ -1099,5 +1136,7 @@ def run_foreground(port: int | None, data_dir: Path | None) -> None:
         print("pso broker: stopping", file=sys.stderr, flush=True)
     finally:
         broker.stop()
+        with contextlib.suppress(OSError):
+            _registry_path().unlink()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
