@@ -417,10 +417,10 @@ def demo(
 
 def main() -> None:
     """Run the CLI; user errors become one line on stderr and exit code 2."""
+    import logging
+
     from app.broker import BrokerError
     from app.kafka_io import BrokerUnreachable
-
-    import logging
 
     if sys.argv[1:2] != ["worker"]:
         # Client libraries log connection retries as warnings; the CLI says it in one line.

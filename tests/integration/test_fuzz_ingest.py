@@ -73,7 +73,9 @@ async def produce(env: PsoEnv, messages: list[bytes]) -> None:
     producer = await start_producer(env.settings, env.bootstrap)
     try:
         for i, value in enumerate(messages):
-            await producer.send(env.settings.topics.telemetry, value, key=SUBSYSTEMS[i % 3].encode())
+            await producer.send(
+                env.settings.topics.telemetry, value, key=SUBSYSTEMS[i % 3].encode()
+            )
         await producer.flush()
     finally:
         await producer.stop()
@@ -113,9 +115,7 @@ def test_every_sample_lands_exactly_once(pso_env: PsoEnv, messages: list[bytes])
 
     def counts(windows: list[Any], dead: list[Any]) -> int:
         windowed = sum(orjson.loads(r.value)["samples"] for r in windows)
-        dead_samples = sum(
-            1 for r in dead if orjson.loads(r.value)["reason_code"] != "empty_batch"
-        )
+        dead_samples = sum(1 for r in dead if orjson.loads(r.value)["reason_code"] != "empty_batch")
         return windowed + dead_samples
 
     async def collect() -> tuple[list[Any], list[Any]]:

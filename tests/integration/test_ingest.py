@@ -56,7 +56,9 @@ def test_golden_file_through_broker_and_worker(pso_env: PsoEnv) -> None:
         read_topic(s, pso_env.bootstrap, s.topics.load, lambda r: len(r) >= len(expected_windows))
     )
     dead = asyncio.run(
-        read_topic(s, pso_env.bootstrap, s.topics.deadletter, lambda r: len(r) >= len(expected_dead))
+        read_topic(
+            s, pso_env.bootstrap, s.topics.deadletter, lambda r: len(r) >= len(expected_dead)
+        )
     )
     got_windows = sorted((d["event_id"], d) for d in (orjson.loads(r.value) for r in windows))
     assert got_windows == expected_windows
@@ -99,10 +101,17 @@ def test_kcat_reads_load_windows_as_plain_json(pso_env: PsoEnv) -> None:
         assert "__faust" not in doc
 
 
-def test_cli_topics_create_is_idempotent_and_produce_tail_work(pso_env: PsoEnv, tmp_path: Path) -> None:
+def test_cli_topics_create_is_idempotent_and_produce_tail_work(
+    pso_env: PsoEnv, tmp_path: Path
+) -> None:
     env = pso_env.env
-    first = subprocess.run([sys.executable, "-m", "app.cli", "topics", "create"], env=env,
-                           capture_output=True, text=True, timeout=60)
+    first = subprocess.run(
+        [sys.executable, "-m", "app.cli", "topics", "create"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert first.returncode == 0, first.stderr
     assert first.stderr.count("exists") == 9  # the fixture created them already
     data = tmp_path / "t.jsonl"
@@ -111,14 +120,32 @@ def test_cli_topics_create_is_idempotent_and_produce_tail_work(pso_env: PsoEnv, 
         "not json\n"
         '[{"subsystem": "cli", "ts": "2026-11-25T06:00:10Z", "metrics": {"cpu": 0.7}}]\n'
     )
-    prod = subprocess.run([sys.executable, "-m", "app.cli", "produce", str(data), "--batch", "1"],
-                          env=env, capture_output=True, text=True, timeout=60)
+    prod = subprocess.run(
+        [sys.executable, "-m", "app.cli", "produce", str(data), "--batch", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert prod.returncode == 0, prod.stderr
     assert "line 2" in prod.stderr and "sent 2 samples" in prod.stderr
     tail = subprocess.run(
-        [sys.executable, "-m", "app.cli", "tail", f"{pso_env.prefix}.telemetry", "--json",
-         "--max", "2", "--idle-timeout", "20"],
-        env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "tail",
+            f"{pso_env.prefix}.telemetry",
+            "--json",
+            "--max",
+            "2",
+            "--idle-timeout",
+            "20",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert tail.returncode == 0, tail.stderr
     docs = [orjson.loads(x) for x in tail.stdout.splitlines()]

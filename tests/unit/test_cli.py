@@ -10,8 +10,13 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     full_env = dict(os.environ)
     full_env.pop("PSO_BROKER", None)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True,
-                          timeout=120, env=full_env)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=full_env,
+    )
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
@@ -52,7 +57,9 @@ def test_unknown_option() -> None:
 def test_simulate_to_file_is_deterministic(tmp_path: Path) -> None:
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     for out in (a, b):
-        res = run("simulate", "--subsystems", "3", "--duration", "10m", "--seed", "5", "-o", str(out))
+        res = run(
+            "simulate", "--subsystems", "3", "--duration", "10m", "--seed", "5", "-o", str(out)
+        )
         assert res.returncode == 0, res.stderr
     assert a.read_bytes() == b.read_bytes()
     assert len(a.read_bytes().splitlines()) == 3 * 60

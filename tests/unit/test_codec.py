@@ -15,7 +15,7 @@ GOOD = {"subsystem": "api", "ts": "2026-11-25T06:00:00Z", "metrics": {"cpu": 0.5
 def test_single_sample_decodes() -> None:
     out = decode_message(orjson.dumps(GOOD), SRC)
     assert out.items == 1 and not out.dead
-    (index, sample), = out.samples
+    ((index, sample),) = out.samples
     assert index is None and sample.subsystem == "api" and sample.ts == 1795586400000
 
 
@@ -67,11 +67,12 @@ def test_precise_reasons() -> None:
 def test_python_floats_nan_inf_rejected_after_parse() -> None:
     out = decode_message(b'{"subsystem": "a", "ts": 1795586400000, "metrics": {"x": 1e308}}', SRC)
     assert out.samples  # large but finite is fine
-    from app.codec import _validate_into, Decoded
+    from app.codec import Decoded, _validate_into
 
     res = Decoded()
-    _validate_into(res, {"subsystem": "a", "ts": 1795586400000, "metrics": {"x": float("nan")}},
-                   b"", SRC, None)
+    _validate_into(
+        res, {"subsystem": "a", "ts": 1795586400000, "metrics": {"x": float("nan")}}, b"", SRC, None
+    )
     assert res.dead and "finite" in res.dead[0].reason
 
 
@@ -80,20 +81,35 @@ def test_python_floats_nan_inf_rejected_after_parse() -> None:
 def test_random_bytes_never_raise(raw: bytes) -> None:
     out = decode_message(raw, SRC)
     assert len(out.samples) + len(out.dead) >= 1 or raw.strip() == b"[]"
-    assert len(out.samples) + sum(1 for d in out.dead if d.reason_code != "empty_batch") == out.items
+    assert (
+        len(out.samples) + sum(1 for d in out.dead if d.reason_code != "empty_batch") == out.items
+    )
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.fixed_dictionaries({"subsystem": st.text(max_size=5), "ts": json_values},
-                                      optional={"metrics": json_values, "resources": json_values})
-                | json_values, max_size=5))
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"subsystem": st.text(max_size=5), "ts": json_values},
+            optional={"metrics": json_values, "resources": json_values},
+        )
+        | json_values,
+        max_size=5,
+    )
+)
 def test_near_valid_json_is_accounted_for(batch: list) -> None:
     raw = orjson.dumps(batch)
     out = decode_message(raw, SRC)

@@ -14,12 +14,19 @@ def test_schema_files_match_models() -> None:
     on_disk = {p.name for p in SCHEMA_DIR.glob("*.json")}
     assert on_disk == set(rendered), "run `pso schemas export`"
     for name, data in rendered.items():
-        assert (SCHEMA_DIR / name).read_bytes() == data, f"{name} is stale: run `pso schemas export`"
+        assert (SCHEMA_DIR / name).read_bytes() == data, (
+            f"{name} is stale: run `pso schemas export`"
+        )
 
 
 def test_outputs_validate_against_their_schema() -> None:
     ingest = TelemetryIngest(WindowConfig(size_s=60, allowed_lateness_windows=0))
-    sample = {"subsystem": "a", "ts": 1795586400000, "metrics": {"cpu": 0.5}, "resources": {"db": 2}}
+    sample = {
+        "subsystem": "a",
+        "ts": 1795586400000,
+        "metrics": {"cpu": 0.5},
+        "resources": {"db": 2},
+    }
     ingest.process(orjson.dumps(sample), SourceRef("t", 0, 0))
     result = ingest.process(orjson.dumps(dict(sample, ts=1795586460000)), SourceRef("t", 0, 1))
     late = ingest.process(orjson.dumps(sample), SourceRef("t", 0, 2))
