@@ -1,0 +1,12 @@
+"""Online, per-series anomaly detection (pure core: no I/O, event time passed in)."""
+
+from app.core.anomaly.detector import AnomalyScore, SeriesAnomalyDetector, score_series
+from app.core.anomaly.likelihood import AnomalyLikelihood, log_tail_score
+
+__all__ = [
+    "AnomalyLikelihood",
+    "AnomalyScore",
+    "SeriesAnomalyDetector",
+    "log_tail_score",
+    "score_series",
+]
