@@ -396,6 +396,55 @@ def _is_json(value: bytes) -> bool:
     return True
 
 
+# --------------------------------------------------------------------------- series tools
+
+
+def _series_tool(source: Path, run: Any) -> int:
+    from app.series_tools import SeriesFileError, count_rows
+
+    if not source.is_file():
+        raise UsageError(f"file not found: {source}")
+    total = count_rows(source)
+    with progress() as bar:
+        task = bar.add_task(source.name, total=total)
+        try:
+            rows: int = run(lambda n: bar.advance(task, n))
+        except SeriesFileError as exc:
+            raise UsageError(f"{source}: {exc}") from None
+    return rows
+
+
+@cli.command("score-anomalies")
+def score_anomalies_cmd(
+    source: Annotated[Path, typer.Argument(help="CSV with columns timestamp,value")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="CSV to write")],
+    threshold: Annotated[
+        float | None, typer.Option(help="alarm threshold on the score (default 0.45)")
+    ] = None,
+) -> None:
+    """Score an exported series online: adds anomaly_score in [0, 1] and is_anomaly."""
+    from app.series_tools import score_anomalies
+
+    rows = _series_tool(source, lambda p: score_anomalies(source, output, p, threshold))
+    err_console.print(f"scored {rows} rows -> {output}")
+
+
+@cli.command("forecast")
+def forecast_cmd(
+    source: Annotated[Path, typer.Argument(help="CSV with columns timestamp,value")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="CSV to write")],
+    horizon: Annotated[int, typer.Option(min=1, max=240, help="rows ahead")] = 15,
+    level: Annotated[float, typer.Option(help="interval coverage in percent")] = 80.0,
+) -> None:
+    """Forecast an exported series online: adds yhat_1..H, lo_1..H, hi_1..H per row."""
+    from app.series_tools import forecast_series
+
+    rows = _series_tool(
+        source, lambda p: forecast_series(source, output, horizon, level / 100.0, p)
+    )
+    err_console.print(f"forecast {rows} rows -> {output}")
+
+
 # --------------------------------------------------------------------------- demo
 
 

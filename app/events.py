@@ -226,6 +226,23 @@ class Forecast(_Wire):
     resources: dict[str, SeriesForecastBody]
 
 
+class ResourceShare(_Wire):
+    """One subsystem's forecast and actual use of one shared resource for one window.
+
+    Stage 1 (partitioned by subsystem) emits it; stage 2 (partitioned by resource) joins the
+    shares of every contributor. Internal topic, but plain JSON like every other.
+    """
+
+    type: Literal["resource_share"] = "resource_share"
+    event_id: str
+    subsystem: Name
+    resource: Name
+    window_start_ms: int
+    step_s: int
+    actual: FiniteFloat
+    forecast: SeriesForecastBody
+
+
 # --------------------------------------------------------------------------- anomalies
 
 
@@ -399,6 +416,7 @@ OutputEvent = (
     | SaturationPredicted
     | RebalanceRecommended
     | AccuracyReport
+    | ResourceShare
 )
 
 #: schema file name -> model; `pso schemas export` writes these into schemas/.
@@ -413,4 +431,5 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "saturation_predicted.v1.json": SaturationPredicted,
     "rebalance.v1.json": RebalanceRecommended,
     "accuracy_report.v1.json": AccuracyReport,
+    "resource_share.v1.json": ResourceShare,
 }

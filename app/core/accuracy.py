@@ -1,0 +1,290 @@
+"""Scoring predictions against what really happened, online and in event time.
+
+`ForecastAccuracy` scores every forecast of one series when its target window arrives: MAE per
+horizon, the same for a seasonal-naive forecast (``ŷ(t) = y(t − 1 day)``, the MASE baseline),
+and interval coverage per level. `ConflictScorer` matches predicted conflicts to observed
+capacity breaches. The live engine publishes both as `AccuracyReport` events and the backtest
+writes them into its report: one definition, used everywhere.
+
+Definitions
+-----------
+MASE_h
+    ``MAE_h(model) / MAE_h(seasonal naive)`` over the same targets (those with a value one
+    season earlier). Below 1: better than "same as yesterday at this time".
+coverage_h(level)
+    Share of targets inside the ``level`` interval forecast ``h`` windows earlier.
+conflict episode
+    A maximal run of consecutive windows whose actual total demand exceeds capacity.
+recall
+    Share of episodes for which a conflict was predicted at least one window before the
+    episode started, and still open (not cleared) when it started.
+precision
+    Share of predicted conflicts (distinct ``conflict_id``) during whose lifetime, or within
+    the horizon after it was first emitted, a real breach occurred.
+lead time
+    Episode start − first emission of the conflict that predicted it.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass, field
+
+from app.core.types import SeriesForecast
+from app.events import ConflictObserved, ConflictPredicted
+
+DAY_MS = 86_400_000
+_Bounds = tuple[tuple[float, tuple[float, ...], tuple[float, ...]], ...]
+
+
+@dataclass(slots=True)
+class HorizonTotals:
+    """Running sums for one horizon (mergeable across series)."""
+
+    n: int = 0
+    abs_err: float = 0.0
+    n_naive: int = 0
+    abs_err_model_vs_naive: float = 0.0  # model error on the targets that have a baseline
+    abs_err_naive: float = 0.0
+    covered: dict[float, int] = field(default_factory=dict)
+
+    def merge(self, other: HorizonTotals) -> None:
+        self.n += other.n
+        self.abs_err += other.abs_err
+        self.n_naive += other.n_naive
+        self.abs_err_model_vs_naive += other.abs_err_model_vs_naive
+        self.abs_err_naive += other.abs_err_naive
+        for level, count in other.covered.items():
+            self.covered[level] = self.covered.get(level, 0) + count
+
+    @property
+    def mae(self) -> float:
+        return self.abs_err / self.n if self.n else 0.0
+
+    @property
+    def mase(self) -> float | None:
+        if self.n_naive == 0 or self.abs_err_naive <= 0.0:
+            return None
+        return self.abs_err_model_vs_naive / self.abs_err_naive
+
+    def coverage(self, level: float) -> float | None:
+        return self.covered.get(level, 0) / self.n if self.n else None
+
+
+class ForecastAccuracy:
+    """Scores one series' forecasts when their target windows arrive.
+
+    Parameters
+    ----------
+    step_ms
+        Window size.
+    horizon
+        Forecast horizon H (windows).
+    levels
+        Interval levels to score.
+    season_ms
+        Period of the seasonal-naive baseline (default one day). Keeps one value per window
+        of the season (11.5 KB for a day of 60 s windows).
+
+    Examples
+    --------
+    >>> acc = ForecastAccuracy(step_ms=60_000, horizon=2, levels=(0.8,), season_ms=120_000)
+    >>> for n in range(6):
+    ...     acc.observe(n * 60_000, float(n % 2))
+    ...     acc.record(SeriesForecast(origin_ms=(n + 1) * 60_000, step_ms=60_000,
+    ...         point=(float((n + 1) % 2), float(n % 2)), lower={0.8: (0.0, 0.0)},
+    ...         upper={0.8: (1.0, 1.0)}))
+    >>> acc.totals[0].mae, acc.totals[0].n
+    (0.0, 5)
+    """
+
+    def __init__(
+        self,
+        step_ms: int,
+        horizon: int,
+        levels: tuple[float, ...],
+        season_ms: int = DAY_MS,
+    ) -> None:
+        self.step_ms = step_ms
+        self.horizon = horizon
+        self.levels = levels
+        self.season_ms = season_ms
+        self.season = max(1, season_ms // step_ms)
+        self.totals = [HorizonTotals() for _ in range(horizon)]
+        self._history = array("d", [math.nan]) * self.season
+        self._last_index: int | None = None
+        # Pending forecasts in a ring by origin window index: (points, ((level, lower, upper),)).
+        self._ring: list[tuple[tuple[float, ...], _Bounds]] = [((), ())] * horizon
+        self._origins: list[int] = [-(2**62)] * horizon
+
+    def _naive(self, index: int) -> float:
+        """y one season before window ``index`` (NaN if unknown)."""
+        if self._last_index is None or index - self.season > self._last_index:
+            return math.nan
+        if self._last_index - (index - self.season) >= self.season:
+            return math.nan  # fell out of the ring
+        return self._history[(index - self.season) % self.season]
+
+    def observe(self, window_start_ms: int, y: float) -> None:
+        """The actual mean of the window starting at ``window_start_ms``: score what targeted it."""
+        index = window_start_ms // self.step_ms
+        naive = self._naive(index)
+        has_naive = naive == naive  # not NaN
+        naive_err = abs(naive - y) if has_naive else 0.0
+        ring, origins, horizon = self._ring, self._origins, self.horizon
+        for h in range(1, horizon + 1):
+            origin_index = index - h + 1  # the forecast made at the end of window index - h
+            slot = origin_index % horizon
+            if origins[slot] != origin_index:
+                continue
+            points, bounds = ring[slot]
+            err = abs(points[h - 1] - y)
+            totals = self.totals[h - 1]
+            totals.n += 1
+            totals.abs_err += err
+            if has_naive:
+                totals.n_naive += 1
+                totals.abs_err_model_vs_naive += err
+                totals.abs_err_naive += naive_err
+            covered = totals.covered
+            for level, lower, upper in bounds:
+                if lower[h - 1] <= y <= upper[h - 1]:
+                    covered[level] = covered.get(level, 0) + 1
+        self._remember(index, y)
+
+    def _remember(self, index: int, y: float) -> None:
+        last = self._last_index
+        if last is not None and index > last + 1:
+            for gap in range(max(last + 1, index - self.season), index):
+                self._history[gap % self.season] = math.nan
+        self._history[index % self.season] = y
+        if last is None or index > last:
+            self._last_index = index
+
+    def record(self, forecast: SeriesForecast) -> None:
+        """Keep a forecast until its targets arrive. ``origin_ms`` is the first target's start."""
+        origin_index = forecast.origin_ms // self.step_ms
+        bounds = tuple(
+            (level, forecast.lower[level], forecast.upper[level])
+            for level in self.levels
+            if level in forecast.lower and level in forecast.upper
+        )
+        slot = origin_index % self.horizon
+        self._ring[slot] = (forecast.point, bounds)
+        self._origins[slot] = origin_index
+
+
+@dataclass(slots=True)
+class _Prediction:
+    conflict_id: str
+    resource: str
+    first_emitted_ms: int
+    expected_start_ms: int
+    expected_end_ms: int
+    cleared_ms: int | None = None
+    hit: bool = False
+
+
+@dataclass(slots=True)
+class _Episode:
+    resource: str
+    start_ms: int
+    last_ms: int
+    predicted_by: str | None = None
+    lead_ms: int | None = None
+
+
+class ConflictScorer:
+    """Matches `ConflictPredicted` events to observed breach episodes (see module docstring).
+
+    Feed it every conflict event in event-time order (`observe`); read `precision`,
+    `recall`, `lead_times_s` at any time. Predictions still open count as pending in
+    precision until they are hit, cleared or ``horizon`` windows past their last window.
+    """
+
+    def __init__(self, step_ms: int, horizon: int) -> None:
+        self.step_ms = step_ms
+        self.horizon = horizon
+        self.predictions: dict[str, _Prediction] = {}
+        self.episodes: list[_Episode] = []
+        self._open_episode: dict[str, _Episode] = {}
+        self._now_ms = 0
+
+    def observe(self, event: ConflictPredicted | ConflictObserved) -> None:
+        if isinstance(event, ConflictPredicted):
+            self._now_ms = max(self._now_ms, event.emitted_at_ms)
+            pred = self.predictions.get(event.conflict_id)
+            if pred is None:
+                pred = self.predictions[event.conflict_id] = _Prediction(
+                    event.conflict_id,
+                    event.resource,
+                    event.emitted_at_ms,
+                    event.expected_start_ms,
+                    event.expected_end_ms,
+                )
+            if event.status == "cleared":
+                pred.cleared_ms = event.emitted_at_ms
+            else:
+                pred.expected_start_ms = min(pred.expected_start_ms, event.expected_start_ms)
+                pred.expected_end_ms = max(pred.expected_end_ms, event.expected_end_ms)
+            return
+        self._now_ms = max(self._now_ms, event.window_end_ms)
+        start = event.window_start_ms
+        episode = self._open_episode.get(event.resource)
+        if episode is not None and start == episode.last_ms + self.step_ms:
+            episode.last_ms = start
+        else:
+            episode = _Episode(event.resource, start, start)
+            self._open_episode[event.resource] = episode
+            self.episodes.append(episode)
+            self._credit_episode(episode)
+        self._credit_breach(event.resource, start)
+
+    def _credit_episode(self, episode: _Episode) -> None:
+        best: _Prediction | None = None
+        for pred in self.predictions.values():
+            if pred.resource != episode.resource:
+                continue
+            ahead = pred.first_emitted_ms <= episode.start_ms - self.step_ms
+            open_then = pred.cleared_ms is None or pred.cleared_ms > episode.start_ms
+            if (
+                ahead
+                and open_then
+                and (best is None or pred.first_emitted_ms < best.first_emitted_ms)
+            ):
+                best = pred
+        if best is not None:
+            episode.predicted_by = best.conflict_id
+            episode.lead_ms = episode.start_ms - best.first_emitted_ms
+
+    def _credit_breach(self, resource: str, window_start_ms: int) -> None:
+        reach = self.horizon * self.step_ms
+        for pred in self.predictions.values():
+            if pred.resource != resource or pred.hit:
+                continue
+            alive_until = math.inf if pred.cleared_ms is None else pred.cleared_ms
+            upper = max(alive_until, pred.expected_end_ms) + reach
+            if pred.first_emitted_ms <= window_start_ms <= upper:
+                pred.hit = True
+
+    @property
+    def recall(self) -> float | None:
+        if not self.episodes:
+            return None
+        return sum(1 for e in self.episodes if e.predicted_by is not None) / len(self.episodes)
+
+    @property
+    def precision(self) -> float | None:
+        decided = [p for p in self.predictions.values() if p.hit or self._expired(p)]
+        if not decided:
+            return None
+        return sum(1 for p in decided if p.hit) / len(decided)
+
+    def _expired(self, pred: _Prediction) -> bool:
+        end = pred.cleared_ms if pred.cleared_ms is not None else pred.expected_end_ms
+        return self._now_ms > max(end, pred.expected_end_ms) + self.horizon * self.step_ms
+
+    @property
+    def lead_times_s(self) -> list[float]:
+        return [e.lead_ms / 1000 for e in self.episodes if e.lead_ms is not None]

@@ -1,0 +1,443 @@
+"""The prediction engine: closed load windows in, typed prediction events out.
+
+Two stages, because the live topology partitions them differently:
+
+* `SubsystemPredictor` (stage 1, one per subsystem): for every series of a closed window —
+  each metric and each resource use — score the value for anomalies *before* learning it,
+  score the forecasts that targeted it, learn it (anomalous values are kept out of the
+  forecaster's training), forecast the next H windows. Emits `Forecast`, `AnomalyDetected`,
+  `SaturationPredicted`, a periodic per-subsystem `AccuracyReport`, and one `ResourceShare`
+  per resource it uses.
+* `ResourcePredictor` (stage 2, one per shared resource): joins the shares of all its
+  contributors window by window (`ResourceJoin`), predicts conflicts (`ConflictPredictor`),
+  plans a rebalance for each new or materially changed conflict (`RebalancePlanner`), and
+  scores its predictions against observed breaches (`ConflictScorer`).
+
+`PredictionEngine` wires both in one process (the offline driver and the benchmarks); the
+Faust topology drives the same two classes. Everything is event time, no clock, no I/O; the
+same windows in the same per-subsystem order give byte-identical events.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from app.core.accuracy import ConflictScorer, ForecastAccuracy, HorizonTotals
+from app.core.anomaly import SeriesAnomalyDetector
+from app.core.conflicts import ConflictPredictor, SaturationWatch
+from app.core.forecast import SeriesForecaster
+from app.core.join import ResourceJoin
+from app.core.planner import RebalancePlanner
+from app.core.snapshot import seal, unseal
+from app.core.types import SeriesForecast
+from app.events import (
+    AccuracyReport,
+    AnomalyDetected,
+    ConflictPredicted,
+    Forecast,
+    HorizonAccuracy,
+    Interval,
+    LoadWindow,
+    OutputEvent,
+    RebalanceRecommended,
+    ResourceShare,
+    SeriesForecastBody,
+    SeriesStats,
+    ms_to_iso,
+)
+from app.settings import FleetPolicy
+
+METRIC = "metric"
+RESOURCE = "resource"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """What the engine needs from `FleetPolicy`, resolved once."""
+
+    step_ms: int
+    horizon: int
+    levels: tuple[float, ...]
+    conflict_threshold: float
+    accuracy_every: int
+    idle_evict_windows: int
+    mode: str
+
+    @classmethod
+    def from_policy(cls, policy: FleetPolicy) -> EngineConfig:
+        p = policy.prediction
+        step_ms = policy.window.size_ms
+        return cls(
+            step_ms=step_ms,
+            horizon=p.horizon,
+            levels=tuple(sorted(p.levels)),
+            conflict_threshold=p.conflict_threshold,
+            accuracy_every=p.accuracy_every_windows,
+            idle_evict_windows=max(1, p.idle_evict_s * 1000 // step_ms),
+            mode=p.mode,
+        )
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def forecast_body(fc: SeriesForecast) -> SeriesForecastBody:
+    """The wire form of a `SeriesForecast` (origin and step travel with the event).
+
+    Built without re-validation: on the hot path, and the forecaster guarantees finite,
+    ordered values (property-tested); the schema tests validate real outputs.
+    """
+    return SeriesForecastBody.model_construct(
+        point=list(fc.point),
+        intervals=[
+            Interval.model_construct(
+                level=level, lower=list(fc.lower[level]), upper=list(fc.upper[level])
+            )
+            for level in sorted(fc.lower)
+        ],
+        model=fc.model,
+        recent_error=fc.recent_error,
+        warming_up=fc.warming_up,
+    )
+
+
+def forecast_from_body(body: SeriesForecastBody, origin_ms: int, step_ms: int) -> SeriesForecast:
+    return SeriesForecast(
+        origin_ms=origin_ms,
+        step_ms=step_ms,
+        point=tuple(body.point),
+        lower={i.level: tuple(i.lower) for i in body.intervals},
+        upper={i.level: tuple(i.upper) for i in body.intervals},
+        model=body.model,
+        recent_error=body.recent_error,
+        warming_up=body.warming_up,
+    )
+
+
+def horizon_report(totals: list[HorizonTotals], levels: tuple[float, ...]) -> list[HorizonAccuracy]:
+    out = []
+    for h, t in enumerate(totals, start=1):
+        if t.n == 0:
+            continue
+        coverage = {f"{level:g}": c for level in levels if (c := t.coverage(level)) is not None}
+        out.append(HorizonAccuracy(horizon=h, n=t.n, mae=t.mae, mase=t.mase, coverage=coverage))
+    return out
+
+
+# --------------------------------------------------------------------------- stage 1
+
+
+@dataclass(slots=True)
+class SeriesModel:
+    """Everything PSO learns about one series of one subsystem."""
+
+    forecaster: SeriesForecaster
+    detector: SeriesAnomalyDetector
+    accuracy: ForecastAccuracy
+    last_index: int
+    forecast: SeriesForecast | None = None
+
+
+@dataclass(slots=True)
+class SubsystemOutput:
+    events: list[OutputEvent] = field(default_factory=list)
+    shares: list[ResourceShare] = field(default_factory=list)
+
+
+class SubsystemPredictor:
+    """Stage 1 for one subsystem: forecasts, anomalies, saturation, accuracy, shares."""
+
+    def __init__(self, subsystem: str, config: EngineConfig, limits: Mapping[str, float]) -> None:
+        self.subsystem = subsystem
+        self.config = config
+        self.limits = dict(limits)
+        self.series: dict[tuple[str, str], SeriesModel] = {}
+        self.saturation = SaturationWatch(
+            horizon=config.horizon, threshold=config.conflict_threshold
+        )
+        self.last_index: int | None = None
+        self.windows = 0
+
+    def _model(self, key: tuple[str, str], index: int) -> SeriesModel:
+        model = self.series.get(key)
+        if model is None or index - model.last_index > self.config.idle_evict_windows:
+            c = self.config
+            model = SeriesModel(
+                forecaster=SeriesForecaster(step_ms=c.step_ms, horizon=c.horizon, levels=c.levels),
+                detector=SeriesAnomalyDetector(step_ms=c.step_ms),
+                accuracy=ForecastAccuracy(c.step_ms, c.horizon, c.levels),
+                last_index=index,
+            )
+            self.series[key] = model
+        return model
+
+    def process(self, window: LoadWindow) -> SubsystemOutput:
+        """Learn one closed window; return the events and resource shares it produces."""
+        c = self.config
+        index = window.window_start_ms // c.step_ms
+        if self.last_index is not None and index <= self.last_index:
+            return SubsystemOutput()  # a duplicate (re-delivered) window: already learned
+        self.last_index = index
+        self.windows += 1
+        out = SubsystemOutput()
+        bodies: dict[str, dict[str, SeriesForecastBody]] = {METRIC: {}, RESOURCE: {}}
+        anomalies: list[AnomalyDetected] = []
+        for kind, stats in ((METRIC, window.metrics), (RESOURCE, window.resources)):
+            for name in sorted(stats):
+                fc, anomaly = self._learn(kind, name, stats[name], window, index)
+                bodies[kind][name] = forecast_body(fc)
+                if anomaly is not None:
+                    anomalies.append(anomaly)
+                if kind == RESOURCE:
+                    out.shares.append(self._share(name, window, stats[name], bodies[kind][name]))
+                elif name in self.limits and self._may_saturate(name, fc):
+                    sat = self.saturation.update(self.subsystem, name, fc, self.limits[name])
+                    if sat is not None:
+                        out.events.append(sat)
+        self._evict(index)
+        forecast = Forecast(
+            event_id=f"forecast:{self.subsystem}:{window.window_end_ms}",
+            subsystem=self.subsystem,
+            origin_ms=window.window_end_ms,
+            origin=ms_to_iso(window.window_end_ms),
+            step_s=c.step_ms // 1000,
+            horizon=c.horizon,
+            metrics=bodies[METRIC],
+            resources=bodies[RESOURCE],
+        )
+        out.events[:0] = [forecast, *anomalies]
+        if self.windows % c.accuracy_every == 0:
+            out.events.append(self.accuracy_report(window.window_end_ms))
+        return out
+
+    def _learn(
+        self, kind: str, name: str, stats: SeriesStats, window: LoadWindow, index: int
+    ) -> tuple[SeriesForecast, AnomalyDetected | None]:
+        model = self._model((kind, name), index)
+        y = stats.mean
+        ts = window.window_start_ms
+        prior = model.forecast
+        external = None
+        if prior is not None and prior.origin_ms == ts and not prior.warming_up:
+            top = max(prior.lower)
+            external = (prior.point[0], prior.lower[top][0], prior.upper[top][0])
+        score = model.detector.process_one(ts, y, forecast=external)  # scores, then learns
+        model.accuracy.observe(ts, y)
+        model.forecaster.learn_one(ts, y, trusted=not score.in_anomaly)
+        fc = model.forecaster.forecast()
+        model.accuracy.record(fc)
+        model.forecast = fc
+        model.last_index = index
+        anomaly = None
+        if score.is_anomaly:
+            anomaly = AnomalyDetected(
+                event_id=f"anomaly:{self.subsystem}:{kind}:{name}:{ts}",
+                subsystem=self.subsystem,
+                series_kind=kind,
+                series=name,
+                window_start_ms=ts,
+                window_end_ms=window.window_end_ms,
+                window_start=window.window_start,
+                value=y,
+                expected=score.expected,
+                lower=score.lower,
+                upper=score.upper,
+                score=score.score,
+                detector=score.reason or "likelihood",
+            )
+        return fc, anomaly
+
+    def _may_saturate(self, metric: str, fc: SeriesForecast) -> bool:
+        """Cheap pre-check: P(value > limit) >= 0.5 needs a point forecast at the limit."""
+        if (self.subsystem, metric) in self.saturation.active:
+            return True
+        return max(fc.point) >= self.limits[metric]
+
+    def _share(
+        self, resource: str, window: LoadWindow, stats: SeriesStats, body: SeriesForecastBody
+    ) -> ResourceShare:
+        return ResourceShare(
+            event_id=f"share:{resource}:{self.subsystem}:{window.window_start_ms}",
+            subsystem=self.subsystem,
+            resource=resource,
+            window_start_ms=window.window_start_ms,
+            step_s=self.config.step_ms // 1000,
+            actual=stats.mean,
+            forecast=body,
+        )
+
+    def _evict(self, index: int) -> None:
+        limit = self.config.idle_evict_windows
+        for key in [k for k, m in self.series.items() if index - m.last_index > limit]:
+            del self.series[key]
+
+    def accuracy_report(self, emitted_at_ms: int) -> AccuracyReport:
+        """Forecast accuracy pooled over this subsystem's series (MAE in mixed units: use MASE)."""
+        c = self.config
+        totals = [HorizonTotals() for _ in range(c.horizon)]
+        for key in sorted(self.series):
+            for h, t in enumerate(self.series[key].accuracy.totals):
+                totals[h].merge(t)
+        return AccuracyReport(
+            event_id=f"accuracy:subsystem:{self.subsystem}:{emitted_at_ms}",
+            emitted_at_ms=emitted_at_ms,
+            scope=f"subsystem:{self.subsystem}",
+            windows_scored=self.windows,
+            horizons=horizon_report(totals, c.levels),
+            conflict_precision=None,
+            conflict_recall=None,
+            conflict_median_lead_s=None,
+        )
+
+
+# --------------------------------------------------------------------------- stage 2
+
+
+class ResourcePredictor:
+    """Stage 2 for one shared resource: join shares, predict conflicts, plan, score."""
+
+    def __init__(self, resource: str, config: EngineConfig, policy: FleetPolicy) -> None:
+        self.resource = resource
+        self.config = config
+        self.policy = policy
+        declared = frozenset(name for name, sub in policy.subsystems.items() if resource in sub.min)
+        self.join: ResourceJoin[ResourceShare] = ResourceJoin(declared=declared)
+        self.predictor = ConflictPredictor(
+            resource,
+            horizon=config.horizon,
+            threshold=config.conflict_threshold,
+            step_ms=config.step_ms,
+        )
+        self.planner = RebalancePlanner()
+        self.scorer = ConflictScorer(config.step_ms, config.horizon)
+        configured = policy.resources.get(resource)
+        self.capacity: float | None = configured.capacity if configured else None
+        self.windows = 0
+
+    def set_capacity(self, capacity: float) -> None:
+        """A runtime capacity change (e.g. from the ``pso.capacity`` topic)."""
+        self.capacity = capacity
+
+    def add(self, share: ResourceShare) -> list[OutputEvent]:
+        """Take one contributor's share; return the events of every window it completed."""
+        c = self.config
+        events: list[OutputEvent] = []
+        for ready in self.join.add(share.subsystem, share.window_start_ms // c.step_ms, share):
+            events.extend(self._judge(ready.index, ready.shares))
+        self.join.forget_idle()
+        return events
+
+    def _judge(self, index: int, shares: Mapping[str, ResourceShare]) -> list[OutputEvent]:
+        c = self.config
+        self.windows += 1
+        if self.capacity is None or not shares:
+            return []
+        origin_ms = (index + 1) * c.step_ms
+        forecasts = {
+            n: forecast_from_body(s.forecast, origin_ms, c.step_ms) for n, s in shares.items()
+        }
+        actual = {n: s.actual for n, s in shares.items()}
+        events: list[OutputEvent] = []
+        for event in self.predictor.update(origin_ms, forecasts, actual, self.capacity):
+            events.append(event)
+            self.scorer.observe(event)
+            if isinstance(event, ConflictPredicted) and event.status != "cleared":
+                events.append(self._plan(event, forecasts))
+        if self.windows % c.accuracy_every == 0:
+            events.append(self.accuracy_report(origin_ms))
+        return events
+
+    def _plan(
+        self, conflict: ConflictPredicted, forecasts: Mapping[str, SeriesForecast]
+    ) -> RebalanceRecommended:
+        c = self.config
+        h = (conflict.expected_start_ms - conflict.emitted_at_ms) // c.step_ms + 1
+        demand = {
+            n: {self.resource: max(0.0, fc.point[h - 1])} for n, fc in sorted(forecasts.items())
+        }
+        capacity = self.capacity or 0.0
+        headroom = []
+        for later in range(h + 1, c.horizon + 1):
+            total = math.fsum(max(0.0, fc.point[later - 1]) for fc in forecasts.values())
+            target = conflict.emitted_at_ms + (later - 1) * c.step_ms
+            headroom.append((target, max(0.0, capacity - total)))
+        return self.planner.plan(
+            conflict,
+            demand,
+            {self.resource: headroom},
+            self.policy,
+            mode=c.mode,  # type: ignore[arg-type]
+            capacities={self.resource: capacity},
+        )
+
+    def accuracy_report(self, emitted_at_ms: int) -> AccuracyReport:
+        leads = sorted(self.scorer.lead_times_s)
+        median = None
+        if leads:
+            mid = len(leads) // 2
+            median = leads[mid] if len(leads) % 2 else (leads[mid - 1] + leads[mid]) / 2
+        return AccuracyReport(
+            event_id=f"accuracy:resource:{self.resource}:{emitted_at_ms}",
+            emitted_at_ms=emitted_at_ms,
+            scope=f"resource:{self.resource}",
+            windows_scored=self.windows,
+            horizons=[],
+            conflict_precision=self.scorer.precision,
+            conflict_recall=self.scorer.recall,
+            conflict_median_lead_s=median,
+        )
+
+
+# --------------------------------------------------------------------------- one process
+
+
+class PredictionEngine:
+    """Both stages in one process: the offline driver (backtests, benchmarks, CSV tools).
+
+    Examples
+    --------
+    >>> from app.settings import FleetPolicy
+    >>> engine = PredictionEngine(FleetPolicy())
+    >>> engine.subsystems, engine.resources
+    ({}, {})
+    """
+
+    def __init__(self, policy: FleetPolicy) -> None:
+        self.policy = policy
+        self.config = EngineConfig.from_policy(policy)
+        self.subsystems: dict[str, SubsystemPredictor] = {}
+        self.resources: dict[str, ResourcePredictor] = {}
+
+    def subsystem(self, name: str) -> SubsystemPredictor:
+        predictor = self.subsystems.get(name)
+        if predictor is None:
+            sub = self.policy.subsystems.get(name)
+            limits = sub.limits if sub is not None else {}
+            predictor = self.subsystems[name] = SubsystemPredictor(name, self.config, limits)
+        return predictor
+
+    def resource(self, name: str) -> ResourcePredictor:
+        predictor = self.resources.get(name)
+        if predictor is None:
+            predictor = self.resources[name] = ResourcePredictor(name, self.config, self.policy)
+        return predictor
+
+    def process(self, window: LoadWindow) -> list[OutputEvent]:
+        """Learn one closed window; return every event it produced, in a fixed order."""
+        out = self.subsystem(window.subsystem).process(window)
+        events = list(out.events)
+        for share in out.shares:
+            events.extend(self.resource(share.resource).add(share))
+        return events
+
+    def snapshot(self, key: str | bytes) -> bytes:
+        """All state, sealed with HMAC-SHA256 (see `app.core.snapshot`)."""
+        return seal((self.subsystems, self.resources), key)
+
+    @classmethod
+    def restore(cls, policy: FleetPolicy, blob: bytes, key: str | bytes) -> PredictionEngine:
+        engine = cls(policy)
+        engine.subsystems, engine.resources = unseal(blob, key)
+        return engine

@@ -1,0 +1,182 @@
+"""Single-series tools for ops: an exported metric in, scores or forecasts out.
+
+Both tools are strictly online — row ``i`` is computed from rows ``0..i`` only, so truncating
+the input never changes earlier output rows — keep the row count and order, and preserve any
+extra input columns. They drive the very models the engine runs per series.
+
+Timestamps may be RFC 3339 (with or without offset; naive means UTC), ``YYYY-MM-DD HH:MM:SS``
+(NAB style), or epoch seconds / milliseconds. A value that is empty or not a number is
+"missing": its row is kept with empty outputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from app.core.anomaly import SeriesAnomalyDetector
+from app.core.forecast import SeriesForecaster
+
+Progress = Callable[[int], None]
+
+
+class SeriesFileError(ValueError):
+    """The input file is not a usable series (message names the row or column)."""
+
+
+def parse_timestamp(text: str) -> int:
+    """Epoch milliseconds from RFC 3339, ``YYYY-MM-DD HH:MM:SS`` or epoch s/ms."""
+    raw = text.strip()
+    try:
+        number = float(raw)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(number):
+            raise ValueError(f"timestamp {text!r} is not finite")
+        return int(number if number > 1e11 else number * 1000)
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"timestamp {text!r} is not RFC 3339 or epoch") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def parse_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def _rows(handle: TextIO) -> tuple[list[str], Iterator[list[str]], int, int]:
+    reader = csv.reader(handle)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise SeriesFileError("the file is empty (expected a header timestamp,value)") from None
+    names = [h.strip().lower() for h in header]
+    for column in ("timestamp", "value"):
+        if column not in names:
+            raise SeriesFileError(f"missing column {column!r} (header is {','.join(header)})")
+    return header, reader, names.index("timestamp"), names.index("value")
+
+
+def count_rows(path: Path) -> int:
+    with path.open("rb") as fh:
+        return max(0, sum(1 for _ in fh) - 1)
+
+
+def score_anomalies(
+    source: Path, target: Path, progress: Progress | None = None, threshold: float | None = None
+) -> int:
+    """Write ``target`` = ``source`` + ``anomaly_score`` (and ``is_anomaly``); return rows."""
+    detector = (
+        SeriesAnomalyDetector() if threshold is None else SeriesAnomalyDetector(threshold=threshold)
+    )
+    rows = 0
+    with source.open(newline="") as fin, target.open("w", newline="") as fout:
+        header, reader, t_col, v_col = _rows(fin)
+        writer = csv.writer(fout, lineterminator="\n")
+        writer.writerow([*header, "anomaly_score", "is_anomaly"])
+        for lineno, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            ts = _timestamp(row, t_col, lineno)
+            value = parse_value(row[v_col]) if v_col < len(row) else math.nan
+            if math.isnan(value):
+                writer.writerow([*row, "", ""])
+            else:
+                verdict = detector.process_one(ts, value)
+                writer.writerow([*row, f"{verdict.score:.6f}", int(verdict.is_anomaly)])
+            rows += 1
+            if progress is not None and rows % 1000 == 0:
+                progress(1000)
+    if progress is not None:
+        progress(rows % 1000)
+    return rows
+
+
+def _timestamp(row: list[str], column: int, lineno: int) -> int:
+    try:
+        return parse_timestamp(row[column])
+    except (ValueError, IndexError) as exc:
+        raise SeriesFileError(f"row {lineno}: {exc}") from None
+
+
+def forecast_series(
+    source: Path,
+    target: Path,
+    horizon: int,
+    level: float,
+    progress: Progress | None = None,
+) -> int:
+    """Write ``target`` = ``source`` + ``yhat_1..H``, ``lo_1..H``, ``hi_1..H``; return rows.
+
+    Row ``i``'s forecasts are for rows ``i+1 .. i+H``, at the spacing of the first two rows
+    (so row 0 has none); they stay empty while the forecaster is warming up.
+    """
+    if not 0.0 < level < 1.0:
+        raise SeriesFileError("--level must be between 0 and 100 (exclusive)")
+    forecaster: SeriesForecaster | None = None
+    first: tuple[int, float] | None = None  # row 0, until the spacing is known
+    last_index: int | None = None
+    empty = [""] * (3 * horizon)
+    rows = 0
+    with source.open(newline="") as fin, target.open("w", newline="") as fout:
+        header, reader, t_col, v_col = _rows(fin)
+        writer = csv.writer(fout, lineterminator="\n")
+        writer.writerow(
+            [
+                *header,
+                *(f"yhat_{h}" for h in range(1, horizon + 1)),
+                *(f"lo_{h}" for h in range(1, horizon + 1)),
+                *(f"hi_{h}" for h in range(1, horizon + 1)),
+            ]
+        )
+        for lineno, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            ts = _timestamp(row, t_col, lineno)
+            value = parse_value(row[v_col]) if v_col < len(row) else math.nan
+            if forecaster is None:
+                if first is None:
+                    first = (ts, value)
+                elif ts > first[0]:
+                    step = ts - first[0]
+                    forecaster = SeriesForecaster(step_ms=step, horizon=horizon, levels=(level,))
+                    if not math.isnan(first[1]):
+                        last_index = first[0] // step
+                        forecaster.learn_one(last_index * step, first[1])
+            out = empty
+            if forecaster is not None:
+                step = forecaster.step_ms
+                index = ts // step
+                if not math.isnan(value) and (last_index is None or index > last_index):
+                    forecaster.learn_one(index * step, value)
+                    last_index = index
+                fc = forecaster.forecast()
+                if not fc.warming_up and fc.origin_ms > 0:
+                    out = [
+                        *(_fmt(x) for x in fc.point),
+                        *(_fmt(x) for x in fc.lower[level]),
+                        *(_fmt(x) for x in fc.upper[level]),
+                    ]
+            writer.writerow([*row, *out])
+            rows += 1
+            if progress is not None and rows % 1000 == 0:
+                progress(1000)
+    if progress is not None:
+        progress(rows % 1000)
+    return rows
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
