@@ -280,6 +280,7 @@ class Episode:
     emitted: ConflictView
     covered_start_ms: int
     covered_end_ms: int
+    quiet: int = 0  # consecutive windows with no run over the tracking threshold, no breach
 
 
 @dataclass(slots=True)
@@ -311,8 +312,11 @@ class ConflictPredictor:
         ``rho`` between contributors (see the module docstring).
     hysteresis
         While open, the conflict is tracked with ``threshold - hysteresis`` and clears only when
-        every horizon is below it (and the last window was not a breach): noise around the
-        threshold cannot make it flap.
+        every horizon is below it: noise around the threshold cannot make it flap.
+    clear_after
+        ...for ``clear_after`` consecutive windows without an observed breach: the tail of a
+        peak, where demand hovers just under capacity and noise pokes above it, stays one
+        conflict instead of a string of short unpredicted ones.
     min_probability_change, min_shift_windows, min_peak_change, min_share_lead
         What counts as a material change worth an ``updated`` event: probability moves by at
         least ``min_probability_change``; expected start (or end, unless both runs reach the
@@ -352,6 +356,7 @@ class ConflictPredictor:
         threshold: float = 0.5,
         correlation: float = 0.3,
         hysteresis: float = 0.15,
+        clear_after: int = 10,
         min_probability_change: float = 0.1,
         min_shift_windows: int = 2,
         min_peak_change: float = 0.05,
@@ -374,6 +379,7 @@ class ConflictPredictor:
         self.threshold = threshold
         self.correlation = correlation
         self.hysteresis = hysteresis
+        self.clear_after = clear_after
         self.min_probability_change = min_probability_change
         self.min_shift_windows = min_shift_windows
         self.min_peak_change = min_peak_change
@@ -477,9 +483,11 @@ class ConflictPredictor:
         else:
             current = self.view(total, probs, self.threshold - self.hysteresis)
             if current is None:
-                if not breach:
+                self.episode.quiet = 0 if breach else self.episode.quiet + 1
+                if self.episode.quiet >= self.clear_after:
                     events.append(self._clear(origin_ms, max(probs, default=0.0), capacity))
             else:
+                self.episode.quiet = 0
                 self._cover(current)
                 if self._material(origin_ms, self.episode.emitted, current, capacity):
                     self.episode.emitted = current

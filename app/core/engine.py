@@ -130,6 +130,41 @@ def horizon_report(totals: list[HorizonTotals], levels: tuple[float, ...]) -> li
 
 
 @dataclass(slots=True)
+class AnomalyEpisodes:
+    """Turns per-window detector verdicts into alarms and training decisions.
+
+    A value is *anomalous* when the detector says so and, once the forecaster is calibrated,
+    it also falls outside the forecaster's widest interval: the detector knows daily shapes
+    only, the forecaster knows weekly ones too, so a quiet Saturday is not an incident.
+    Anomalous values are kept out of the forecaster's training — but at most ``max_masked``
+    windows in a row: a shift that lasts longer is the new normal and must be learned, or the
+    forecaster would stay blind to it forever. One alarm per episode: after an alarm, the
+    next needs ``calm_steps`` non-anomalous windows first.
+    """
+
+    max_masked: int = 30
+    calm_steps: int = 30
+    masked_run: int = 0
+    armed: bool = True
+    calm: int = 0
+
+    def judge(self, in_anomaly: bool, outside_forecast: bool | None) -> tuple[bool, bool]:
+        """Return ``(alarm, trusted)`` for one window."""
+        anomalous = in_anomaly and outside_forecast is not False
+        trusted = not anomalous or self.masked_run >= self.max_masked
+        self.masked_run = self.masked_run + 1 if anomalous else 0
+        alarm = anomalous and self.armed
+        if anomalous:
+            self.calm = 0
+            self.armed = False
+        else:
+            self.calm += 1
+            if self.calm >= self.calm_steps:
+                self.armed = True
+        return alarm, trusted
+
+
+@dataclass(slots=True)
 class SeriesModel:
     """Everything PSO learns about one series of one subsystem."""
 
@@ -138,6 +173,7 @@ class SeriesModel:
     accuracy: ForecastAccuracy
     last_index: int
     forecast: SeriesForecast | None = None
+    episodes: AnomalyEpisodes = field(default_factory=AnomalyEpisodes)
 
 
 @dataclass(slots=True)
@@ -224,14 +260,16 @@ class SubsystemPredictor:
             top = max(prior.lower)
             external = (prior.point[0], prior.lower[top][0], prior.upper[top][0])
         score = model.detector.process_one(ts, y, forecast=external)  # scores, then learns
+        outside = None if external is None else not external[1] <= y <= external[2]
+        alarm, trusted = model.episodes.judge(score.in_anomaly, outside)
         model.accuracy.observe(ts, y)
-        model.forecaster.learn_one(ts, y, trusted=not score.in_anomaly)
+        model.forecaster.learn_one(ts, y, trusted=trusted)
         fc = model.forecaster.forecast()
         model.accuracy.record(fc)
         model.forecast = fc
         model.last_index = index
         anomaly = None
-        if score.is_anomaly:
+        if alarm:
             anomaly = AnomalyDetected(
                 event_id=f"anomaly:{self.subsystem}:{kind}:{name}:{ts}",
                 subsystem=self.subsystem,

@@ -244,7 +244,7 @@ def test_small_probability_noise_emits_nothing() -> None:
 
 
 def test_falling_back_clears_once_without_flapping() -> None:
-    cp = ConflictPredictor("db", horizon=5)
+    cp = ConflictPredictor("db", horizon=5, clear_after=1)
     statuses: list[str] = []
     statuses += [e.status for e in predicted(step(cp, 0, {"a": flat(_mean_for(0.9))}))]
     # Noise around the threshold (above threshold - hysteresis) keeps it open, silently.
@@ -261,7 +261,7 @@ def test_falling_back_clears_once_without_flapping() -> None:
 
 
 def test_clear_waits_while_actual_demand_is_in_breach() -> None:
-    cp = ConflictPredictor("db", horizon=3)
+    cp = ConflictPredictor("db", horizon=3, clear_after=1)
     cp.update(at(0), {"a": fc(at(0), [120.0] * 3)}, {"a": 90.0}, CAP)
     calm = {"a": fc(at(1), [50.0] * 3)}
     events = cp.update(at(1), calm, {"a": 130.0}, CAP)
@@ -272,7 +272,7 @@ def test_clear_waits_while_actual_demand_is_in_breach() -> None:
 
 
 def test_reopened_conflict_for_the_same_window_gets_a_fresh_id() -> None:
-    cp = ConflictPredictor("db", horizon=10)
+    cp = ConflictPredictor("db", horizon=10, clear_after=1)
     first = predicted(cp.update(at(0), {"a": fc(at(0), [50.0] * 5 + [120.0] * 5)}, {}, CAP))
     cp.update(at(1), {"a": fc(at(1), [50.0] * 10)}, {}, CAP)
     again = predicted(cp.update(at(2), {"a": fc(at(2), [50.0] * 3 + [120.0] * 7)}, {}, CAP))
@@ -342,7 +342,7 @@ def test_same_inputs_give_identical_events() -> None:
 
 
 def test_sealed_snapshot_continues_the_lifecycle() -> None:
-    original = ConflictPredictor("db")
+    original = ConflictPredictor("db", clear_after=1)
     for j in range(0, 5):
         step(original, j)
     restored = unseal(seal(original, KEY), KEY)
@@ -424,3 +424,16 @@ def test_saturation_keys_are_independent_and_forgettable() -> None:
     assert watch.update("api", "cpu", hot, limit=90.0) is not None
     negative = fc(at(0), [-5.0] * 3)  # metrics are not clamped at zero
     assert watch.update("x", "temp", negative, limit=-10.0) is not None
+
+
+def test_clear_waits_for_quiet_windows() -> None:
+    """The tail of a peak stays one conflict: it clears only after clear_after quiet windows."""
+    cp = ConflictPredictor("db", horizon=5, clear_after=3)
+    assert [e.status for e in predicted(step(cp, 0, {"a": flat(_mean_for(0.9))}))] == [
+        "predicted"
+    ]
+    assert step(cp, 1, {"a": flat(_mean_for(0.1))}) == []
+    assert step(cp, 2, {"a": flat(_mean_for(0.1))}) == []
+    assert [e.status for e in predicted(step(cp, 3, {"a": flat(_mean_for(0.1))}))] == [
+        "cleared"
+    ]
