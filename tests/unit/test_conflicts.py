@@ -244,7 +244,7 @@ def test_small_probability_noise_emits_nothing() -> None:
 
 
 def test_falling_back_clears_once_without_flapping() -> None:
-    cp = ConflictPredictor("db", horizon=5, clear_after=1)
+    cp = ConflictPredictor("db", horizon=5, clear_after=1, probability="per_horizon")
     statuses: list[str] = []
     statuses += [e.status for e in predicted(step(cp, 0, {"a": flat(_mean_for(0.9))}))]
     # Noise around the threshold (above threshold - hysteresis) keeps it open, silently.
@@ -316,7 +316,7 @@ def test_unforeseen_breach_has_no_predicted_by() -> None:
 
 
 def test_breach_without_any_forecast_is_still_observed() -> None:
-    cp = ConflictPredictor("db")
+    cp = ConflictPredictor("db", probability="per_horizon")
     events = cp.update(at(3), {}, {"x": 150.0}, CAP)
     assert [type(e).__name__ for e in events] == ["ConflictObserved"]
 
@@ -428,12 +428,24 @@ def test_saturation_keys_are_independent_and_forgettable() -> None:
 
 def test_clear_waits_for_quiet_windows() -> None:
     """The tail of a peak stays one conflict: it clears only after clear_after quiet windows."""
-    cp = ConflictPredictor("db", horizon=5, clear_after=3)
-    assert [e.status for e in predicted(step(cp, 0, {"a": flat(_mean_for(0.9))}))] == [
-        "predicted"
-    ]
+    cp = ConflictPredictor("db", horizon=5, clear_after=3, probability="per_horizon")
+    assert [e.status for e in predicted(step(cp, 0, {"a": flat(_mean_for(0.9))}))] == ["predicted"]
     assert step(cp, 1, {"a": flat(_mean_for(0.1))}) == []
     assert step(cp, 2, {"a": flat(_mean_for(0.1))}) == []
-    assert [e.status for e in predicted(step(cp, 3, {"a": flat(_mean_for(0.1))}))] == [
-        "cleared"
-    ]
+    assert [e.status for e in predicted(step(cp, 3, {"a": flat(_mean_for(0.1))}))] == ["cleared"]
+
+
+def test_breach_anywhere_probability_is_cumulative_and_above_marginals() -> None:
+    """'any' judges P(a breach in at least one window by horizon h): monotone in h, at least
+    every marginal, and it sees a run of near-capacity windows that no single window crosses."""
+    cp = ConflictPredictor("db", horizon=10)
+    near = {"a": flat(_mean_for(0.3))}  # every window alone: P = 0.3
+    total = cp.distribution(trajectory(0, near, cp.horizon))
+    marginal = total.probabilities(100.0)
+    cumulative = total.breach_by(100.0)
+    assert all(b >= a - 1e-12 for a, b in zip(cumulative, cumulative[1:]))
+    assert all(c >= m - 1e-12 for c, m in zip(cumulative, marginal))
+    assert max(marginal) < 0.5 <= cumulative[-1]
+    events = predicted(step(cp, 0, near))
+    assert [e.status for e in events] == ["predicted"]
+    assert events[0].probability == pytest.approx(cumulative[-1])
