@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from statistics import NormalDist
@@ -443,8 +444,8 @@ def test_breach_anywhere_probability_is_cumulative_and_above_marginals() -> None
     total = cp.distribution(trajectory(0, near, cp.horizon))
     marginal = total.probabilities(100.0)
     cumulative = total.breach_by(100.0)
-    assert all(b >= a - 1e-12 for a, b in zip(cumulative, cumulative[1:]))
-    assert all(c >= m - 1e-12 for c, m in zip(cumulative, marginal))
+    assert all(b >= a - 1e-12 for a, b in itertools.pairwise(cumulative))
+    assert all(c >= m - 1e-12 for c, m in zip(cumulative, marginal, strict=False))
     assert max(marginal) < 0.5 <= cumulative[-1]
     events = predicted(step(cp, 0, near))
     assert [e.status for e in events] == ["predicted"]
