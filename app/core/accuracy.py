@@ -35,28 +35,40 @@ from app.core.types import SeriesForecast
 from app.events import ConflictObserved, ConflictPredicted
 
 DAY_MS = 86_400_000
-_Bounds = tuple[tuple[float, tuple[float, ...], tuple[float, ...]], ...]
+_Bounds = tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]
 
 
 @dataclass(slots=True)
 class HorizonTotals:
-    """Running sums for one horizon (mergeable across series)."""
+    """Running sums for one horizon (mergeable across series with the same levels)."""
 
+    levels: tuple[float, ...] = ()
     n: int = 0
     abs_err: float = 0.0
     n_naive: int = 0
     abs_err_model_vs_naive: float = 0.0  # model error on the targets that have a baseline
     abs_err_naive: float = 0.0
-    covered: dict[float, int] = field(default_factory=dict)
+    hits: list[int] = field(default_factory=list)  # per level: targets inside the interval
+
+    def __post_init__(self) -> None:
+        if len(self.hits) != len(self.levels):
+            self.hits = [0] * len(self.levels)
 
     def merge(self, other: HorizonTotals) -> None:
+        if other.levels != self.levels:
+            raise ValueError("cannot merge accuracy totals of different interval levels")
         self.n += other.n
         self.abs_err += other.abs_err
         self.n_naive += other.n_naive
         self.abs_err_model_vs_naive += other.abs_err_model_vs_naive
         self.abs_err_naive += other.abs_err_naive
-        for level, count in other.covered.items():
-            self.covered[level] = self.covered.get(level, 0) + count
+        for k, count in enumerate(other.hits):
+            self.hits[k] += count
+
+    @property
+    def covered(self) -> dict[float, int]:
+        """Level -> number of targets inside that level's interval."""
+        return dict(zip(self.levels, self.hits, strict=True))
 
     @property
     def mae(self) -> float:
@@ -69,7 +81,9 @@ class HorizonTotals:
         return self.abs_err_model_vs_naive / self.abs_err_naive
 
     def coverage(self, level: float) -> float | None:
-        return self.covered.get(level, 0) / self.n if self.n else None
+        if not self.n or level not in self.levels:
+            return None
+        return self.hits[self.levels.index(level)] / self.n
 
 
 class ForecastAccuracy:
@@ -111,7 +125,7 @@ class ForecastAccuracy:
         self.levels = levels
         self.season_ms = season_ms
         self.season = max(1, season_ms // step_ms)
-        self.totals = [HorizonTotals() for _ in range(horizon)]
+        self.totals = [HorizonTotals(levels) for _ in range(horizon)]
         self._history = array("d", [math.nan]) * self.season
         self._last_index: int | None = None
         # Pending forecasts in a ring by origin window index: (points, ((level, lower, upper),)).
@@ -131,26 +145,29 @@ class ForecastAccuracy:
         index = window_start_ms // self.step_ms
         naive = self._naive(index)
         has_naive = naive == naive  # not NaN
-        naive_err = abs(naive - y) if has_naive else 0.0
-        ring, origins, horizon = self._ring, self._origins, self.horizon
-        for h in range(1, horizon + 1):
-            origin_index = index - h + 1  # the forecast made at the end of window index - h
+        naive_err = naive - y if naive >= y else y - naive
+        ring, origins, horizon, totals = self._ring, self._origins, self.horizon, self.totals
+        origin_index = index + 1
+        for h in range(horizon):
+            origin_index -= 1  # the forecast made at the end of window index - h - 1
             slot = origin_index % horizon
             if origins[slot] != origin_index:
                 continue
             points, bounds = ring[slot]
-            err = abs(points[h - 1] - y)
-            totals = self.totals[h - 1]
-            totals.n += 1
-            totals.abs_err += err
+            err = points[h] - y
+            if err < 0.0:
+                err = -err
+            t = totals[h]
+            t.n += 1
+            t.abs_err += err
             if has_naive:
-                totals.n_naive += 1
-                totals.abs_err_model_vs_naive += err
-                totals.abs_err_naive += naive_err
-            covered = totals.covered
-            for level, lower, upper in bounds:
-                if lower[h - 1] <= y <= upper[h - 1]:
-                    covered[level] = covered.get(level, 0) + 1
+                t.n_naive += 1
+                t.abs_err_model_vs_naive += err
+                t.abs_err_naive += naive_err
+            counts = t.hits
+            for k, (lower, upper) in enumerate(bounds):
+                if lower[h] <= y <= upper[h]:
+                    counts[k] += 1
         self._remember(index, y)
 
     def _remember(self, index: int, y: float) -> None:
@@ -165,11 +182,7 @@ class ForecastAccuracy:
     def record(self, forecast: SeriesForecast) -> None:
         """Keep a forecast until its targets arrive. ``origin_ms`` is the first target's start."""
         origin_index = forecast.origin_ms // self.step_ms
-        bounds = tuple(
-            (level, forecast.lower[level], forecast.upper[level])
-            for level in self.levels
-            if level in forecast.lower and level in forecast.upper
-        )
+        bounds = tuple((forecast.lower[level], forecast.upper[level]) for level in self.levels)
         slot = origin_index % self.horizon
         self._ring[slot] = (forecast.point, bounds)
         self._origins[slot] = origin_index

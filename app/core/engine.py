@@ -232,8 +232,10 @@ class SubsystemPredictor:
                     sat = self.saturation.update(self.subsystem, name, fc, self.limits[name])
                     if sat is not None:
                         out.events.append(sat)
-        self._evict(index)
-        forecast = Forecast(
+        if index % 60 == 0:
+            self._evict(index)
+        # Built without re-validation: every part comes from validated windows or the core.
+        forecast = Forecast.model_construct(
             event_id=f"forecast:{self.subsystem}:{window.window_end_ms}",
             subsystem=self.subsystem,
             origin_ms=window.window_end_ms,
@@ -296,7 +298,7 @@ class SubsystemPredictor:
     def _share(
         self, resource: str, window: LoadWindow, stats: SeriesStats, body: SeriesForecastBody
     ) -> ResourceShare:
-        return ResourceShare(
+        return ResourceShare.model_construct(
             event_id=f"share:{resource}:{self.subsystem}:{window.window_start_ms}",
             subsystem=self.subsystem,
             resource=resource,
@@ -314,7 +316,7 @@ class SubsystemPredictor:
     def accuracy_report(self, emitted_at_ms: int) -> AccuracyReport:
         """Forecast accuracy pooled over this subsystem's series (MAE in mixed units: use MASE)."""
         c = self.config
-        totals = [HorizonTotals() for _ in range(c.horizon)]
+        totals = [HorizonTotals(c.levels) for _ in range(c.horizon)]
         for key in sorted(self.series):
             for h, t in enumerate(self.series[key].accuracy.totals):
                 totals[h].merge(t)
