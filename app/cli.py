@@ -11,7 +11,6 @@ import json
 import re
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,16 +63,13 @@ def parse_duration_ms(text: str) -> int:
 
 
 def parse_time_ms(text: str) -> int:
-    """RFC 3339 (``2026-11-25T06:00:00Z``) or epoch milliseconds -> epoch ms."""
-    if text.isdigit():
-        return int(text)
+    """RFC 3339 (``2026-11-25T06:00:00Z``; naive = UTC) or epoch s/ms -> epoch ms."""
+    from app.series_tools import parse_timestamp
+
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_timestamp(text)
     except ValueError:
         raise UsageError(f"bad time {text!r} (use RFC 3339, e.g. 2026-11-25T06:00:00Z)") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
 
 
 def settings() -> Settings:
