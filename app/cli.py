@@ -457,6 +457,18 @@ def demo(
     raise typer.Exit(code)
 
 
+# --------------------------------------------------------------------------- elsewhere
+
+
+def _register_commands() -> None:
+    from app.replay import register as register_replay
+
+    register_replay(cli)
+
+
+_register_commands()
+
+
 # --------------------------------------------------------------------------- entry point
 
 

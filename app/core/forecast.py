@@ -1,0 +1,483 @@
+"""Online multi-horizon forecaster of one series (one metric or resource use of one subsystem).
+
+One `SeriesForecaster` per (subsystem, series). It is fed the mean of each closed tumbling
+window, in event-time order, possibly with gaps, and after each window it forecasts the next
+``horizon`` windows with calibrated prediction intervals (`app.core.types.SeriesForecast`).
+
+Candidates (all updated every window, see `app.core.forecasters`)
+    ``profile``
+        `SeasonalProfile`: slow level + daily and weekly linear-spline shapes (knots every
+        10 min of the day and every 30 min of the week, 480 numbers), each knot an EW kernel
+        average whose memory is counted in visits (days, weeks). A smoothed seasonal naive that
+        averages several days instead of copying one, and knows weekdays from weekends.
+    ``holt``
+        `DampedHolt`: level + damped trend, no seasonality. Useful from the second window, and
+        the right model for series without a repeating shape (drifting counts, noise).
+    ``profile_ar``
+        ``profile`` plus `ResidualRegression`: one ridge regression per horizon of the future
+        profile residual on the current residual and its fast and slow EW means. It learns how
+        far today's departure from the usual shape (a drift, a level shift, a trend the profile
+        has not caught up with) carries ``h`` windows ahead. Usually the winner on seasonal
+        telemetry.
+
+Why these three: they fail differently (no history / no seasonality / no short-term memory), each
+update costs O(1) scalars plus a few 15-vector operations, and together they cover what the fleet
+shows (daily + weekly cycles, AR drift, level shifts, flat or sparse series) without a
+1,440-lag buffer. River's SNARIMAX/HoltWinters would cost milliseconds per window and raise
+before one season (FIELD.md), so the models are hand-written, small and documented.
+
+Combination (online, per horizon)
+    Every past forecast is kept (a ring of ``horizon`` origins x candidates x horizons) and
+    scored when its target window arrives. Each candidate has an EW mean absolute error per
+    horizon; weights are ``(best_mae / mae) ** blend_power`` normalised per horizon (power 4:
+    a candidate twice as bad gets 1/16 the weight of the best), or a hard selection of the best
+    if ``blend_power == 0``. So each series, and each horizon of it, ends up with what works.
+    ``SeriesForecast.model`` reports the horizon-averaged weights, e.g.
+    ``"blend(profile_ar:0.86,holt:0.14)"``.
+
+Calibration
+    Normalised split conformal with online quantile tracking (`HorizonConformal`): per horizon,
+    the half-width is ``q * s`` where ``s`` is the EW mean absolute error of the combined
+    forecast (a local scale: wider at busy hours) and ``q`` the normalised quantile. The widths
+    issued with each forecast are kept in the ring next to it; when the target arrives, ``q``
+    moves up if that issued interval missed and down if it covered, in proportions that make
+    the long-run miss rate of the issued intervals exactly ``1 - level`` whatever the error
+    distribution (adaptive conformal inference). No residual buffer is needed. Levels are
+    nested by construction. Until every horizon has ``warmup_residuals`` scored errors the
+    forecast says ``warming_up=True`` and its widths are at least a deliberately wide fallback
+    built from the spread and the step-to-step jumps of the data seen so far.
+
+Seasonality phases come from the window's event time (UTC, window centre), never from a clock.
+Anomalies are kept out of training with ``learn_one(..., trusted=False)``: the state is advanced
+with the model's own expectation (or the value clipped to the 95 % interval) and no error
+statistic learns from it. Values are clipped to ``±1e100`` and non-finite values are ignored, so
+nothing downstream can overflow: no NaN or inf ever comes out.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+import numpy.typing as npt
+
+from app.core.forecasters.conformal import HorizonConformal
+from app.core.forecasters.holt import DampedHolt
+from app.core.forecasters.phase import FloatArray, IntArray, grid_for
+from app.core.forecasters.profile import SeasonalProfile
+from app.core.forecasters.residual import ResidualRegression
+from app.core.types import SeriesForecast
+
+CANDIDATES: tuple[str, ...] = ("profile", "holt", "profile_ar")
+_PROFILE, _HOLT, _AR = 0, 1, 2
+_N = len(CANDIDATES)  # the combined forecast is stored as row _N of the ring
+MAX_ABS = 1e100
+_TINY = 1e-300
+_ONES_N: FloatArray = np.ones(_N)
+_MIN_SCORED = 3  # errors per horizon before the combination trusts its error estimates
+_REWEIGHT_EVERY = 10  # error averages have a ~100-window memory: reweighting every 10 is enough
+STATE_VERSION = 1  # bump when the pickled state changes shape; restore only the same version
+
+
+class _RingIndex:
+    """Index tables of the forecast ring for one horizon (shared, never pickled)."""
+
+    def __init__(self, horizon: int, rows: int) -> None:
+        self.horizon = horizon
+        self.rows = rows
+        h = np.arange(1, horizon + 1, dtype=np.int64)
+        self.h = h
+        # slots[r, h-1]: ring slot of the origin h windows before a window with n % H == r.
+        self.slots: IntArray = (np.arange(horizon, dtype=np.int64)[:, None] - h[None, :]) % horizon
+        c = np.arange(rows, dtype=np.int64)
+        # flat[r, c, h-1]: where row c (a forecast, or an issued width) for that window sits.
+        self.flat: IntArray = (
+            self.slots[:, None, :] * (rows * horizon) + c[None, :, None] * horizon + (h - 1)
+        )
+        self.sqrt_h: FloatArray = np.sqrt(h.astype(np.float64))
+        self.slot_rows: list[IntArray] = list(self.slots)
+        self.flat_rows: list[IntArray] = list(self.flat)
+
+    def __reduce__(self) -> tuple[object, tuple[int, int]]:
+        return (_ring_index, (self.horizon, self.rows))
+
+
+_RING_INDEX: dict[tuple[int, int], _RingIndex] = {}
+
+
+def _ring_index(horizon: int, rows: int) -> _RingIndex:
+    idx = _RING_INDEX.get((horizon, rows))
+    if idx is None:
+        if len(_RING_INDEX) >= 32:
+            _RING_INDEX.pop(next(iter(_RING_INDEX)))
+        idx = _RingIndex(horizon, rows)
+        _RING_INDEX[(horizon, rows)] = idx
+    return idx
+
+
+class SeriesForecaster:
+    """Online multi-horizon forecaster with conformal intervals for one windowed series.
+
+    Parameters
+    ----------
+    step_ms
+        Window length (ms); ``learn_one`` takes window starts, multiples of it.
+    horizon
+        Number of windows forecast after each learned window.
+    levels
+        Coverage levels of the prediction intervals.
+    daily_knot_ms, weekly_knot_ms
+        Spacing of the seasonal knots over the day and over the week.
+    daily_rate, weekly_rate, level_rate
+        Forgetting of the seasonal profile (per day, per week, per window).
+    holt_alpha, holt_beta, holt_phi
+        Damped-Holt smoothing parameters.
+    error_rate
+        Rate of the per-horizon EW mean absolute errors, which weigh the candidates and are the
+        local scale of the intervals (0.01: a memory of about 100 windows).
+    blend_power
+        Combination weights are ``(best_mae / mae) ** blend_power``; 0 selects the best only.
+    conformal_step
+        Quantile-tracker step (see `HorizonConformal`).
+    warmup_residuals
+        Scored errors per horizon before the intervals count as calibrated.
+    untrusted
+        What ``learn_one(..., trusted=False)`` learns instead of ``y``: ``"expected"`` (the
+        forecast for that window) or ``"clip"`` (``y`` clipped to the widest interval).
+
+    Examples
+    --------
+    >>> import math
+    >>> f = SeriesForecaster(horizon=3)
+    >>> for n in range(2 * 1440):  # two days of a daily cycle, 1-min windows
+    ...     f.learn_one(n * 60_000, 10.0 + 5.0 * math.sin(2 * math.pi * n / 1440))
+    >>> fc = f.forecast()
+    >>> fc.origin_ms == 2 * 1440 * 60_000, fc.warming_up, len(fc.point)
+    (True, False, 3)
+    >>> fc.lower[0.95][0] <= fc.lower[0.8][0] <= fc.point[0] <= fc.upper[0.8][0]
+    True
+    >>> abs(fc.point[0] - 10.01) < 0.2  # truth at 00:00:30 on day 3: 10.01
+    True
+    """
+
+    def __init__(
+        self,
+        step_ms: int = 60_000,
+        horizon: int = 15,
+        levels: tuple[float, ...] = (0.8, 0.95),
+        daily_knot_ms: int = 600_000,
+        weekly_knot_ms: int = 1_800_000,
+        daily_rate: float = 0.2,
+        weekly_rate: float = 0.5,
+        level_rate: float = 1.0 / 720.0,
+        holt_alpha: float = 0.5,
+        holt_beta: float = 0.1,
+        holt_phi: float = 0.9,
+        error_rate: float = 0.01,
+        blend_power: float = 4.0,
+        conformal_step: float = 0.05,
+        warmup_residuals: int = 60,
+        untrusted: str = "expected",
+    ) -> None:
+        if step_ms < 1:
+            raise ValueError("step_ms must be >= 1")
+        if horizon < 1:
+            raise ValueError("horizon must be >= 1")
+        if not levels or any(not 0.0 < lvl < 1.0 for lvl in levels):
+            raise ValueError("levels must be in (0, 1)")
+        if untrusted not in ("expected", "clip"):
+            raise ValueError("untrusted must be 'expected' or 'clip'")
+        self.step_ms = step_ms
+        self.horizon = horizon
+        self.levels = tuple(sorted(set(levels)))
+        self.daily_knot_ms = daily_knot_ms
+        self.weekly_knot_ms = weekly_knot_ms
+        self.daily_rate = daily_rate
+        self.weekly_rate = weekly_rate
+        self.level_rate = level_rate
+        self.holt_alpha = holt_alpha
+        self.holt_beta = holt_beta
+        self.holt_phi = holt_phi
+        self.error_rate = error_rate
+        self.blend_power = blend_power
+        self.conformal_step = conformal_step
+        self.warmup_residuals = warmup_residuals
+        self.untrusted = untrusted
+
+        grid = grid_for(step_ms, daily_knot_ms, weekly_knot_ms)
+        n_levels = len(self.levels)
+        self._index = _ring_index(horizon, _N + 1 + n_levels)
+        self._profile = SeasonalProfile(grid, daily_rate, weekly_rate, level_rate)
+        self._holt = DampedHolt(horizon, holt_alpha, holt_beta, holt_phi)
+        self._resid = ResidualRegression(horizon)
+        self._conformal = HorizonConformal(horizon, self.levels, conformal_step)
+        # Past forecasts by origin slot: ring[slot, row, h-1], rows = the candidates, the
+        # combination, then the calibrated half-width issued at each level; origin window.
+        self._ring: FloatArray = np.zeros((horizon, _N + 1 + n_levels, horizon))
+        self._origin: IntArray = np.full(horizon, -(2**62), dtype=np.int64)
+        self._mae: FloatArray = np.zeros((_N + 1, horizon))
+        self._scored: IntArray = np.zeros(horizon, dtype=np.int64)
+        self._weights: FloatArray = np.zeros((_N, horizon))
+        self._weights[_HOLT] = 1.0
+        self._point: FloatArray = np.zeros(horizon)
+        self._half: FloatArray = np.zeros((n_levels, horizon))
+        self._z: FloatArray = np.array(
+            [[NormalDist().inv_cdf(0.5 + lvl / 2.0)] for lvl in self.levels]
+        )
+        self._last: int | None = None
+        self._run = 0  # consecutive windows learned without a gap (capped at horizon)
+        self._warming = True
+        self._model = "holt"
+        self._recent = 0.0
+        self._mature = False  # every horizon scored >= _mature_after times: constant rates
+        self._mature_after = max(warmup_residuals, math.ceil(1.0 / error_rate))
+        self._cache: SeriesForecast | None = None
+        # Spread of the data seen, for the warm-up fallback widths.
+        self._n = 0
+        self._mean = 0.0
+        self._spread = 0.0
+        self._jump = 0.0
+        self._prev = 0.0
+        self.n_learned = 0
+        self.n_ignored = 0
+        self.state_version = STATE_VERSION
+        self._bind()
+
+    def _bind(self) -> None:
+        """Cache views into the state arrays (not pickled: a pickled view becomes a copy)."""
+        self._ring_rows = [
+            (self._ring[s], *self._ring[s, : _N + 1], self._ring[s, _N + 1 :])
+            for s in range(self.horizon)
+        ]
+        self._mae_comb = self._mae[_N]
+        self._mae_cand = self._mae[:_N]
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        for key in ("_ring_rows", "_mae_comb", "_mae_cand", "_cache"):
+            del state[key]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # ``_point`` and ``_half`` come back as copies of the views they were: same values,
+        # and the next learn re-points them into the ring.
+        self.__dict__.update(state)
+        self._cache = None
+        self._bind()
+
+    # ------------------------------------------------------------------ learning
+
+    def learn_one(self, window_start_ms: int, y: float, *, trusted: bool = True) -> None:
+        """Learn the mean ``y`` of the window starting at ``window_start_ms``.
+
+        Windows must come in event-time order; a window at or before the last learned one, or a
+        non-finite ``y``, is ignored (counted in ``n_ignored``). Missing windows are fine. With
+        ``trusted=False`` (an anomaly), the state advances with the model's expectation for this
+        window (or ``y`` clipped to the widest interval) and no error statistic is updated.
+        """
+        n = int(window_start_ms) // self.step_ms
+        y = float(y)
+        if (self._last is not None and n <= self._last) or not math.isfinite(y):
+            self.n_ignored += 1
+            return
+        y = MAX_ABS if y > MAX_ABS else (-MAX_ABS if y < -MAX_ABS else y)
+        if not trusted:
+            y = self._substitute(n, y)
+        horizon = self.horizon
+        slot = n % horizon
+        gap = 1
+        if self._last is not None:
+            gap = n - self._last
+            if trusted:
+                self._score(n, slot, gap, y)
+            self._run = min(self._run + 1, horizon) if gap == 1 else 1
+        else:
+            self._run = 1
+        r = self._profile.learn_window(n, y)
+        self._holt.learn_one(y, gap)
+        self._resid.observe(slot, r)
+        if self._warming:
+            self._observe_spread(y)
+        self._last = n
+        self.n_learned += 1
+        self._refresh(n, slot)
+
+    def _score(self, n: int, slot: int, gap: int, y: float) -> None:
+        """Score every past forecast of window ``n``; learn errors, calibration, residual AR."""
+        index = self._index
+        slots = index.slot_rows[slot]
+        valid: npt.NDArray[np.bool_] | None = None
+        if gap != 1 or self._run < self.horizon:
+            valid = self._origin.take(slots) == n - index.h
+            if not valid.any():
+                return
+        past = self._ring.take(index.flat_rows[slot])  # (rows, horizon): what was issued
+        err = past[: _N + 1]
+        err -= y  # forecast errors; the profile's, negated, is what the residual model targets
+        self._resid.learn(slots, err[_PROFILE], valid, negate=True)
+        np.abs(err, out=err)
+        mae = self._mae
+        self._conformal.learn(err[_N], past[_N + 1 :], valid)
+        err -= mae
+        if self._mature and valid is None:
+            err *= self.error_rate
+        else:
+            rate = 1.0 / (self._scored + 1.0)
+            np.maximum(rate, self.error_rate, out=rate)
+            if valid is None:
+                self._scored += 1
+            else:
+                rate *= valid
+                self._scored += valid
+            err *= rate
+            self._mature = int(self._scored.min()) >= self._mature_after
+        mae += err
+
+    def _observe_spread(self, y: float) -> None:
+        self._n += 1
+        rate = 1.0 / self._n if self._n < 1440 else 1.0 / 1440.0
+        self._mean += rate * (y - self._mean)
+        self._spread += rate * (abs(y - self._mean) - self._spread)
+        if self._n > 1:
+            self._jump += max(rate, 0.01) * (abs(y - self._prev) - self._jump)
+        self._prev = y
+
+    def _refresh(self, n: int, slot: int) -> None:
+        """Forecast all candidates from origin ``n`` into the ring, combine, size intervals."""
+        out, p_profile, p_holt, p_ar, point, half = self._ring_rows[slot]
+        self._profile.forecast_into(n + 1, p_profile)
+        self._holt.forecast_into(p_holt)
+        self._resid.forecast_into(p_ar)
+        p_ar += p_profile
+        self._origin[slot] = n
+        if not self._mature or self.n_learned % _REWEIGHT_EVERY == 1:
+            self._update_weights()
+        np.dot(_ONES_N, out[:_N] * self._weights, out=point)  # column sums
+        self._point = point
+        self._conformal.half_widths(self._mae_comb, out=half)
+        if self._warming:
+            if int(self._scored.min()) >= self.warmup_residuals:
+                self._warming = False
+            else:  # the ring keeps the calibrated widths: the tracker judges those
+                half = np.maximum(half, self._fallback_half())
+        self._half = half
+        self._cache = None
+
+    def _update_weights(self) -> None:
+        mae = self._mae_cand
+        if self.blend_power <= 0.0:
+            w = np.zeros_like(mae)
+            w[mae.argmin(axis=0), self._index.h - 1] = 1.0
+        else:
+            w = mae + _TINY
+            np.divide(mae.min(axis=0) + _TINY, w, out=w)  # in (0, 1], 1 for the best
+            if self.blend_power == 4.0:
+                w *= w
+                w *= w
+            else:
+                w **= self.blend_power
+            w /= w.sum(axis=0)
+        if not self._mature and int(self._scored.min()) < _MIN_SCORED:
+            cold = self._scored < _MIN_SCORED
+            w[:, cold] = 0.0
+            w[_HOLT, cold] = 1.0
+        self._weights = w
+        self._model = self._model_name(w)
+        self._recent = float(self._mae_comb.sum()) / self.horizon
+
+    def _fallback_half(self) -> FloatArray:
+        """Warm-up widths: wide enough for a forecaster that knows only the data's spread."""
+        base = 1.5 * self._spread + 1.25 * self._jump * self._index.sqrt_h
+        base += 0.01 * abs(self._mean)
+        fb: FloatArray = self._z * base
+        return fb
+
+    def _substitute(self, n: int, y: float) -> float:
+        """What an untrusted window teaches instead of ``y``."""
+        if self._last is None:
+            return y
+        expected = self.expected(n * self.step_ms)
+        h = n - self._last
+        if self.untrusted == "clip" and 1 <= h <= self.horizon:
+            half = float(self._half[-1, h - 1])
+            return min(max(y, expected - half), expected + half)
+        return expected
+
+    # ---------------------------------------------------------------- forecasting
+
+    def forecast(self) -> SeriesForecast:
+        """Forecast of the ``horizon`` windows after the last learned one.
+
+        Before any window was learned there is nothing to forecast: all-zero points, origin 0,
+        ``model="none"`` and ``warming_up=True``.
+        """
+        if self._cache is not None:
+            return self._cache
+        if self._last is None:
+            zeros = (0.0,) * self.horizon
+            return SeriesForecast(
+                origin_ms=0,
+                step_ms=self.step_ms,
+                point=zeros,
+                lower=dict.fromkeys(self.levels, zeros),
+                upper=dict.fromkeys(self.levels, zeros),
+                model="none",
+                recent_error=0.0,
+                warming_up=True,
+            )
+        point = self._point
+        levels = self.levels
+        lo = (point - self._half).tolist()
+        hi = (point + self._half).tolist()
+        self._cache = SeriesForecast(
+            origin_ms=(self._last + 1) * self.step_ms,
+            step_ms=self.step_ms,
+            point=tuple(point.tolist()),
+            lower=dict(zip(levels, map(tuple, lo), strict=True)),
+            upper=dict(zip(levels, map(tuple, hi), strict=True)),
+            model=self._model,
+            recent_error=self._recent,
+            warming_up=self._warming,
+        )
+        return self._cache
+
+    def _model_name(self, weights: FloatArray) -> str:
+        """``"profile_ar"`` or ``"blend(profile_ar:0.71,holt:0.29)"`` (horizon-averaged)."""
+        total = weights.sum(axis=1).tolist()
+        h = self.horizon
+        parts = sorted(
+            ((w / h, name) for w, name in zip(total, CANDIDATES, strict=True) if w >= 0.005 * h),
+            reverse=True,
+        )
+        if parts[0][0] >= 0.995:
+            return parts[0][1]
+        return "blend(" + ",".join(f"{name}:{w:.2f}" for w, name in parts) + ")"
+
+    def predict_one(self) -> float:
+        """Point forecast of the next window (0.0 before any window was learned)."""
+        return float(self._point[0])
+
+    def expected(self, window_start_ms: int) -> float:
+        """Cheap expectation for the window starting at ``window_start_ms``.
+
+        Inside the forecast horizon it is the combined point forecast; further ahead (or for a
+        past window) the seasonal profile plus the persistent offset of its residual.
+        """
+        if self._last is None:
+            return 0.0
+        n = int(window_start_ms) // self.step_ms
+        h = n - self._last
+        if 1 <= h <= self.horizon:
+            return float(self._point[h - 1])
+        return self._profile.predict_window(n) + self._resid.slow
+
+    # ---------------------------------------------------------------- inspection
+
+    def mae_by_horizon(self) -> tuple[float, ...]:
+        """Recent (EW) mean absolute error of the combined forecast, per horizon."""
+        return tuple(self._mae[_N].tolist())
+
+    def weights(self) -> dict[str, tuple[float, ...]]:
+        """Current combination weight of each candidate, per horizon."""
+        return {name: tuple(self._weights[i].tolist()) for i, name in enumerate(CANDIDATES)}

@@ -1,0 +1,207 @@
+"""`pso replay`: re-publish a recorded range of a topic to another topic, for rehearsals.
+
+Keys, values, headers and record timestamps are kept, so a live worker fed from the target
+topic sees the same event time as the original run. Records keep their source partition when
+the target has at least as many partitions (so per-partition order survives exactly);
+otherwise the producer's key partitioner places them (per-key order still survives, since the
+range reader keeps each source partition's order and a key lives in one partition).
+
+Pacing: ``--speed Nx`` sleeps so that the wall time between two records is their timestamp
+difference divided by N (a record older than the first one is sent at once); ``max`` sends
+as fast as the broker accepts. Sleeping on the wall clock is fine here: this is an I/O tool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from app.kafka_io import start_consumer, start_producer
+from app.kafka_range import SEEK_MODES, RangeReader, SeekMode, TopicNotFound, topic_partitions
+from app.settings import Settings
+
+_SPEED = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*x?\s*$", re.IGNORECASE)
+_IN_FLIGHT = 1000  # sends awaited in chunks: bounded memory, no round trip per record
+
+
+def parse_speed(text: str) -> float | None:
+    """``10x`` / ``10`` / ``0.5x`` -> the factor; ``max`` -> None (no pacing)."""
+    if text.strip().lower() == "max":
+        return None
+    match = _SPEED.match(text)
+    factor = float(match.group(1)) if match else math.nan
+    if not match or not math.isfinite(factor) or factor <= 0:
+        raise ValueError(f"bad speed {text!r} (use e.g. 10x, 0.5x or max)")
+    return factor
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """What a replay did.
+
+    Attributes
+    ----------
+    sent
+        Records published to the target (the in-range records).
+    scanned
+        Records fetched from the source, in range or not.
+    partitioning
+        ``"same"`` (source partition kept) or ``"key"`` (target has fewer partitions).
+    first_ts_ms, last_ts_ms
+        Smallest and largest record timestamp sent (None when nothing was sent).
+    abandoned
+        Source partitions given up short of their end offset (broker over-reported it).
+    """
+
+    sent: int
+    scanned: int
+    partitioning: str
+    first_ts_ms: int | None
+    last_ts_ms: int | None
+    abandoned: tuple[int, ...]
+
+
+async def check_target(settings: Settings, bootstrap: str, topic: str) -> int:
+    """Number of partitions of ``topic``; `TopicNotFound` if it does not exist."""
+    consumer = await start_consumer(settings, bootstrap)
+    try:
+        return len(await topic_partitions(consumer, topic))
+    finally:
+        await consumer.stop()
+
+
+async def replay(
+    settings: Settings,
+    bootstrap: str,
+    from_topic: str,
+    to_topic: str,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    speed: float | None = None,
+    seek: SeekMode = "offsets",
+    on_progress: Callable[[int, int, int], None] | None = None,
+) -> ReplayResult:
+    """Re-publish ``from_topic``'s records with ``start_ms <= timestamp < end_ms`` to ``to_topic``.
+
+    ``speed`` None sends as fast as possible, else paces by timestamp deltas / speed.
+    ``on_progress(sent, scanned, planned)`` is called after each record and once at the end.
+    Raises `TopicNotFound` for either topic (checked before anything is sent).
+    """
+    target_partitions = await check_target(settings, bootstrap, to_topic)
+    async with RangeReader(settings, bootstrap, from_topic, start_ms, end_ms, seek=seek) as src:
+        same = target_partitions >= len(src.partitions)
+        producer = await start_producer(settings, bootstrap)
+        sent = 0
+        first: int | None = None
+        last: int | None = None
+        pending: list[Any] = []
+        wall0 = ts0 = 0.0
+        try:
+            async for rec in src:
+                if speed is not None:
+                    if first is None:
+                        wall0, ts0 = time.monotonic(), float(rec.timestamp_ms)
+                    delay = wall0 + (rec.timestamp_ms - ts0) / 1000.0 / speed - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                pending.append(
+                    await producer.send(
+                        to_topic,
+                        rec.value,
+                        key=rec.key,
+                        partition=rec.partition if same else None,
+                        timestamp_ms=rec.timestamp_ms,
+                        headers=rec.headers or None,
+                    )
+                )
+                sent += 1
+                first = rec.timestamp_ms if first is None else min(first, rec.timestamp_ms)
+                last = rec.timestamp_ms if last is None else max(last, rec.timestamp_ms)
+                if len(pending) >= _IN_FLIGHT:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+                if on_progress is not None:
+                    on_progress(sent, src.scanned, src.planned)
+            await producer.flush()
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+        if on_progress is not None:
+            on_progress(sent, src.scanned, src.planned)
+        return ReplayResult(
+            sent, src.scanned, "same" if same else "key", first, last, tuple(src.abandoned)
+        )
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def replay_cmd(
+    from_topic: Annotated[str, typer.Option("--from-topic", help="topic to read")],
+    to_topic: Annotated[str, typer.Option("--to-topic", help="topic to publish to")],
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="first record time, RFC 3339 or epoch ms (inclusive)"),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option("--to", help="end record time, RFC 3339 or epoch ms (exclusive)"),
+    ] = None,
+    speed: Annotated[
+        str, typer.Option(help="10x: timestamp gaps / 10 of wall time; max: no pacing")
+    ] = "max",
+    seek: Annotated[
+        str,
+        typer.Option(help="offsets: broker timestamp lookup; scan: read from the beginning"),
+    ] = "offsets",
+) -> None:
+    """Re-publish a recorded time range: same keys, values, headers and record timestamps."""
+    from app.cli import UsageError, bootstrap_for, err_console, parse_time_ms, progress, settings
+
+    try:
+        factor = parse_speed(speed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if seek not in SEEK_MODES:
+        raise UsageError(f"bad seek {seek!r} (use {' or '.join(SEEK_MODES)})")
+    start_ms = parse_time_ms(start) if start is not None else None
+    end_ms = parse_time_ms(end) if end is not None else None
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        raise UsageError(f"empty range: --from {start} is not before --to {end}")
+    if from_topic == to_topic:
+        raise UsageError("--from-topic and --to-topic must differ")
+    s = settings()
+    bootstrap = bootstrap_for(s)
+    mode: SeekMode = "scan" if seek == "scan" else "offsets"
+    with progress() as bar:
+        task = bar.add_task(f"replay {from_topic} -> {to_topic}", total=None)
+
+        def advance(sent: int, scanned: int, planned: int) -> None:
+            bar.update(task, completed=scanned, total=planned)
+
+        try:
+            result = asyncio.run(
+                replay(s, bootstrap, from_topic, to_topic, start_ms, end_ms, factor, mode, advance)
+            )
+        except TopicNotFound as exc:
+            raise UsageError(str(exc)) from None
+    err_console.print(
+        f"replayed {result.sent} of {result.scanned} records scanned "
+        f"({result.partitioning} partitions) {from_topic} -> {to_topic}"
+    )
+    if result.abandoned:
+        err_console.print(
+            f"[yellow]partitions {list(result.abandoned)} stopped short of their end offset"
+        )
+
+
+def register(cli: typer.Typer) -> None:
+    """Add ``pso replay`` to the CLI."""
+    cli.command("replay")(replay_cmd)
