@@ -62,6 +62,8 @@ def build_app(settings: Settings, bootstrap: str, **overrides: Any) -> faust.App
     options.update(overrides)
     app = faust.App(settings.app_id, **options)
     from agents.ingest import register_ingest
+    from agents.predict import register_predict
 
     register_ingest(app, settings)
+    register_predict(app, settings)
     return app

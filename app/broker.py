@@ -167,6 +167,8 @@ def render_server_properties(
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "auto.create.topics.enable": "false",
+        # PSO stamps records with event time, which a replay may put in the future.
+        "log.message.timestamp.after.max.ms": str(2**63 - 1),
     }
     for key, value in (extra or {}).items():
         props[key] = str(value)

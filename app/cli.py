@@ -461,8 +461,10 @@ def demo(
 
 
 def _register_commands() -> None:
+    from app.backtest import register as register_backtest
     from app.replay import register as register_replay
 
+    register_backtest(cli)
     register_replay(cli)
 
 

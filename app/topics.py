@@ -25,6 +25,11 @@ class TopicSpec:
     config: dict[str, str]
 
 
+#: Record timestamps are event time, which may lie in the future (a replay of simulated or
+#: skewed telemetry): Kafka 4 rejects timestamps over an hour ahead unless the topic allows it.
+EVENT_TIME_TOPIC_CONFIG = {"message.timestamp.after.max.ms": str(2**63 - 1)}
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The topics PSO needs, with partitions, replication, retention and compaction."""
     policy = settings.topic_policy
@@ -34,6 +39,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         config = (
             {"cleanup.policy": "compact"} if name == settings.topics.capacity else dict(retention)
         )
+        config.update(EVENT_TIME_TOPIC_CONFIG)
         specs.append(TopicSpec(name, policy.partitions, policy.replication, config))
     return specs
 

@@ -59,6 +59,7 @@ class PsoEnv:
     prefix: str
     tmp: Path
     partitions: int = 2
+    config: Path | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -73,6 +74,8 @@ class PsoEnv:
                 "PSO_DATA_DIR": str(self.tmp / "data"),
             }
         )
+        if self.config is not None:
+            env["PSO_CONFIG"] = str(self.config)
         return env
 
     @property
@@ -82,6 +85,7 @@ class PsoEnv:
             app_id=self.prefix,
             topics={"prefix": self.prefix},
             topic_policy={"partitions": self.partitions},
+            config=self.config,
         )
 
     def create_topics(self) -> None:

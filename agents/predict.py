@@ -1,0 +1,170 @@
+"""Prediction agents: the pure engine's two stages on Faust.
+
+Stage 1 (``{app_id}-predict-subsystems``) reads closed windows from ``pso.load`` — keyed, and so
+partitioned, by subsystem — runs `SubsystemPredictor` and publishes forecasts, anomalies,
+saturation warnings and accuracy reports, plus one `ResourceShare` per resource to the internal
+topic ``{app_id}-resource-shares``, keyed by resource. Stage 2
+(``{app_id}-predict-resources``) reads the shares, runs `ResourcePredictor` and publishes
+conflicts, rebalance plans and accuracy reports.
+
+Model state lives in changelog-backed tables as sealed snapshots (pickle + HMAC-SHA256 under
+``PSO_SNAPSHOT_KEY``): a changelog anyone can write to is refused unless the MAC verifies.
+The live object is cached next to the bytes it was restored from, so a snapshot is only
+unsealed after recovery or a rebalance.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+import orjson
+
+from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
+from app.core.snapshot import SnapshotRejected, seal, unseal
+from app.events import (
+    AccuracyReport,
+    AnomalyDetected,
+    ConflictObserved,
+    ConflictPredicted,
+    Forecast,
+    LoadWindow,
+    OutputEvent,
+    RebalanceRecommended,
+    ResourceShare,
+    SaturationPredicted,
+)
+from app.settings import Settings
+from app.topics import EVENT_TIME_TOPIC_CONFIG
+
+log = logging.getLogger("pso.predict")
+
+
+class SealedStates:
+    """name -> live predictor, persisted as sealed snapshots in a Faust table."""
+
+    def __init__(self, table: Any, key: bytes, make: Any) -> None:
+        self.table = table
+        self.key = key
+        self.make = make
+        self._live: dict[str, tuple[Any, bytes]] = {}
+
+    def get(self, name: str) -> Any:
+        stored = self.table.get(name)
+        live = self._live.get(name)
+        if live is not None and stored is not None and live[1] is stored:
+            return live[0]
+        if stored is None:
+            obj = self.make(name)
+        else:
+            try:
+                obj = unseal(stored, self.key)
+            except SnapshotRejected:
+                log.error("snapshot of %s failed authentication: starting fresh", name)
+                obj = self.make(name)
+        self._live[name] = (obj, stored or b"")
+        return obj
+
+    def save(self, name: str, obj: Any) -> None:
+        blob = seal(obj, self.key)
+        self.table[name] = blob
+        self._live[name] = (obj, blob)
+
+
+def topic_for(event: OutputEvent, settings: Settings) -> tuple[str, str]:
+    """(topic, key) an event is published to."""
+    t = settings.topics
+    if isinstance(event, Forecast):
+        return t.forecasts, event.subsystem
+    if isinstance(event, AnomalyDetected):
+        return t.anomalies, event.subsystem
+    if isinstance(event, SaturationPredicted):
+        return t.conflicts, event.subsystem
+    if isinstance(event, ConflictPredicted | ConflictObserved):
+        return t.conflicts, event.resource
+    if isinstance(event, RebalanceRecommended):
+        return t.rebalance, event.resources[0] if event.resources else event.conflict_id
+    if isinstance(event, AccuracyReport):
+        return t.accuracy, event.scope
+    raise TypeError(f"no topic for {type(event).__name__}")
+
+
+def register_predict(app: faust.App, settings: Settings) -> None:
+    """Declare the two prediction stages, their tables and topics on ``app``."""
+    policy = settings.policy()
+    config = EngineConfig.from_policy(policy)
+    key = settings.snapshot_key.get_secret_value().encode()
+    partitions = settings.topic_policy.partitions
+    load_topic = app.topic(settings.topics.load, key_serializer="raw", value_serializer="raw")
+    shares_topic = app.topic(
+        f"{settings.app_id}-resource-shares",
+        partitions=partitions,
+        internal=True,
+        config=EVENT_TIME_TOPIC_CONFIG,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    outputs = {
+        name: app.topic(name, key_serializer="raw", value_serializer="raw")
+        for name in settings.topics.all()
+    }
+    version = f"v1-{config.step_ms // 1000}s-h{config.horizon}"
+    subsystem_table = app.Table(
+        f"subsystem-models-{version}",
+        default=None,
+        partitions=partitions,
+        key_type=str,
+        value_type=bytes,
+    )
+    resource_table = app.Table(
+        f"resource-models-{version}",
+        default=None,
+        partitions=partitions,
+        key_type=str,
+        value_type=bytes,
+    )
+
+    def make_subsystem(name: str) -> SubsystemPredictor:
+        sub = policy.subsystems.get(name)
+        return SubsystemPredictor(name, config, sub.limits if sub else {})
+
+    subsystems = SealedStates(subsystem_table, key, make_subsystem)
+    resources = SealedStates(
+        resource_table, key, lambda name: ResourcePredictor(name, config, policy)
+    )
+
+    async def publish(events: list[OutputEvent], timestamp_ms: int) -> None:
+        for event in events:
+            topic, event_key = topic_for(event, settings)
+            await outputs[topic].send(
+                key=event_key.encode(), value=event.to_json(), timestamp=timestamp_ms / 1000
+            )
+
+    @app.agent(load_topic, name=f"{settings.app_id}-predict-subsystems")
+    async def predict_subsystems(stream: Any) -> None:
+        async for value in stream:
+            try:
+                window = LoadWindow.model_validate(orjson.loads(value))
+            except ValueError:  # PSO writes this topic; anything else there is noise
+                log.warning("skipping a pso.load record that is not a LoadWindow")
+                continue
+            predictor = subsystems.get(window.subsystem)
+            out = predictor.process(window)
+            await publish(out.events, window.window_end_ms)
+            for share in out.shares:
+                await shares_topic.send(
+                    key=share.resource.encode(),
+                    value=share.to_json(),
+                    timestamp=window.window_end_ms / 1000,
+                )
+            subsystems.save(window.subsystem, predictor)
+
+    @app.agent(shares_topic, name=f"{settings.app_id}-predict-resources")
+    async def predict_resources(stream: Any) -> None:
+        async for value in stream:
+            share = ResourceShare.model_validate(orjson.loads(value))
+            predictor = resources.get(share.resource)
+            events = predictor.add(share)
+            await publish(events, share.window_start_ms + share.step_s * 1000)
+            resources.save(share.resource, predictor)

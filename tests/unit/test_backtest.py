@@ -1,0 +1,233 @@
+"""`pso backtest`: golden outputs, worker-count invariance, bad input, what-if.
+
+The golden scenario (see tests/data/backtest/regenerate.py): 3 services sharing db-main for
+6 hours from 09:00 UTC, 5-minute windows, capacity 29.6 — reviewed by eye: the midday ramp
+breaches capacity in 2 episodes, the first predicted 35 min ahead (recall 0.5, precision 1.0),
+20 rebalance plans, all feasible; a labelled 30-minute checkout incident is not alarmed on
+(the detector is still warming up after 4 h of 5-minute windows), so anomaly recall is 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from app.backtest import FILES, anomaly_metrics, apply_overrides, run_backtest
+from app.core.engine import PredictionEngine
+from app.core.snapshot import seal, unseal
+from app.settings import ConfigError, FleetPolicy, ResourceConfig, load_policy
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "backtest"
+EXPECTED = DATA / "expected"
+
+
+@pytest.fixture(scope="module")
+def policy() -> FleetPolicy:
+    return load_policy(DATA / "pso.yaml")
+
+
+@pytest.fixture(scope="module")
+def golden_run(tmp_path_factory: pytest.TempPathFactory, policy: FleetPolicy) -> Path:
+    out = tmp_path_factory.mktemp("golden2")
+    run_backtest(DATA / "input.jsonl", policy, out, workers=2, render=False)
+    return out
+
+
+def _metrics(path: Path) -> dict[str, object]:
+    metrics = orjson.loads((path / "metrics.json").read_bytes())
+    metrics.pop("runtime", None)
+    metrics["input"]["source"] = "input.jsonl"
+    return dict(metrics)
+
+
+def test_golden_event_files_match_expected(golden_run: Path) -> None:
+    for name in FILES:
+        got = (golden_run / f"{name}.jsonl").read_bytes()
+        assert got == (EXPECTED / f"{name}.jsonl").read_bytes(), name
+
+
+def test_golden_metrics_match_expected(golden_run: Path) -> None:
+    assert _metrics(golden_run) == orjson.loads((EXPECTED / "metrics.json").read_bytes())
+
+
+def test_golden_metrics_say_what_was_reviewed(golden_run: Path) -> None:
+    m = orjson.loads((golden_run / "metrics.json").read_bytes())
+    assert m["input"]["samples"] == 1080 and m["input"]["windows"] == 216
+    assert m["input"]["subsystems"] == 3 and m["input"]["invalid_lines"] == 0
+    assert m["conflicts"]["overall"]["episodes"] == 2
+    assert m["conflicts"]["overall"]["predicted_episodes"] == 1
+    assert m["conflicts"]["overall"]["lead_time_s"]["values"] == [2100.0]
+    assert m["anomalies"]["labelled"] is True
+    assert m["runtime"]["workers"] == 2 and m["runtime"]["samples_per_s"] > 0
+    assert len(m["forecast"]["overall"]["mae_by_horizon"]) == 4
+
+
+def test_every_line_is_the_live_event_bytes(golden_run: Path) -> None:
+    kinds = {
+        "windows": {"load_window"},
+        "forecasts": {"forecast"},
+        "conflicts": {"conflict_predicted", "conflict_observed"},
+        "rebalance": {"rebalance_recommended"},
+        "accuracy": {"accuracy_report"},
+    }
+    for name, types in kinds.items():
+        lines = (golden_run / f"{name}.jsonl").read_bytes().splitlines()
+        assert lines, name
+        for line in lines:
+            doc = orjson.loads(line)
+            assert doc["type"] in types
+            assert orjson.dumps(doc) == line  # canonical: what to_json() gives
+
+
+def test_workers_one_and_two_write_identical_files(tmp_path: Path, policy: FleetPolicy) -> None:
+    # A batch line mixing subsystems is split across workers: still identical.
+    lines = (DATA / "input.jsonl").read_bytes().splitlines()[:300]
+    batch = b"[" + b",".join(lines[300 - 6 :]) + b"]"
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join([*lines[: 300 - 6], batch]) + b"\n")
+    for workers in (1, 2, 3):
+        run_backtest(source, policy, tmp_path / f"w{workers}", workers=workers, render=False)
+    for name in [*(f"{f}.jsonl" for f in FILES)]:
+        one = (tmp_path / "w1" / name).read_bytes()
+        assert one == (tmp_path / "w2" / name).read_bytes() == (tmp_path / "w3" / name).read_bytes()
+    assert _metrics(tmp_path / "w1") == _metrics(tmp_path / "w2") == _metrics(tmp_path / "w3")
+
+
+def test_malformed_lines_are_reported_with_line_numbers(
+    tmp_path: Path, policy: FleetPolicy
+) -> None:
+    good = (DATA / "input.jsonl").read_bytes().splitlines()[:30]
+    bad = [
+        b'{"subsystem": "checkout", "ts": ',  # truncated JSON
+        b'{"subsystem": "checkout", "ts": 1795597200000, "metrics": {"cpu": "high"}}',
+        b"[]",
+        b'[{"subsystem": "search", "ts": 1795597260000}, {"ts": 5}]',
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join([*good[:10], *bad, *good[10:]]) + b"\n")
+    m = run_backtest(source, policy, tmp_path / "out", workers=2, render=False)
+    errors = m["input"]["errors"]
+    assert [(e["line"], e["code"]) for e in errors] == [
+        (11, "invalid_json"),
+        (12, "invalid_sample"),
+        (13, "empty_batch"),
+        (14, "invalid_sample"),
+    ]
+    assert errors[1]["reason"].startswith("metrics.cpu")
+    assert errors[3]["index"] == 1
+    assert m["input"]["invalid_lines"] == 3
+    assert m["input"]["invalid_samples"] == 2
+    assert m["input"]["windows"] > 0
+
+
+def test_csv_input_with_bad_cell(tmp_path: Path, policy: FleetPolicy) -> None:
+    rows = ["subsystem,ts,cpu,rps,res:db-main,label:anomaly"]
+    for i in range(40):
+        rows.append(f"checkout,{1795597200000 + i * 60_000},0.5,{100 + i},{5 + i % 3},")
+    rows.insert(5, "checkout,1795597440000,oops,1,1,")
+    rows.insert(9, "checkout,1795597440000,1")
+    source = tmp_path / "in.csv"
+    source.write_text("\n".join(rows) + "\n")
+    m = run_backtest(source, policy, tmp_path / "out", workers=2, render=False)
+    errors = m["input"]["errors"]
+    assert [(e["line"], e["code"]) for e in errors] == [(6, "invalid_sample"), (10, "invalid_csv")]
+    assert errors[0]["reason"].startswith("metrics.cpu")
+    assert errors[1]["reason"] == "row has 3 cells, header has 6"
+    assert m["input"]["invalid_lines"] == 2
+    assert m["input"]["subsystems"] == 1 and m["input"]["windows"] == 8
+    first = orjson.loads((tmp_path / "out" / "windows.jsonl").read_bytes().splitlines()[0])
+    assert set(first["metrics"]) == {"cpu", "rps"} and set(first["resources"]) == {"db-main"}
+
+
+def test_what_if_capacity_changes_conflicts_and_keeps_a_baseline(
+    tmp_path: Path, policy: FleetPolicy
+) -> None:
+    m = run_backtest(
+        DATA / "input.jsonl",
+        policy,
+        tmp_path,
+        overrides=["resources.db-main.capacity=500"],
+        workers=2,
+        render=False,
+    )
+    assert m["config"]["resources"]["db-main"]["capacity"] == 500
+    assert m["config"]["overrides"] == ["resources.db-main.capacity=500"]
+    assert m["conflicts"]["overall"]["episodes"] == 0
+    assert (tmp_path / "conflicts.jsonl").read_bytes() == b""
+    baseline = _metrics(tmp_path / "baseline")
+    assert baseline == orjson.loads((EXPECTED / "metrics.json").read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("resources.db-mian.capacity=1", "no config key 'resources.db-mian'"),
+        ("resources.db-main.capcity=1", "no config key 'resources.db-main.capcity'"),
+        ("resources.db-main.capacity=-3", "resources.db-main.capacity"),
+        ("resources.db-main.capacity", "expected KEY=VALUE"),
+        ("window.size_s.x=1", "'window.size_s' is not a mapping"),
+    ],
+)
+def test_bad_set_is_one_clear_line(policy: FleetPolicy, override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(policy, [override])
+    text = str(info.value)
+    assert message in text and "\n" not in text
+
+
+def test_set_adds_free_form_entries_and_parses_yaml_scalars(policy: FleetPolicy) -> None:
+    changed = apply_overrides(
+        policy, ["subsystems.search.limits.latency_ms=250", "subsystems.search.deferrable=true"]
+    )
+    assert changed.subsystems["search"].limits["latency_ms"] == 250.0
+    assert changed.subsystems["search"].deferrable is True
+    assert policy.subsystems["search"].deferrable is False  # the original is untouched
+
+
+def test_missing_input_is_a_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="input file not found"):
+        run_backtest(tmp_path / "nope.jsonl", FleetPolicy(), tmp_path / "out", render=False)
+
+
+def test_anomaly_metrics_are_window_based() -> None:
+    step = 60_000
+    truth = [("a", 0), ("a", step), ("a", 2 * step), ("b", 10 * step)]
+    events = [("a", step), ("a", step), ("c", 0)]  # two series alarmed on one window
+    m = anomaly_metrics(True, truth, events, step)
+    assert m["events"] == 3
+    assert m["precision"] == 0.5  # detected windows: a@1 (true), c@0 (false)
+    assert m["recall"] == 0.5  # episodes: a@0..2 (found 60 s late), b@10 (missed)
+    assert m["detection_delay_s"]["values"] == [60.0]
+    assert anomaly_metrics(False, [], events, step)["recall"] is None
+
+
+def test_engine_state_sealed_mid_backtest_resumes_identically(policy: FleetPolicy) -> None:
+    from app.codec import SourceRef
+    from app.core.ingest import TelemetryIngest
+
+    ingest = TelemetryIngest(policy.window)
+    windows = []
+    for i, line in enumerate((DATA / "input.jsonl").read_bytes().splitlines()[:240]):
+        windows.extend(ingest.process(line, SourceRef("t", None, i)).windows)
+    engine = PredictionEngine(policy)
+    for window in windows[:30]:
+        engine.process(window)
+    key = b"backtest-test-key-0123456789"
+    restored = PredictionEngine.restore(policy, engine.snapshot(key), key)
+    state = unseal(seal(restored.resources, key), key)
+    assert sorted(state) == sorted(engine.resources)
+    for window in windows[30:]:
+        a = [e.to_json() for e in engine.process(window)]
+        assert a == [e.to_json() for e in restored.process(window)]
+
+
+def test_policy_without_resources_has_no_conflict_metrics(tmp_path: Path) -> None:
+    policy = FleetPolicy(resources={"other": ResourceConfig(capacity=1.0)})
+    lines = (DATA / "input.jsonl").read_bytes().splitlines()[:60]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    m = run_backtest(source, policy, tmp_path / "out", workers=1, render=False)
+    assert m["conflicts"]["overall"]["episodes"] == 0
+    assert m["conflicts"]["overall"]["recall"] is None
