@@ -16,6 +16,7 @@ unsealed after recovery or a rebalance.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import faust
@@ -28,6 +29,7 @@ from app.events import (
     AnomalyDetected,
     ConflictObserved,
     ConflictPredicted,
+    ContributorsDeparted,
     Forecast,
     LoadWindow,
     OutputEvent,
@@ -65,6 +67,14 @@ class SealedStates:
                 obj = self.make(name)
         self._live[name] = (obj, stored or b"")
         return obj
+
+    def live_items(self) -> list[tuple[str, Any]]:
+        """Predictors this worker holds in memory (its partitions, recently used)."""
+        return [
+            (name, live[0])
+            for name, live in sorted(self._live.items())
+            if self.table.get(name) is live[1]  # still ours: not revoked by a rebalance
+        ]
 
     def save(self, name: str, obj: Any) -> None:
         blob = seal(obj, self.key)
@@ -163,8 +173,51 @@ def register_predict(app: faust.App, settings: Settings) -> None:
     @app.agent(shares_topic, name=f"{settings.app_id}-predict-resources")
     async def predict_resources(stream: Any) -> None:
         async for value in stream:
-            share = ResourceShare.model_validate(orjson.loads(value))
+            doc = orjson.loads(value)
+            if doc.get("type") == "contributors_departed":
+                departed = ContributorsDeparted.model_validate(doc)
+                predictor = resources.get(departed.resource)
+                pending = predictor.join.pending
+                oldest_ms = min(pending) * config.step_ms if pending else None
+                if oldest_ms != departed.waiting_window_start_ms:
+                    continue  # stale: that window was judged meanwhile
+                events = predictor.depart(departed.subsystems)
+                await publish(events, departed.waiting_window_start_ms)
+                resources.save(departed.resource, predictor)
+                continue
+            share = ResourceShare.model_validate(doc)
             predictor = resources.get(share.resource)
             events = predictor.add(share)
             await publish(events, share.window_start_ms + share.step_s * 1000)
             resources.save(share.resource, predictor)
+
+    blocked_since: dict[str, tuple[int, float]] = {}
+
+    @app.timer(max(1.0, settings.join_timeout_s / 4))
+    async def join_liveness() -> None:
+        """Wall-clock liveness at the edge: a contributor that keeps a resource's oldest window
+        waiting for ``join_timeout_s`` is declared departed — by a message in the stream, so
+        the decision is replayed exactly."""
+        now = time.monotonic()
+        for name, predictor in resources.live_items():
+            waiting = predictor.join.blocking()
+            if not waiting:
+                blocked_since.pop(name, None)
+                continue
+            oldest = min(predictor.join.pending)
+            since = blocked_since.setdefault(name, (oldest, now))
+            if since[0] != oldest:
+                blocked_since[name] = (oldest, now)
+                continue
+            if now - since[1] < settings.join_timeout_s:
+                continue
+            start_ms = oldest * config.step_ms
+            message = ContributorsDeparted(
+                event_id=f"departed:{name}:{start_ms}:{','.join(waiting)}",
+                resource=name,
+                subsystems=waiting,
+                waiting_window_start_ms=start_ms,
+            )
+            log.warning("%s: not waiting any longer for %s", name, ", ".join(waiting))
+            await shares_topic.send(key=name.encode(), value=message.to_json())
+            blocked_since[name] = (oldest, now + settings.join_timeout_s)

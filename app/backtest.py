@@ -486,6 +486,14 @@ def _backtest_once(
         merged = sorted((entry, k) for k, result in enumerate(results) for entry in result.index)
         files = {name: (out / f"{name}.jsonl").open("wb") for name in FILES}
         spools = [open(result.records, "rb") for result in results]  # noqa: SIM115
+
+        def write_stage2(events: list[OutputEvent]) -> None:
+            for event in events:
+                files[_event_file(event)].write(event.to_json() + b"\n")
+                if isinstance(event, RebalanceRecommended):
+                    counts["rebalance"] += 1
+                    counts["infeasible"] += not event.feasible
+
         try:
             for n, ((start, subsystem, offset, length), k) in enumerate(merged):
                 spools[k].seek(offset)
@@ -501,13 +509,11 @@ def _backtest_once(
                         anomaly_events.append((subsystem, orjson.loads(blob)["window_start_ms"]))
                 share: ResourceShare
                 for share in shares:
-                    for event in engine.resource(share.resource).add(share):
-                        files[_event_file(event)].write(event.to_json() + b"\n")
-                        if isinstance(event, RebalanceRecommended):
-                            counts["rebalance"] += 1
-                            counts["infeasible"] += not event.feasible
+                    write_stage2(engine.resource(share.resource).add(share))
                 if progress is not None and n % 1000 == 0:
                     progress("conflicts", n, len(merged))
+            # End of input: judge windows still waiting for a contributor that never came.
+            write_stage2(engine.finish())
             if progress is not None:
                 progress("conflicts", len(merged), len(merged))
         finally:

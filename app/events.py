@@ -243,6 +243,20 @@ class ResourceShare(_Wire):
     forecast: SeriesForecastBody
 
 
+class ContributorsDeparted(_Wire):
+    """Stage 2 stops waiting for contributors that went silent (internal, on the shares topic).
+
+    Written by the live topology's liveness timer into the stream itself, so that a replay of
+    the shares topic takes the same decision at the same point.
+    """
+
+    type: Literal["contributors_departed"] = "contributors_departed"
+    event_id: str
+    resource: Name
+    subsystems: list[str]
+    waiting_window_start_ms: int
+
+
 # --------------------------------------------------------------------------- anomalies
 
 
@@ -432,4 +446,5 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "rebalance.v1.json": RebalanceRecommended,
     "accuracy_report.v1.json": AccuracyReport,
     "resource_share.v1.json": ResourceShare,
+    "contributors_departed.v1.json": ContributorsDeparted,
 }

@@ -197,6 +197,11 @@ class Settings(BaseSettings):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    join_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="wall-clock wait for a silent contributor before judging a resource without it",
+    )
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
 

@@ -369,6 +369,20 @@ class ResourcePredictor:
         self.join.forget_idle()
         return events
 
+    def depart(self, subsystems: list[str]) -> list[OutputEvent]:
+        """Stop waiting for silent contributors (the live edge's liveness decision)."""
+        events: list[OutputEvent] = []
+        for ready in self.join.depart(subsystems):
+            events.extend(self._judge(ready.index, ready.shares))
+        return events
+
+    def finish(self) -> list[OutputEvent]:
+        """End of a finite input: judge every window still waiting for someone."""
+        events: list[OutputEvent] = []
+        for ready in self.join.drain_all():
+            events.extend(self._judge(ready.index, ready.shares))
+        return events
+
     def _judge(self, index: int, shares: Mapping[str, ResourceShare]) -> list[OutputEvent]:
         c = self.config
         self.windows += 1
@@ -470,6 +484,13 @@ class PredictionEngine:
         events = list(out.events)
         for share in out.shares:
             events.extend(self.resource(share.resource).add(share))
+        return events
+
+    def finish(self) -> list[OutputEvent]:
+        """End of a finite input (a backtest): judge what still waits, resource by resource."""
+        events: list[OutputEvent] = []
+        for name in sorted(self.resources):
+            events.extend(self.resources[name].finish())
         return events
 
     def snapshot(self, key: str | bytes) -> bytes:

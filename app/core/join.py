@@ -2,26 +2,27 @@
 
 Each subsystem reports, for every closed window, its forecast and actual use of a resource
 (a `ResourceShare`). A resource's window can only be judged once all its contributors have
-reported it. `ResourceJoin` decides when that is, with a rule that depends only on the shares
-themselves — never on a clock — so a replay decides the same way:
+reported it. `ResourceJoin` decides when that is from the shares themselves — never a clock —
+so a replay decides the same way however the shares of different subsystems interleave:
 
 * A contributor is *expected* in window ``t`` if it is declared for the resource in
   ``pso.yaml`` (it has a ``min`` there), or if its first share came at least ``join_delay``
-  windows before ``t`` (a newcomer is never waited for in its first windows, whose forecasts
-  are warming up anyway, and whose arrival order relative to others is not deterministic).
-* An expected contributor that has reported nothing for ``idle_windows`` windows behind the
-  newest share of the resource is idle and no longer waited for.
-* Window ``t`` is ready when every expected, non-idle contributor has reported a window at or
-  after ``t``. Its contributors are those expected ones that reported exactly ``t``.
+  windows before ``t`` (a newcomer is not waited for in its first windows, whose forecasts
+  are warming up anyway, and whose arrival relative to the others is not deterministic).
+* Window ``t`` is ready when every expected contributor that has not *departed* has reported
+  a window at or after ``t``. Its contributors are the expected ones that reported exactly
+  ``t``.
+* A contributor departs in two ways. In event time: it has reported nothing for
+  ``idle_windows`` windows behind the newest share of the resource (a long silence in the
+  data; generous by default, because partitions of a topic being caught up can be far apart
+  in event time). Or explicitly, by `depart`: the live topology's liveness policy (a
+  wall-clock timeout at the edge, recorded as a message in the stream so a replay repeats
+  it). A departed contributor rejoins with its next share.
 * A share for a window already judged is *late*: counted in ``late_shares`` and not used.
-
-Outputs are therefore identical live and in replay as long as no contributor's stream lags
-the others' by more than ``idle_windows`` windows (or ``join_delay`` at its first window).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -42,9 +43,10 @@ class ResourceJoin(Generic[T]):
 
     declared: frozenset[str] = frozenset()
     join_delay: int = 2
-    idle_windows: int = 5
+    idle_windows: int = 120
     first: dict[str, int] = field(default_factory=dict)
     last: dict[str, int] = field(default_factory=dict)
+    departed: set[str] = field(default_factory=set)
     pending: dict[int, dict[str, T]] = field(default_factory=dict)
     judged_until: int | None = None  # every window <= this has been judged
     newest: int | None = None
@@ -52,16 +54,36 @@ class ResourceJoin(Generic[T]):
 
     def add(self, subsystem: str, index: int, share: T) -> list[ReadyWindow[T]]:
         """Take one share (window ``index`` of ``subsystem``); return windows now ready."""
-        if self.judged_until is not None and index <= self.judged_until:
-            self.late_shares += 1
-            return []
+        # Even a late share says the contributor exists and how far it has got.
+        self.departed.discard(subsystem)
         self.first.setdefault(subsystem, index)
         if index > self.last.get(subsystem, index - 1):
             self.last[subsystem] = index
         if self.newest is None or index > self.newest:
             self.newest = index
+        if self.judged_until is not None and index <= self.judged_until:
+            self.late_shares += 1
+            return []
         self.pending.setdefault(index, {})[subsystem] = share
         return self._drain()
+
+    def drain_all(self) -> list[ReadyWindow[T]]:
+        """End of a finite input: stop waiting for anyone and judge every pending window."""
+        ready: list[ReadyWindow[T]] = []
+        while self.pending:
+            ready.extend(self.depart(self.blocking()))
+        return ready
+
+    def depart(self, subsystems: list[str]) -> list[ReadyWindow[T]]:
+        """Stop waiting for ``subsystems`` until they report again; return windows now ready."""
+        self.departed.update(subsystems)
+        return self._drain()
+
+    def blocking(self) -> list[str]:
+        """Contributors the oldest pending window is waiting for (empty: nothing pending)."""
+        if not self.pending:
+            return []
+        return self._waiting_for(min(self.pending))
 
     def _expected(self, subsystem: str, index: int) -> bool:
         if subsystem in self.declared:
@@ -69,26 +91,27 @@ class ResourceJoin(Generic[T]):
         first = self.first.get(subsystem)
         return first is not None and first <= index - self.join_delay
 
-    def _waiting_for(self, index: int) -> Iterable[str]:
+    def _waiting_for(self, index: int) -> list[str]:
         assert self.newest is not None
         idle_before = self.newest - self.idle_windows
-        start = min(self.pending) if self.pending else index
+        oldest = min(self.pending) if self.pending else index
+        waiting = []
         for name in sorted(self.declared | set(self.first)):
-            if not self._expected(name, index):
+            if name in self.departed or not self._expected(name, index):
                 continue
             # A declared contributor never seen counts as one window behind the oldest pending
-            # one: it is waited for until it turns idle.
-            last = self.last.get(name, start - 1)
-            if last < idle_before:
+            # one: it is waited for until it turns idle or departs.
+            last = self.last.get(name, oldest - 1)
+            if last >= index or last < idle_before:
                 continue
-            if last < index:
-                yield name
+            waiting.append(name)
+        return waiting
 
     def _drain(self) -> list[ReadyWindow[T]]:
         ready: list[ReadyWindow[T]] = []
         while self.pending:
             index = min(self.pending)
-            if any(True for _ in self._waiting_for(index)):
+            if self._waiting_for(index):
                 break
             shares = self.pending.pop(index)
             used = {n: shares[n] for n in sorted(shares) if self._expected(n, index)}
@@ -107,4 +130,5 @@ class ResourceJoin(Generic[T]):
         for name in gone:
             del self.last[name]
             del self.first[name]
+            self.departed.discard(name)
         return gone

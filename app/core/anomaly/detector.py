@@ -313,8 +313,7 @@ class SeriesAnomalyDetector:
                 if self._season_err < err:
                     expected, width = pred, zscale
                 use_season = (
-                    self._lik_season.n >= self.warmup
-                    and self._season_err < self.season_gate * err
+                    self._lik_season.n >= self.warmup and self._season_err < self.season_gate * err
                 )
                 if use_season:
                     s_best = s_season
@@ -331,8 +330,7 @@ class SeriesAnomalyDetector:
 
         half_width = self.band_sigma * _MAD_TO_SIGMA * width
         if self.n < self.warmup:
-            return (0.0, "", expected, half_width, s_level, s_step, s_season, s_best, s_fc,
-                    slot)
+            return (0.0, "", expected, half_width, s_level, s_step, s_season, s_best, s_fc, slot)
 
         best = self._lik_level.score_one(s_level)
         reason = "level"
@@ -428,8 +426,16 @@ class SeriesAnomalyDetector:
         if forecast is not None:
             expected = self._clean(forecast[0])
             half = 0.5 * abs(self._clean(forecast[2]) - self._clean(forecast[1]))
-        return AnomalyScore(0.0, False, False, expected, expected - half, expected + half,
-                            "missing", self.n < self.warmup)
+        return AnomalyScore(
+            0.0,
+            False,
+            False,
+            expected,
+            expected - half,
+            expected + half,
+            "missing",
+            self.n < self.warmup,
+        )
 
     # ------------------------------------------------------------------ learning
     def learn_one(
@@ -591,9 +597,7 @@ class SeriesAnomalyDetector:
             self._moves += 1
 
 
-def score_series(
-    points: Iterable[tuple[int, float]], **params: Any
-) -> list[AnomalyScore]:
+def score_series(points: Iterable[tuple[int, float]], **params: Any) -> list[AnomalyScore]:
     """Score a whole exported series, in order, with one fresh detector (score, then learn).
 
     This is all a command-line "score this CSV" needs: ``points`` are ``(ts_ms, value)`` in

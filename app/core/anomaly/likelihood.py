@@ -81,8 +81,21 @@ class AnomalyLikelihood:
     True
     """
 
-    __slots__ = ("_a_short", "avg", "beta", "long_window", "mean", "min_beta", "n", "peak", "q",
-                 "run", "short_window", "tail_mass", "var")
+    __slots__ = (
+        "_a_short",
+        "avg",
+        "beta",
+        "long_window",
+        "mean",
+        "min_beta",
+        "n",
+        "peak",
+        "q",
+        "run",
+        "short_window",
+        "tail_mass",
+        "var",
+    )
 
     def __init__(
         self,

@@ -1,0 +1,60 @@
+"""ResourceJoin: windows are judged when every expected contributor reported, in any order."""
+
+import itertools
+
+from app.core.join import ResourceJoin
+
+
+def feed(join: ResourceJoin[str], shares: list[tuple[str, int]]) -> list[tuple[int, list[str]]]:
+    out = []
+    for name, index in shares:
+        for ready in join.add(name, index, f"{name}@{index}"):
+            out.append((ready.index, sorted(ready.shares)))
+    return out
+
+
+SHARES = [(name, t) for t in range(10) for name in ("a", "b", "c")]
+
+
+def test_declared_contributors_are_waited_for_in_any_interleaving() -> None:
+    reference = feed(ResourceJoin(declared=frozenset("abc")), SHARES)
+    assert reference == [(t, ["a", "b", "c"]) for t in range(10)]
+    # Whole streams skewed far apart (one partition caught up before another): same result.
+    by_name = {n: [s for s in SHARES if s[0] == n] for n in "abc"}
+    for order in itertools.permutations("abc"):
+        skewed = [s for n in order for s in by_name[n]]
+        assert feed(ResourceJoin(declared=frozenset("abc")), skewed) == reference
+
+
+def test_newcomers_join_after_the_delay_and_are_then_waited_for() -> None:
+    join: ResourceJoin[str] = ResourceJoin(join_delay=2)
+    out = feed(join, [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("a", 3)])
+    # Nobody is expected in their first two windows (judged empty, whatever the order; b's
+    # shares arrive too late for them but still register b); from window 2 both are.
+    assert out == [(0, []), (1, [])]
+    assert join.late_shares == 2
+    assert join.blocking() == ["b"]
+    assert feed(join, [("b", 2)]) == [(2, ["a", "b"])]
+
+
+def test_depart_unblocks_and_a_returning_contributor_rejoins() -> None:
+    join: ResourceJoin[str] = ResourceJoin(declared=frozenset("ab"))
+    assert feed(join, [("a", 0), ("a", 1), ("a", 2)]) == []
+    assert join.blocking() == ["b"]
+    ready = join.depart(["b"])
+    assert [(r.index, sorted(r.shares)) for r in ready] == [(0, ["a"]), (1, ["a"]), (2, ["a"])]
+    assert feed(join, [("b", 1)]) == []  # too late for window 1: counted, not used
+    assert join.late_shares == 1
+    assert feed(join, [("b", 3), ("a", 3)]) == [(3, ["a", "b"])]
+
+
+def test_event_time_idleness_is_a_safety_net() -> None:
+    join: ResourceJoin[str] = ResourceJoin(declared=frozenset("ab"), idle_windows=3)
+    out = feed(join, [("a", t) for t in range(6)])
+    # b never reported: each window waits until a is idle_windows past it.
+    assert out == [(0, ["a"]), (1, ["a"]), (2, ["a"])]
+    assert [(r.index, sorted(r.shares)) for r in join.drain_all()] == [
+        (3, ["a"]),
+        (4, ["a"]),
+        (5, ["a"]),
+    ]
