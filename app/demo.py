@@ -51,6 +51,8 @@ class DemoState:
     dead_by_reason: dict[str, int] = field(default_factory=dict)
     subsystems: dict[str, SubsystemView] = field(default_factory=dict)
     event_time_ms: int = 0
+    predictions: dict[str, int] = field(default_factory=dict)
+    latest: list[str] = field(default_factory=list)
 
 
 def render(state: DemoState, bootstrap: str, kind: str, elapsed: float) -> Group:
@@ -87,7 +89,9 @@ def render(state: DemoState, bootstrap: str, kind: str, elapsed: float) -> Group
         f"dead-lettered {state.dead} {dict(sorted(state.dead_by_reason.items()))}",
         style="bold",
     )
-    return Group(head, table)
+    counts = "  ·  ".join(f"{k} {v}" for k, v in sorted(state.predictions.items()))
+    story = Text("\n".join(state.latest) or "(predictions appear as the models learn)")
+    return Group(head, table, Text(f"predictions: {counts or '-'}", style="bold"), story)
 
 
 async def _produce(
@@ -102,7 +106,10 @@ async def _produce(
     from app.kafka_io import start_producer
     from app.simulator import FleetSimulator
 
-    start_ms = (int(time.time() * 1000) - 86_400_000) // WINDOW_MS * WINDOW_MS
+    # Yesterday 11:00 UTC: the simulated fleet climbs towards its midday peak, where shared
+    # resources run short, within the first minute of a demo at 60x.
+    day_ms = 86_400_000
+    start_ms = (int(time.time() * 1000) - day_ms) // day_ms * day_ms + 11 * 3_600_000
     sim = FleetSimulator(
         subsystems=subsystems, seed=7, start_ms=start_ms, interval_ms=SAMPLE_EVERY_MS
     )
@@ -153,13 +160,25 @@ async def _watch(settings: Settings, bootstrap: str, state: DemoState, stop: asy
     from app.kafka_io import start_consumer
 
     topics = settings.topics
-    consumer = await start_consumer(settings, bootstrap, topics.load, topics.deadletter)
+    consumer = await start_consumer(
+        settings,
+        bootstrap,
+        topics.load,
+        topics.deadletter,
+        topics.forecasts,
+        topics.anomalies,
+        topics.conflicts,
+        topics.rebalance,
+    )
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200)
             for tp, records in batches.items():
                 for rec in records:
                     doc = orjson.loads(rec.value)
+                    if tp.topic not in (topics.load, topics.deadletter):
+                        _note_prediction(state, doc)
+                        continue
                     if tp.topic == topics.deadletter:
                         state.dead += 1
                         code = doc.get("reason_code", "?")
@@ -173,6 +192,37 @@ async def _watch(settings: Settings, bootstrap: str, state: DemoState, stop: asy
                     view.resources = {k: v["mean"] for k, v in doc["resources"].items()}
     finally:
         await consumer.stop()
+
+
+def _note_prediction(state: DemoState, doc: dict[str, Any]) -> None:
+    """Count a prediction event; keep a one-line story of the interesting ones."""
+    kind = doc["type"] + (f":{doc['status']}" if "status" in doc else "")
+    state.predictions[kind] = state.predictions.get(kind, 0) + 1
+    from app.events import ms_to_iso
+
+    line = None
+    if doc["type"] == "conflict_predicted" and doc["status"] == "predicted":
+        top = ", ".join(c["subsystem"] for c in doc["contributors"][:2])
+        line = (
+            f"{ms_to_iso(doc['emitted_at_ms'])[11:16]} conflict predicted on {doc['resource']}: "
+            f"p={doc['probability']:.2f}, {doc['lead_time_s'] // 60} min ahead, "
+            f"peak {doc['predicted_peak']:.1f}/{doc['capacity']:.0f} ({top})"
+        )
+    elif doc["type"] == "anomaly":
+        line = (
+            f"{doc['window_start'][11:16]} anomaly {doc['subsystem']}/{doc['series']}: "
+            f"{doc['value']:.2f} (expected {doc['expected']:.2f})"
+        )
+    elif doc["type"] == "rebalance_recommended" and doc["allocations"]:
+        cut = [a for a in doc["allocations"] if a["action"] != "keep"]
+        line = (
+            f"plan for {doc['conflict_id']}: "
+            + ", ".join(f"{a['action']} {a['subsystem']} to {a['allocated']:.1f}" for a in cut[:3])
+            if cut
+            else None
+        )
+    if line:
+        state.latest = [*state.latest[-5:], line]
 
 
 def _start_worker(
@@ -326,6 +376,10 @@ def _summary(console: Console, state: DemoState) -> None:
         v = state.subsystems[name]
         table.add_row(name, str(v.windows), str(v.samples))
     console.print(table)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(state.predictions.items()))
+    console.print(f"predictions: {counts or 'none yet'}")
+    for line in state.latest:
+        console.print(f"  {line}")
     console.print(
         f"events in: {state.produced} samples (incl. {state.chaos} deliberate bad/late) · "
         f"dead-lettered: {state.dead} {dict(sorted(state.dead_by_reason.items()))} · "

@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from app.codec import SourceRef
-from app.core.accuracy import ConflictScorer, ForecastAccuracy
+from app.core.accuracy import ConflictScorer
 from app.core.engine import PredictionEngine
 from app.core.ingest import TelemetryIngest
 from app.events import ConflictObserved, ConflictPredicted
@@ -44,9 +44,7 @@ from app.simulator import DAY_MS, FleetSimulator
 def reset_accuracy(engine: PredictionEngine) -> None:
     for sub in engine.subsystems.values():
         for model in sub.series.values():
-            acc = model.accuracy
-            fresh = ForecastAccuracy(acc.step_ms, acc.horizon, acc.levels, acc.season_ms)
-            acc.totals = fresh.totals
+            model.accuracy.reset()
 
 
 def run(subsystems: int, days: float, warmup_days: float, seed: int) -> dict[str, Any]:

@@ -28,14 +28,14 @@ lead time
 from __future__ import annotations
 
 import math
-from array import array
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from app.core.types import SeriesForecast
 from app.events import ConflictObserved, ConflictPredicted
 
 DAY_MS = 86_400_000
-_Bounds = tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]
 
 
 @dataclass(slots=True)
@@ -101,6 +101,11 @@ class ForecastAccuracy:
         Period of the seasonal-naive baseline (default one day). Keeps one value per window
         of the season (11.5 KB for a day of 60 s windows).
 
+    Pending forecasts live in one contiguous array (slot x [point, lowers, uppers] x horizon)
+    and each arriving window is scored with a handful of vectorised operations: this runs for
+    every series of every window, usually with a cold cache, so it touches as little memory as
+    possible.
+
     Examples
     --------
     >>> acc = ForecastAccuracy(step_ms=60_000, horizon=2, levels=(0.8,), season_ms=120_000)
@@ -125,49 +130,68 @@ class ForecastAccuracy:
         self.levels = levels
         self.season_ms = season_ms
         self.season = max(1, season_ms // step_ms)
-        self.totals = [HorizonTotals(levels) for _ in range(horizon)]
-        self._history = array("d", [math.nan]) * self.season
+        self._history = np.full(self.season, np.nan)
         self._last_index: int | None = None
-        # Pending forecasts in a ring by origin window index: (points, ((level, lower, upper),)).
-        self._ring: list[tuple[tuple[float, ...], _Bounds]] = [((), ())] * horizon
-        self._origins: list[int] = [-(2**62)] * horizon
+        width = 1 + 2 * len(levels)
+        self._ring = np.zeros((horizon, width, horizon))
+        self._origins = np.full(horizon, -(2**62), dtype=np.int64)
+        self._h = np.arange(horizon)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the scores so far (keeps pending forecasts and the baseline history)."""
+        horizon, n_levels = self.horizon, len(self.levels)
+        self._n = np.zeros(horizon, dtype=np.int64)
+        self._abs_err = np.zeros(horizon)
+        self._n_naive = np.zeros(horizon, dtype=np.int64)
+        self._err_vs_naive = np.zeros(horizon)
+        self._naive_err = np.zeros(horizon)
+        self._hits = np.zeros((horizon, n_levels), dtype=np.int64)
+
+    @property
+    def totals(self) -> list[HorizonTotals]:
+        """Per-horizon sums as mergeable `HorizonTotals` (a copy)."""
+        return [
+            HorizonTotals(
+                levels=self.levels,
+                n=int(self._n[h]),
+                abs_err=float(self._abs_err[h]),
+                n_naive=int(self._n_naive[h]),
+                abs_err_model_vs_naive=float(self._err_vs_naive[h]),
+                abs_err_naive=float(self._naive_err[h]),
+                hits=[int(x) for x in self._hits[h]],
+            )
+            for h in range(self.horizon)
+        ]
 
     def _naive(self, index: int) -> float:
         """y one season before window ``index`` (NaN if unknown)."""
-        if self._last_index is None or index - self.season > self._last_index:
+        last = self._last_index
+        back = index - self.season
+        if last is None or back > last or last - back >= self.season:
             return math.nan
-        if self._last_index - (index - self.season) >= self.season:
-            return math.nan  # fell out of the ring
-        return self._history[(index - self.season) % self.season]
+        return float(self._history[back % self.season])
 
     def observe(self, window_start_ms: int, y: float) -> None:
         """The actual mean of the window starting at ``window_start_ms``: score what targeted it."""
         index = window_start_ms // self.step_ms
-        naive = self._naive(index)
-        has_naive = naive == naive  # not NaN
-        naive_err = naive - y if naive >= y else y - naive
-        ring, origins, horizon, totals = self._ring, self._origins, self.horizon, self.totals
-        origin_index = index + 1
-        for h in range(horizon):
-            origin_index -= 1  # the forecast made at the end of window index - h - 1
-            slot = origin_index % horizon
-            if origins[slot] != origin_index:
-                continue
-            points, bounds = ring[slot]
-            err = points[h] - y
-            if err < 0.0:
-                err = -err
-            t = totals[h]
-            t.n += 1
-            t.abs_err += err
-            if has_naive:
-                t.n_naive += 1
-                t.abs_err_model_vs_naive += err
-                t.abs_err_naive += naive_err
-            counts = t.hits
-            for k, (lower, upper) in enumerate(bounds):
-                if lower[h] <= y <= upper[h]:
-                    counts[k] += 1
+        origins = index - self._h  # the forecast for this window at horizon h+1 was made then
+        slots = origins % self.horizon
+        valid = self._origins[slots] == origins
+        if valid.any():
+            rows = self._ring[slots, :, self._h][valid]  # (valid horizons, 1 + 2L)
+            hs = self._h[valid]
+            err = np.abs(rows[:, 0] - y)
+            self._n[hs] += 1
+            self._abs_err[hs] += err
+            naive = self._naive(index)
+            if naive == naive:
+                self._n_naive[hs] += 1
+                self._err_vs_naive[hs] += err
+                self._naive_err[hs] += abs(naive - y)
+            n_levels = len(self.levels)
+            inside = (rows[:, 1 : 1 + n_levels] <= y) & (y <= rows[:, 1 + n_levels :])
+            self._hits[hs] += inside
         self._remember(index, y)
 
     def _remember(self, index: int, y: float) -> None:
@@ -182,9 +206,13 @@ class ForecastAccuracy:
     def record(self, forecast: SeriesForecast) -> None:
         """Keep a forecast until its targets arrive. ``origin_ms`` is the first target's start."""
         origin_index = forecast.origin_ms // self.step_ms
-        bounds = tuple((forecast.lower[level], forecast.upper[level]) for level in self.levels)
         slot = origin_index % self.horizon
-        self._ring[slot] = (forecast.point, bounds)
+        row = self._ring[slot]
+        row[0] = forecast.point
+        n_levels = len(self.levels)
+        for k, level in enumerate(self.levels):
+            row[1 + k] = forecast.lower[level]
+            row[1 + n_levels + k] = forecast.upper[level]
         self._origins[slot] = origin_index
 
 
