@@ -79,8 +79,13 @@ async def start_consumer(
     delay_s: float = 1.0,
     **extra: Any,
 ) -> AIOKafkaConsumer:
-    """A started consumer; without ``group_id`` it reads from the earliest offset."""
+    """A started consumer; without ``group_id`` it reads from the earliest offset.
+
+    Reads committed records only: PSO's workers write inside Kafka transactions
+    (exactly-once), and a consumer must not see what an aborted transaction wrote.
+    """
     extra.setdefault("auto_offset_reset", "earliest")
+    extra.setdefault("isolation_level", "read_committed")
     extra.setdefault("enable_auto_commit", False)
     consumer = AIOKafkaConsumer(*topics, **client_kwargs(settings, bootstrap), **extra)
     await _start_with_retry(consumer, bootstrap, attempts, delay_s)
