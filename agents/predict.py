@@ -170,9 +170,15 @@ def register_predict(app: faust.App, settings: Settings) -> None:
                 )
             subsystems.save(window.subsystem, predictor)
 
+    # Liveness decisions found by the timer, sent from inside the agent (a transactional
+    # producer only sends within an event's transaction).
+    due: dict[str, ContributorsDeparted] = {}
+
     @app.agent(shares_topic, name=f"{settings.app_id}-predict-resources")
     async def predict_resources(stream: Any) -> None:
         async for value in stream:
+            for name in sorted(due):
+                await shares_topic.send(key=name.encode(), value=due.pop(name).to_json())
             doc = orjson.loads(value)
             if doc.get("type") == "contributors_departed":
                 departed = ContributorsDeparted.model_validate(doc)
@@ -197,7 +203,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
     async def join_liveness() -> None:
         """Wall-clock liveness at the edge: a contributor that keeps a resource's oldest window
         waiting for ``join_timeout_s`` is declared departed — by a message in the stream, so
-        the decision is replayed exactly."""
+        a replay of the stream takes the same decision at the same point."""
         now = time.monotonic()
         for name, predictor in resources.live_items():
             waiting = predictor.join.blocking()
@@ -212,12 +218,11 @@ def register_predict(app: faust.App, settings: Settings) -> None:
             if now - since[1] < settings.join_timeout_s:
                 continue
             start_ms = oldest * config.step_ms
-            message = ContributorsDeparted(
+            due[name] = ContributorsDeparted(
                 event_id=f"departed:{name}:{start_ms}:{','.join(waiting)}",
                 resource=name,
                 subsystems=waiting,
                 waiting_window_start_ms=start_ms,
             )
             log.warning("%s: not waiting any longer for %s", name, ", ".join(waiting))
-            await shares_topic.send(key=name.encode(), value=message.to_json())
             blocked_since[name] = (oldest, now + settings.join_timeout_s)

@@ -485,7 +485,9 @@ def main() -> None:
         # Client libraries log connection retries as warnings; the CLI says it in one line.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
-        cli(standalone_mode=False)
+        code = cli(standalone_mode=False)  # returns the exit code of typer.Exit
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except (UsageError, ConfigError, BrokerError, BrokerUnreachable) as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
