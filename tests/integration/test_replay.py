@@ -253,14 +253,8 @@ def test_replay_unknown_target_sends_nothing(source: Source) -> None:
 
 def test_cli_replay_subprocess(source: Source) -> None:
     target = new_topic(source, SOURCE_PARTITIONS)
-    script = (
-        "import sys; from app import cli; from app.replay import register\n"
-        "if not any(c.name == 'replay' for c in cli.cli.registered_commands):\n"
-        "    register(cli.cli)\n"
-        "cli.main()\n"
-    )
     env = {**os.environ, "PSO_BROKER": source.bootstrap}
-    base = [sys.executable, "-c", script, "replay", "--from-topic", source.topic]
+    base = [sys.executable, "-m", "app.cli", "replay", "--from-topic", source.topic]
     done = subprocess.run(
         [*base, "--to-topic", target, "--from", iso(START), "--to", iso(END), "--speed", "max"],
         env=env,
