@@ -39,6 +39,7 @@ from app.codec import SourceRef
 from app.core.accuracy import ConflictScorer, HorizonTotals
 from app.core.engine import PredictionEngine
 from app.core.ingest import TelemetryIngest
+from app.errors import UsageError
 from app.events import (
     AccuracyReport,
     AnomalyDetected,
@@ -764,7 +765,7 @@ def register(cli: typer.Typer) -> None:
         from app.settings import load_policy
 
         if (input is None) == (topic is None):
-            raise cli_module.UsageError("give exactly one of INPUT or --topic TOPIC")
+            raise UsageError("give exactly one of INPUT or --topic TOPIC")
         s = cli_module.settings()
         policy = load_policy(config) if config is not None else s.policy()
         overrides = list(set_ or [])
@@ -802,7 +803,7 @@ def register(cli: typer.Typer) -> None:
                         progress=report,
                     )
                 except BacktestError as exc:
-                    raise cli_module.UsageError(str(exc)) from None
+                    raise UsageError(str(exc)) from None
         inp, conf = metrics["input"], metrics["conflicts"]["overall"]
         cli_module.err_console.print(
             f"{inp['samples']} samples, {inp['windows']} windows, "

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from app.errors import UsageError
 from app.events import SCHEMAS
 from app.settings import ConfigError, Settings, load_settings
 
@@ -40,10 +41,6 @@ cli.add_typer(schemas_cli, name="schemas")
 
 err_console = Console(stderr=True)
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
-
-
-class UsageError(Exception):
-    """A user-facing error: printed as one line, exit code 2."""
 
 
 # --------------------------------------------------------------------------- helpers

@@ -163,7 +163,8 @@ def replay_cmd(
     ] = "offsets",
 ) -> None:
     """Re-publish a recorded time range: same keys, values, headers and record timestamps."""
-    from app.cli import UsageError, bootstrap_for, err_console, parse_time_ms, progress, settings
+    from app.cli import bootstrap_for, err_console, parse_time_ms, progress, settings
+    from app.errors import UsageError
 
     try:
         factor = parse_speed(speed)
