@@ -37,7 +37,6 @@ from pydantic import ValidationError
 
 from app.codec import SourceRef
 from app.core.accuracy import ConflictScorer, HorizonTotals
-from app.core.engine import PredictionEngine
 from app.core.ingest import TelemetryIngest
 from app.errors import UsageError
 from app.events import (
@@ -309,6 +308,8 @@ def _stage1(
     source: str, policy_json: bytes, workers: int, worker: int, tmpdir: str
 ) -> Stage1Result:
     """Ingest and stage-1 predict every subsystem ``worker`` owns; spool records to disk."""
+    from app.core.engine import PredictionEngine  # scipy: only when a backtest runs
+
     policy = FleetPolicy.model_validate_json(policy_json)
     size_ms = policy.window.size_ms
     ingest = TelemetryIngest(policy.window)
@@ -475,6 +476,8 @@ def _backtest_once(
     workers: int,
     progress: ProgressFn | None,
 ) -> dict[str, Any]:
+    from app.core.engine import PredictionEngine  # scipy: only when a backtest runs
+
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     engine = PredictionEngine(policy)
