@@ -55,15 +55,19 @@ def build_app(settings: Settings, bootstrap: str, **overrides: Any) -> faust.App
         "web_port": settings.web_port,
         "key_serializer": "raw",
         "value_serializer": "raw",
-        "broker_session_timeout": 30.0,
-        "broker_heartbeat_interval": 3.0,
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": min(
+            settings.heartbeat_interval_s, settings.session_timeout_s / 3
+        ),
         "producer_linger_ms": 5,
     }
     options.update(overrides)
     app = faust.App(settings.app_id, **options)
+    from agents.health import register_health
     from agents.ingest import register_ingest
     from agents.predict import register_predict
 
+    register_health(app, settings)
     register_ingest(app, settings)
     register_predict(app, settings)
     return app

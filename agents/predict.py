@@ -22,6 +22,7 @@ from typing import Any
 import faust
 import orjson
 
+from agents.policy import register_policy
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
 from app.core.snapshot import SnapshotRejected, seal, unseal
 from app.events import (
@@ -34,6 +35,7 @@ from app.events import (
     LoadWindow,
     OutputEvent,
     RebalanceRecommended,
+    ResourcePolicy,
     ResourceShare,
     SaturationPredicted,
 )
@@ -180,6 +182,12 @@ def register_predict(app: faust.App, settings: Settings) -> None:
             for name in sorted(due):
                 await shares_topic.send(key=name.encode(), value=due.pop(name).to_json())
             doc = orjson.loads(value)
+            if doc.get("type") == "resource_policy":
+                update = ResourcePolicy.model_validate(doc)
+                predictor = resources.get(update.resource)
+                predictor.apply_policy(update)
+                resources.save(update.resource, predictor)
+                continue
             if doc.get("type") == "contributors_departed":
                 departed = ContributorsDeparted.model_validate(doc)
                 predictor = resources.get(departed.resource)
@@ -196,6 +204,8 @@ def register_predict(app: faust.App, settings: Settings) -> None:
             events = predictor.add(share)
             await publish(events, share.window_start_ms + share.step_s * 1000)
             resources.save(share.resource, predictor)
+
+    register_policy(app, settings, shares_topic, outputs[settings.topics.deadletter])
 
     blocked_since: dict[str, tuple[int, float]] = {}
 

@@ -162,6 +162,7 @@ DeadLetterReason = Literal[
     "empty_batch",
     "too_large",
     "late",
+    "invalid_policy",
     "internal_error",
 ]
 
@@ -255,6 +256,29 @@ class ContributorsDeparted(_Wire):
     resource: Name
     subsystems: list[str]
     waiting_window_start_ms: int
+
+
+class SubsystemShareOverride(_Wire):
+    """A subsystem's runtime terms at one resource; an absent field keeps ``pso.yaml``'s."""
+
+    weight: NonNegativeFloat | None = None
+    min: NonNegativeFloat | None = Field(default=None, description="guaranteed use of the resource")
+    deferrable: bool | None = None
+
+
+class ResourcePolicy(_Wire):
+    """The runtime policy of one shared resource (compacted topic ``pso.capacity``).
+
+    Keyed by the resource name. Each record replaces the previous one for that resource: an
+    absent field means "as in ``pso.yaml``", and a tombstone (empty value) reverts the resource
+    to ``pso.yaml`` altogether. Stage 2 applies it in stream order, from the point it arrives.
+    """
+
+    type: Literal["resource_policy"] = "resource_policy"
+    resource: Name
+    capacity: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    unit: str | None = None
+    subsystems: dict[Name, SubsystemShareOverride] = Field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- anomalies
@@ -447,4 +471,5 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "accuracy_report.v1.json": AccuracyReport,
     "resource_share.v1.json": ResourceShare,
     "contributors_departed.v1.json": ContributorsDeparted,
+    "resource_policy.v1.json": ResourcePolicy,
 }

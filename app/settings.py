@@ -202,6 +202,20 @@ class Settings(BaseSettings):
         gt=0,
         description="wall-clock wait for a silent contributor before judging a resource without it",
     )
+    health_interval_s: float = Field(
+        default=60.0, gt=0, description="how often a worker logs its health line"
+    )
+    session_timeout_s: float = Field(
+        default=30.0,
+        ge=1,
+        le=300,
+        description="consumer-group session timeout: how long a silent worker keeps its "
+        "partitions before the group moves them (the broker clamps it to "
+        "group.min/max.session.timeout.ms, 6 s..30 min by default)",
+    )
+    heartbeat_interval_s: float = Field(
+        default=3.0, gt=0, le=100, description="consumer-group heartbeat; under the session timeout"
+    )
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
 

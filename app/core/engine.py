@@ -30,6 +30,7 @@ from app.core.conflicts import ConflictPredictor, SaturationWatch
 from app.core.forecast import SeriesForecaster
 from app.core.join import ResourceJoin
 from app.core.planner import RebalancePlanner
+from app.core.policy import overlay
 from app.core.snapshot import seal, unseal
 from app.core.types import SeriesForecast
 from app.events import (
@@ -42,6 +43,7 @@ from app.events import (
     LoadWindow,
     OutputEvent,
     RebalanceRecommended,
+    ResourcePolicy,
     ResourceShare,
     SeriesForecastBody,
     SeriesStats,
@@ -356,9 +358,16 @@ class ResourcePredictor:
         self.capacity: float | None = configured.capacity if configured else None
         self.windows = 0
 
-    def set_capacity(self, capacity: float) -> None:
-        """A runtime capacity change (e.g. from the ``pso.capacity`` topic)."""
-        self.capacity = capacity
+    def apply_policy(self, update: ResourcePolicy) -> None:
+        """A runtime policy record (``pso.capacity``): capacity and planning terms from now on.
+
+        Each record replaces the previous one; an empty record reverts to ``pso.yaml``.
+        """
+        base = getattr(self, "base_policy", self.policy)
+        self.base_policy = base
+        self.policy = overlay(base, update)
+        configured = self.policy.resources.get(self.resource)
+        self.capacity = configured.capacity if configured else None
 
     def add(self, share: ResourceShare) -> list[OutputEvent]:
         """Take one contributor's share; return the events of every window it completed."""
