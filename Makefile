@@ -38,6 +38,7 @@ lint: $(STAMP)
 
 bench: setup
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/live_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -11,6 +11,7 @@ from typing import Any
 
 import faust
 
+from agents.faust_fixes import PsoApp
 from app.settings import Settings
 
 
@@ -62,7 +63,7 @@ def build_app(settings: Settings, bootstrap: str, **overrides: Any) -> faust.App
         "producer_linger_ms": 5,
     }
     options.update(overrides)
-    app = faust.App(settings.app_id, **options)
+    app = PsoApp(settings.app_id, **options)  # exactly-once fixes: agents/faust_fixes.py
     from agents.health import register_health
     from agents.ingest import register_ingest
     from agents.predict import register_predict

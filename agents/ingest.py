@@ -1,9 +1,13 @@
 """Ingest agent: telemetry bytes -> closed load windows (``pso.load``) and dead letters.
 
-Thin on purpose: decode and window in the pure core (`TelemetryIngest`), persist the touched
-subsystems' window state in a changelog-backed table (one write per subsystem per message),
-publish. Any exception on a message dead-letters it with ``internal_error``: a message is
-never acked-and-lost silently, and no bytes can stop the agent.
+Thin on purpose: decode and window in the pure core (`TelemetryIngest`), publish, then
+persist the touched subsystems' window state in a changelog-backed table (one write per
+subsystem per message) and, last, the offset of the message. A message at or below that
+offset is a replay whose effects are already committed (an exactly-once commit can carry
+the state of the message after its offset, see `agents.faust_fixes`): it is skipped, so
+no sample is counted twice after a crash. Any exception on a message dead-letters it with
+``internal_error``: a message is never acked-and-lost silently, and no bytes can stop the
+agent.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 import faust
 
+from agents.faust_fixes import put
 from app.codec import SourceRef, dead_letter
 from app.core.ingest import TelemetryIngest
 from app.core.windows import WindowedLoad
@@ -84,10 +89,10 @@ class TableBackedWindows(MutableMapping[str, WindowedLoad]):
         except KeyError:
             return default
 
-    def save(self, subsystem: str) -> None:
+    async def save(self, subsystem: str) -> None:
         obj = self._live[subsystem][0]
         state = obj.to_state()
-        self.table[subsystem] = state
+        await put(self.table, subsystem, state)
         self._live[subsystem] = (obj, state)
 
 
@@ -104,6 +109,13 @@ def register_ingest(app: faust.App, settings: Settings) -> IngestCounters:
         default=None,
         partitions=settings.topic_policy.partitions,
         key_type=str,  # keys and values use Faust's plain "json" codec: no pickle
+    )
+    # Source partition -> offset of the last message whose effects are all written.
+    progress = app.Table(
+        "ingest-progress-v1",
+        default=None,
+        partitions=settings.topic_policy.partitions,
+        key_type=str,
     )
     windows = TableBackedWindows(table)
     ingest = TelemetryIngest(window, windows)
@@ -125,11 +137,12 @@ def register_ingest(app: faust.App, settings: Settings) -> IngestCounters:
             message = event.message
             source = SourceRef(message.topic, message.partition, message.offset, message.key)
             value = event.value
+            done = progress.get(str(message.partition))
+            if done is not None and message.offset <= done:
+                continue  # a replay: its windows, dead letters and state are committed
             counters.messages += 1
             try:
                 result = ingest.process(value, source)
-                for name in sorted(result.touched):
-                    windows.save(name)
             except Exception as exc:
                 log.exception(
                     "ingest failed on %s:%s:%s", source.topic, source.partition, source.offset
@@ -141,6 +154,7 @@ def register_ingest(app: faust.App, settings: Settings) -> IngestCounters:
                     ),
                     message.key,
                 )
+                await put(progress, str(message.partition), message.offset)
                 continue
             counters.samples += result.items
             counters.accepted += result.accepted
@@ -149,6 +163,9 @@ def register_ingest(app: faust.App, settings: Settings) -> IngestCounters:
                 await publish_window(w)
             for d in result.dead:
                 await publish_dead(d, message.key)
+            for name in sorted(result.touched):
+                await windows.save(name)
+            await put(progress, str(message.partition), message.offset)
 
     @app.timer(60.0)
     async def log_health() -> None:

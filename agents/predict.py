@@ -22,6 +22,7 @@ from typing import Any
 import faust
 import orjson
 
+from agents.faust_fixes import put
 from agents.policy import register_policy
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
 from app.core.snapshot import SnapshotRejected, seal, unseal
@@ -78,9 +79,10 @@ class SealedStates:
             if self.table.get(name) is live[1]  # still ours: not revoked by a rebalance
         ]
 
-    def save(self, name: str, obj: Any) -> None:
+    async def save(self, name: str, obj: Any) -> None:
+        """Persist last, after the event's outputs: see `agents.faust_fixes`."""
         blob = seal(obj, self.key)
-        self.table[name] = blob
+        await put(self.table, name, blob)
         self._live[name] = (obj, blob)
 
 
@@ -121,7 +123,8 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         name: app.topic(name, key_serializer="raw", value_serializer="raw")
         for name in settings.topics.all()
     }
-    version = f"v1-{config.step_ms // 1000}s-h{config.horizon}"
+    # Bumped when the sealed state's shape changes: old snapshots are never restored.
+    version = f"v2-{config.step_ms // 1000}s-h{config.horizon}"
     subsystem_table = app.Table(
         f"subsystem-models-{version}",
         default=None,
@@ -170,7 +173,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
                     value=share.to_json(),
                     timestamp=window.window_end_ms / 1000,
                 )
-            subsystems.save(window.subsystem, predictor)
+            await subsystems.save(window.subsystem, predictor)
 
     # Liveness decisions found by the timer, sent from inside the agent (a transactional
     # producer only sends within an event's transaction).
@@ -186,7 +189,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
                 update = ResourcePolicy.model_validate(doc)
                 predictor = resources.get(update.resource)
                 predictor.apply_policy(update)
-                resources.save(update.resource, predictor)
+                await resources.save(update.resource, predictor)
                 continue
             if doc.get("type") == "contributors_departed":
                 departed = ContributorsDeparted.model_validate(doc)
@@ -197,13 +200,13 @@ def register_predict(app: faust.App, settings: Settings) -> None:
                     continue  # stale: that window was judged meanwhile
                 events = predictor.depart(departed.subsystems)
                 await publish(events, departed.waiting_window_start_ms)
-                resources.save(departed.resource, predictor)
+                await resources.save(departed.resource, predictor)
                 continue
             share = ResourceShare.model_validate(doc)
             predictor = resources.get(share.resource)
             events = predictor.add(share)
             await publish(events, share.window_start_ms + share.step_s * 1000)
-            resources.save(share.resource, predictor)
+            await resources.save(share.resource, predictor)
 
     register_policy(app, settings, shares_topic, outputs[settings.topics.deadletter])
 

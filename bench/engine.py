@@ -17,6 +17,8 @@ Figures:
   definitions (see ``app/core/accuracy.py``), over the whole run after the first day.
 - ``us_per_series_update``: median over windows of (stage-1 time for the window / series in
   it): anomaly detector, forecaster, accuracy tracking and event construction, per series.
+  Wall time; ``us_per_series_update_cpu`` is the same from the thread's CPU time, which other
+  processes on a busy machine inflate less (compare before/after in the same conditions).
 - ``bytes_per_series``: pickled size of one series' state (forecaster + detector + accuracy),
   median and max.
 """
@@ -56,6 +58,7 @@ def run(subsystems: int, days: float, warmup_days: float, seed: int) -> dict[str
     horizon = policy.prediction.horizon
     scorers: dict[str, ConflictScorer] = {}
     per_series_us: list[float] = []
+    per_series_cpu_us: list[float] = []
     warm_until = sim.start_ms + int(warmup_days * DAY_MS)
     conflict_from = sim.start_ms + DAY_MS
     reset_done = False
@@ -68,11 +71,14 @@ def run(subsystems: int, days: float, warmup_days: float, seed: int) -> dict[str
                 reset_accuracy(engine)
                 reset_done = True
             windows += 1
+            c0 = time.thread_time_ns()
             t0 = time.perf_counter()
             out = engine.subsystem(window.subsystem).process(window)
             t1 = time.perf_counter()
+            c1 = time.thread_time_ns()
             n_series = len(window.metrics) + len(window.resources)
             per_series_us.append((t1 - t0) / n_series * 1e6)
+            per_series_cpu_us.append((c1 - c0) / n_series / 1e3)
             for share in out.shares:
                 for event in engine.resource(share.resource).add(share):
                     if isinstance(event, ConflictPredicted | ConflictObserved):
@@ -138,9 +144,8 @@ def run(subsystems: int, days: float, warmup_days: float, seed: int) -> dict[str
         "conflicts_predicted": sum(len(s.predictions) for s in scorers.values()),
         "median_lead_windows": statistics.median(leads) if leads else None,
         "us_per_series_update": round(statistics.median(per_series_us), 1),
-        "us_per_series_update_p90": round(
-            statistics.quantiles(per_series_us, n=10)[-1], 1
-        ),
+        "us_per_series_update_p90": round(statistics.quantiles(per_series_us, n=10)[-1], 1),
+        "us_per_series_update_cpu": round(statistics.median(per_series_cpu_us), 1),
         "bytes_per_series": int(statistics.median(sizes)) if sizes else 0,
         "bytes_per_series_max": max(sizes) if sizes else 0,
         "elapsed_s": round(elapsed, 1),

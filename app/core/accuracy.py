@@ -28,14 +28,19 @@ lead time
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from app.core.types import SeriesForecast
 from app.events import ConflictObserved, ConflictPredicted
 
 DAY_MS = 86_400_000
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(slots=True)
@@ -101,10 +106,11 @@ class ForecastAccuracy:
         Period of the seasonal-naive baseline (default one day). Keeps one value per window
         of the season (11.5 KB for a day of 60 s windows).
 
-    Pending forecasts live in one contiguous array (slot x [point, lowers, uppers] x horizon)
-    and each arriving window is scored with a handful of vectorised operations: this runs for
-    every series of every window, usually with a cold cache, so it touches as little memory as
-    possible.
+    Two ways to feed it. Standalone: `record` every forecast, `observe` every actual value
+    (pending forecasts then live in a ring of their own). In the engine, the forecaster already
+    holds every issued forecast and computes their errors when a window arrives, so it hands
+    them over (``SeriesForecaster.learn_one(..., accuracy=...)`` calls `score` and `remember`):
+    same figures, no second store, a handful of vector operations per window.
 
     Examples
     --------
@@ -130,36 +136,58 @@ class ForecastAccuracy:
         self.levels = levels
         self.season_ms = season_ms
         self.season = max(1, season_ms // step_ms)
-        self._history = np.full(self.season, np.nan)
+        # array('d'): fast scalar access from Python, compact pickle.
+        self._history = array("d", [math.nan]) * self.season
         self._last_index: int | None = None
-        width = 1 + 2 * len(levels)
-        self._ring = np.zeros((horizon, width, horizon))
-        self._origins = np.full(horizon, -(2**62), dtype=np.int64)
-        self._h = np.arange(horizon)
+        # Standalone mode only (`record`): pending forecasts, slot x [point, lowers, uppers] x h.
+        self._ring: FloatArray | None = None
+        self._origins: IntArray | None = None
         self.reset()
 
     def reset(self) -> None:
         """Forget the scores so far (keeps pending forecasts and the baseline history)."""
         horizon, n_levels = self.horizon, len(self.levels)
-        self._n = np.zeros(horizon, dtype=np.int64)
-        self._abs_err = np.zeros(horizon)
-        self._n_naive = np.zeros(horizon, dtype=np.int64)
-        self._err_vs_naive = np.zeros(horizon)
-        self._naive_err = np.zeros(horizon)
-        self._hits = np.zeros((horizon, n_levels), dtype=np.int64)
+        # Per horizon: targets scored, those with a baseline, abs error of the baseline (the
+        # rows a window with a baseline adds ``_step`` to: one operation), then abs error of the
+        # model, the same on targets with a baseline; then targets inside each level's
+        # interval. Counts are exact in float64 (up to 2**53): float adds are the cheap ones.
+        self._sums = np.zeros((5 + n_levels, horizon))
+        self._bind()
+
+    def _bind(self) -> None:
+        """Views and scratch (not pickled). Whole-row operations only: numpy broadcasting a
+        horizon vector over several rows costs several times a plain operation."""
+        sums = self._sums
+        self._rows = list(sums)
+        self._with_naive = sums[:3]
+        self._hits = sums[5:]
+        self._step = np.ones((3, self.horizon))
+        self._naive_err_step = self._step[2]
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        for key in ("_rows", "_with_naive", "_hits", "_step", "_naive_err_step"):
+            del state[key]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._bind()
 
     @property
     def totals(self) -> list[HorizonTotals]:
         """Per-horizon sums as mergeable `HorizonTotals` (a copy)."""
+        n, n_naive, naive_err, abs_err, vs_naive, *by_level = self._sums.tolist()
+        hits = [[int(c[h]) for c in by_level] for h in range(self.horizon)]
         return [
             HorizonTotals(
                 levels=self.levels,
-                n=int(self._n[h]),
-                abs_err=float(self._abs_err[h]),
-                n_naive=int(self._n_naive[h]),
-                abs_err_model_vs_naive=float(self._err_vs_naive[h]),
-                abs_err_naive=float(self._naive_err[h]),
-                hits=[int(x) for x in self._hits[h]],
+                n=int(n[h]),
+                abs_err=abs_err[h],
+                n_naive=int(n_naive[h]),
+                abs_err_model_vs_naive=vs_naive[h],
+                abs_err_naive=naive_err[h],
+                hits=hits[h],
             )
             for h in range(self.horizon)
         ]
@@ -170,41 +198,81 @@ class ForecastAccuracy:
         back = index - self.season
         if last is None or back > last or last - back >= self.season:
             return math.nan
-        return float(self._history[back % self.season])
+        return self._history[back % self.season]
+
+    def score(
+        self,
+        index: int,
+        y: float,
+        abs_err: FloatArray,
+        inside: FloatArray | BoolArray,
+        valid: BoolArray | None = None,
+    ) -> None:
+        """Add the scores of window ``index`` (actual ``y``), before `remember` learns it.
+
+        ``abs_err[h-1]`` is the absolute error of the forecast made ``h`` windows earlier,
+        ``inside[k, h-1]`` (0/1 or bool) whether ``y`` was inside its interval at
+        ``levels[k]``; ``valid`` masks horizons with no such forecast (None: all have one).
+        """
+        naive = self._naive(index)
+        known = naive == naive
+        if known:
+            self._naive_err_step.fill(abs(naive - y))
+        if valid is None:
+            n, _, _, model_err, vs_naive = self._rows[:5]
+            if known:
+                self._with_naive += self._step  # targets, with a baseline, baseline error
+                model_err += abs_err
+                vs_naive += abs_err
+            else:
+                n += 1.0
+                model_err += abs_err
+            self._hits += inside
+            return
+        sums = self._sums
+        hs = valid.nonzero()[0]
+        if known:
+            sums[:3, hs] += self._step[:, hs]
+            sums[3:5, hs] += abs_err[hs]
+        else:
+            sums[0, hs] += 1.0
+            sums[3, hs] += abs_err[hs]
+        self._hits[:, hs] += inside[:, hs]
+
+    def remember(self, index: int, y: float) -> None:
+        """Keep ``y`` of window ``index`` as a future seasonal-naive forecast."""
+        last = self._last_index
+        history = self._history
+        season = self.season
+        if last is not None and index > last + 1:
+            for gap in range(max(last + 1, index - season), index):
+                history[gap % season] = math.nan
+        history[index % season] = y
+        if last is None or index > last:
+            self._last_index = index
 
     def observe(self, window_start_ms: int, y: float) -> None:
         """The actual mean of the window starting at ``window_start_ms``: score what targeted it."""
         index = window_start_ms // self.step_ms
-        origins = index - self._h  # the forecast for this window at horizon h+1 was made then
-        slots = origins % self.horizon
-        valid = self._origins[slots] == origins
-        if valid.any():
-            rows = self._ring[slots, :, self._h][valid]  # (valid horizons, 1 + 2L)
-            hs = self._h[valid]
-            err = np.abs(rows[:, 0] - y)
-            self._n[hs] += 1
-            self._abs_err[hs] += err
-            naive = self._naive(index)
-            if naive == naive:
-                self._n_naive[hs] += 1
-                self._err_vs_naive[hs] += err
-                self._naive_err[hs] += abs(naive - y)
-            n_levels = len(self.levels)
-            inside = (rows[:, 1 : 1 + n_levels] <= y) & (y <= rows[:, 1 + n_levels :])
-            self._hits[hs] += inside
-        self._remember(index, y)
-
-    def _remember(self, index: int, y: float) -> None:
-        last = self._last_index
-        if last is not None and index > last + 1:
-            for gap in range(max(last + 1, index - self.season), index):
-                self._history[gap % self.season] = math.nan
-        self._history[index % self.season] = y
-        if last is None or index > last:
-            self._last_index = index
+        if self._ring is not None and self._origins is not None:
+            h = np.arange(self.horizon)
+            origins = index - h  # the forecast for this window at horizon h+1 was made then
+            slots = origins % self.horizon
+            valid = self._origins[slots] == origins
+            if valid.any():
+                rows = self._ring[slots, :, h]  # (horizon, 1 + 2L)
+                n_levels = len(self.levels)
+                inside = (rows[:, 1 : 1 + n_levels] <= y) & (y <= rows[:, 1 + n_levels :])
+                abs_err = np.abs(rows[:, 0] - y)
+                self.score(index, y, abs_err, inside.T, None if valid.all() else valid)
+        self.remember(index, y)
 
     def record(self, forecast: SeriesForecast) -> None:
         """Keep a forecast until its targets arrive. ``origin_ms`` is the first target's start."""
+        if self._ring is None or self._origins is None:
+            width = 1 + 2 * len(self.levels)
+            self._ring = np.zeros((self.horizon, width, self.horizon))
+            self._origins = np.full(self.horizon, -(2**62), dtype=np.int64)
         origin_index = forecast.origin_ms // self.step_ms
         slot = origin_index % self.horizon
         row = self._ring[slot]

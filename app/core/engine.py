@@ -16,6 +16,11 @@ Two stages, because the live topology partitions them differently:
 `PredictionEngine` wires both in one process (the offline driver and the benchmarks); the
 Faust topology drives the same two classes. Everything is event time, no clock, no I/O; the
 same windows in the same per-subsystem order give byte-identical events.
+
+Cost: stage 1 runs for every series of every window, so its hot path avoids work twice done:
+accuracy is scored from the errors the forecaster computes anyway (no second store of pending
+forecasts), the detector's verdict is read raw, and event bodies are built from the
+forecaster's lists without validation or per-field bookkeeping (`trusted_model`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from app.core.accuracy import ConflictScorer, ForecastAccuracy, HorizonTotals
 from app.core.anomaly import SeriesAnomalyDetector
@@ -53,6 +61,55 @@ from app.settings import FleetPolicy
 
 METRIC = "metric"
 RESOURCE = "resource"
+DAY_MS = 86_400_000
+
+_M = TypeVar("_M", bound=BaseModel)
+_set_attr = object.__setattr__
+_new = object.__new__
+
+
+def trusted_model(cls: type[_M], values: dict[str, Any], fields_set: set[str]) -> _M:
+    """An instance of the frozen pydantic model ``cls`` holding ``values`` as they are.
+
+    What ``cls.model_construct(**values)`` builds (no validation, no copies) minus its per-field
+    bookkeeping, which is most of the cost of a forecast body on the hot path. ``values`` must
+    name every field, in declaration order (the serialiser follows that order); ``fields_set``
+    is what ``model_fields_set`` reports, shared between instances (frozen models never change
+    it; copies copy it). For data that is valid by construction only: a unit test checks the
+    result equals, and serialises like, a validated instance.
+    """
+    m = _new(cls)
+    _set_attr(m, "__dict__", values)
+    _set_attr(m, "__pydantic_fields_set__", fields_set)
+    _set_attr(m, "__pydantic_extra__", None)
+    _set_attr(m, "__pydantic_private__", None)
+    return m
+
+
+# What ``model_construct`` records as set (the literal ``type`` is left to its default).
+_FORECAST_SET = set(Forecast.model_fields) - {"type"}
+_SHARE_SET = set(ResourceShare.model_fields) - {"type"}
+_INTERVAL_SET = set(Interval.model_fields)
+_BODY_SET = set(SeriesForecastBody.model_fields)
+
+_ISO_DAYS: dict[int, str] = {}
+
+
+def iso_ms(ms: int) -> str:
+    """`app.events.ms_to_iso` for integer milliseconds, with the date part cached per day.
+
+    Called once per window for the forecast's origin; ``strftime`` costs as much as a series.
+    """
+    day, rem = divmod(ms, DAY_MS)
+    prefix = _ISO_DAYS.get(day)
+    if prefix is None:
+        if len(_ISO_DAYS) >= 64:  # bounded: windows arrive roughly in event-time order
+            _ISO_DAYS.clear()
+        prefix = _ISO_DAYS[day] = ms_to_iso(day * DAY_MS)[:11]  # "YYYY-MM-DDT"
+    sec, milli = divmod(rem, 1000)
+    hour, sec = divmod(sec, 3600)
+    minute, sec = divmod(sec, 60)
+    return f"{prefix}{hour:02d}:{minute:02d}:{sec:02d}.{milli:03d}Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,22 +143,44 @@ class EngineConfig:
 
 
 def forecast_body(fc: SeriesForecast) -> SeriesForecastBody:
-    """The wire form of a `SeriesForecast` (origin and step travel with the event).
+    """The wire form of a `SeriesForecast` (origin and step travel with the event)."""
+    levels = sorted(fc.lower)
+    rows = [list(fc.point)]
+    rows += [list(fc.lower[level]) for level in levels]
+    rows += [list(fc.upper[level]) for level in levels]
+    return body_from_rows(rows, tuple(levels), fc.model, fc.recent_error, fc.warming_up)
+
+
+def body_from_rows(
+    rows: list[list[float]],
+    levels: tuple[float, ...],
+    model: str,
+    recent_error: float,
+    warming_up: bool,
+) -> SeriesForecastBody:
+    """A forecast body from ``[point, lower per level.., upper per level..]`` lists.
 
     Built without re-validation: on the hot path, and the forecaster guarantees finite,
-    ordered values (property-tested); the schema tests validate real outputs.
+    ordered values (property-tested); the schema tests validate real outputs. The lists are
+    used as they are (not copied): nobody mutates them.
     """
-    return SeriesForecastBody.model_construct(
-        point=list(fc.point),
-        intervals=[
-            Interval.model_construct(
-                level=level, lower=list(fc.lower[level]), upper=list(fc.upper[level])
-            )
-            for level in sorted(fc.lower)
-        ],
-        model=fc.model,
-        recent_error=fc.recent_error,
-        warming_up=fc.warming_up,
+    n = len(levels)
+    intervals = [
+        trusted_model(
+            Interval, {"level": lvl, "lower": rows[1 + k], "upper": rows[1 + n + k]}, _INTERVAL_SET
+        )
+        for k, lvl in enumerate(levels)
+    ]
+    return trusted_model(
+        SeriesForecastBody,
+        {
+            "point": rows[0],
+            "intervals": intervals,
+            "model": model,
+            "recent_error": recent_error,
+            "warming_up": warming_up,
+        },
+        _BODY_SET,
     )
 
 
@@ -174,7 +253,10 @@ class SeriesModel:
     detector: SeriesAnomalyDetector
     accuracy: ForecastAccuracy
     last_index: int
-    forecast: SeriesForecast | None = None
+    # The forecaster's one-step forecast for the window starting at ``band_ms``, as
+    # ``(expected, lower, upper)`` at the widest level; None while it warms up.
+    band_ms: int = -1
+    band: tuple[float, float, float] | None = None
     episodes: AnomalyEpisodes = field(default_factory=AnomalyEpisodes)
 
 
@@ -222,56 +304,69 @@ class SubsystemPredictor:
         out = SubsystemOutput()
         bodies: dict[str, dict[str, SeriesForecastBody]] = {METRIC: {}, RESOURCE: {}}
         anomalies: list[AnomalyDetected] = []
+        limits = self.limits
         for kind, stats in ((METRIC, window.metrics), (RESOURCE, window.resources)):
+            kind_bodies = bodies[kind]
             for name in sorted(stats):
-                fc, anomaly = self._learn(kind, name, stats[name], window, index)
-                bodies[kind][name] = forecast_body(fc)
+                series = stats[name]
+                model = self._model((kind, name), index)
+                model.last_index = index
+                body, anomaly = self._learn(model, kind, name, series.mean, window)
+                kind_bodies[name] = body
                 if anomaly is not None:
                     anomalies.append(anomaly)
                 if kind == RESOURCE:
-                    out.shares.append(self._share(name, window, stats[name], bodies[kind][name]))
-                elif name in self.limits and self._may_saturate(name, fc):
-                    sat = self.saturation.update(self.subsystem, name, fc, self.limits[name])
+                    out.shares.append(self._share(name, window, series, body))
+                elif name in limits and self._may_saturate(name, body.point):
+                    fc = model.forecaster.forecast()
+                    sat = self.saturation.update(self.subsystem, name, fc, limits[name])
                     if sat is not None:
                         out.events.append(sat)
         if index % 60 == 0:
             self._evict(index)
+        end_ms = window.window_end_ms
         # Built without re-validation: every part comes from validated windows or the core.
-        forecast = Forecast.model_construct(
-            event_id=f"forecast:{self.subsystem}:{window.window_end_ms}",
-            subsystem=self.subsystem,
-            origin_ms=window.window_end_ms,
-            origin=ms_to_iso(window.window_end_ms),
-            step_s=c.step_ms // 1000,
-            horizon=c.horizon,
-            metrics=bodies[METRIC],
-            resources=bodies[RESOURCE],
+        forecast = trusted_model(
+            Forecast,
+            {
+                "type": "forecast",
+                "event_id": f"forecast:{self.subsystem}:{end_ms}",
+                "subsystem": self.subsystem,
+                "origin_ms": end_ms,
+                "origin": iso_ms(end_ms),
+                "step_s": c.step_ms // 1000,
+                "horizon": c.horizon,
+                "metrics": bodies[METRIC],
+                "resources": bodies[RESOURCE],
+            },
+            _FORECAST_SET,
         )
         out.events[:0] = [forecast, *anomalies]
         if self.windows % c.accuracy_every == 0:
-            out.events.append(self.accuracy_report(window.window_end_ms))
+            out.events.append(self.accuracy_report(end_ms))
         return out
 
     def _learn(
-        self, kind: str, name: str, stats: SeriesStats, window: LoadWindow, index: int
-    ) -> tuple[SeriesForecast, AnomalyDetected | None]:
-        model = self._model((kind, name), index)
-        y = stats.mean
+        self, model: SeriesModel, kind: str, name: str, y: float, window: LoadWindow
+    ) -> tuple[SeriesForecastBody, AnomalyDetected | None]:
+        """Score, then learn one value of one series; return its forecast body (and alarm)."""
         ts = window.window_start_ms
-        prior = model.forecast
-        external = None
-        if prior is not None and prior.origin_ms == ts and not prior.warming_up:
-            top = max(prior.lower)
-            external = (prior.point[0], prior.lower[top][0], prior.upper[top][0])
-        score = model.detector.process_one(ts, y, forecast=external)  # scores, then learns
+        external = model.band if model.band_ms == ts else None
+        detector = model.detector
+        verdict = detector.process_raw(ts, y, forecast=external)  # scores, then learns
+        assert verdict is not None  # window means are finite
+        score, reason, expected, half = verdict
         outside = None if external is None else not external[1] <= y <= external[2]
-        alarm, trusted = model.episodes.judge(score.in_anomaly, outside)
-        model.accuracy.observe(ts, y)
-        model.forecaster.learn_one(ts, y, trusted=trusted)
-        fc = model.forecaster.forecast()
-        model.accuracy.record(fc)
-        model.forecast = fc
-        model.last_index = index
+        alarm, trusted = model.episodes.judge(score >= detector.threshold, outside)
+        forecaster = model.forecaster
+        forecaster.learn_one(ts, y, trusted=trusted, accuracy=model.accuracy)
+        rows = forecaster.forecast_rows()
+        levels = forecaster.levels
+        warming = forecaster.warming_up
+        n_levels = len(levels)
+        model.band_ms = ts + self.config.step_ms
+        model.band = None if warming else (rows[0][0], rows[n_levels][0], rows[2 * n_levels][0])
+        body = body_from_rows(rows, levels, forecaster.model_name, forecaster.recent_error, warming)
         anomaly = None
         if alarm:
             anomaly = AnomalyDetected(
@@ -283,31 +378,36 @@ class SubsystemPredictor:
                 window_end_ms=window.window_end_ms,
                 window_start=window.window_start,
                 value=y,
-                expected=score.expected,
-                lower=score.lower,
-                upper=score.upper,
-                score=score.score,
-                detector=score.reason or "likelihood",
+                expected=expected,
+                lower=expected - half,
+                upper=expected + half,
+                score=score,
+                detector=reason or "likelihood",
             )
-        return fc, anomaly
+        return body, anomaly
 
-    def _may_saturate(self, metric: str, fc: SeriesForecast) -> bool:
+    def _may_saturate(self, metric: str, point: list[float]) -> bool:
         """Cheap pre-check: P(value > limit) >= 0.5 needs a point forecast at the limit."""
         if (self.subsystem, metric) in self.saturation.active:
             return True
-        return max(fc.point) >= self.limits[metric]
+        return max(point) >= self.limits[metric]
 
     def _share(
         self, resource: str, window: LoadWindow, stats: SeriesStats, body: SeriesForecastBody
     ) -> ResourceShare:
-        return ResourceShare.model_construct(
-            event_id=f"share:{resource}:{self.subsystem}:{window.window_start_ms}",
-            subsystem=self.subsystem,
-            resource=resource,
-            window_start_ms=window.window_start_ms,
-            step_s=self.config.step_ms // 1000,
-            actual=stats.mean,
-            forecast=body,
+        return trusted_model(
+            ResourceShare,
+            {
+                "type": "resource_share",
+                "event_id": f"share:{resource}:{self.subsystem}:{window.window_start_ms}",
+                "subsystem": self.subsystem,
+                "resource": resource,
+                "window_start_ms": window.window_start_ms,
+                "step_s": self.config.step_ms // 1000,
+                "actual": stats.mean,
+                "forecast": body,
+            },
+            _SHARE_SET,
         )
 
     def _evict(self, index: int) -> None:

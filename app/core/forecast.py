@@ -27,7 +27,8 @@ shows (daily + weekly cycles, AR drift, level shifts, flat or sparse series) wit
 before one season (FIELD.md), so the models are hand-written, small and documented.
 
 Combination (online, per horizon)
-    Every past forecast is kept (a ring of ``horizon`` origins x candidates x horizons) and
+    Every past forecast is kept (a ring of ``horizon`` origins x horizons x rows: the
+    candidates, the combination and its issued bounds and widths) and
     scored when its target window arrives. Each candidate has an EW mean absolute error per
     horizon; weights are ``(best_mae / mae) ** blend_power`` normalised per horizon (power 4:
     a candidate twice as bad gets 1/16 the weight of the best), or a hard selection of the best
@@ -58,6 +59,7 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -69,15 +71,21 @@ from app.core.forecasters.profile import SeasonalProfile
 from app.core.forecasters.residual import ResidualRegression
 from app.core.types import SeriesForecast
 
+if TYPE_CHECKING:
+    from app.core.accuracy import ForecastAccuracy
+
 CANDIDATES: tuple[str, ...] = ("profile", "holt", "profile_ar")
 _PROFILE, _HOLT, _AR = 0, 1, 2
 _N = len(CANDIDATES)  # the combined forecast is stored as row _N of the ring
 MAX_ABS = 1e100
 _TINY = 1e-300
 _ONES_N: FloatArray = np.ones(_N)
+# The reductions ``ndarray.sum``/``min`` run, without their Python-level wrapper.
+_SUM = np.add.reduce
+_MIN = np.minimum.reduce
 _MIN_SCORED = 3  # errors per horizon before the combination trusts its error estimates
 _REWEIGHT_EVERY = 10  # error averages have a ~100-window memory: reweighting every 10 is enough
-STATE_VERSION = 1  # bump when the pickled state changes shape; restore only the same version
+STATE_VERSION = 2  # bump when the pickled state changes shape; restore only the same version
 
 
 class _RingIndex:
@@ -91,9 +99,13 @@ class _RingIndex:
         # slots[r, h-1]: ring slot of the origin h windows before a window with n % H == r.
         self.slots: IntArray = (np.arange(horizon, dtype=np.int64)[:, None] - h[None, :]) % horizon
         c = np.arange(rows, dtype=np.int64)
-        # flat[r, c, h-1]: where row c (a forecast, or an issued width) for that window sits.
+        # flat[r, c, h-1]: where row c (a forecast, or an issued width) for that window sits in
+        # the ring, laid out (origin slot, h-1, row): what one window gathers is 15 runs of
+        # ``rows`` contiguous numbers, not 15 x rows scattered ones (cache lines, when cold).
         self.flat: IntArray = (
-            self.slots[:, None, :] * (rows * horizon) + c[None, :, None] * horizon + (h - 1)
+            self.slots[:, None, :] * (rows * horizon)
+            + (h - 1)[None, None, :] * rows
+            + c[None, :, None]
         )
         self.sqrt_h: FloatArray = np.sqrt(h.astype(np.float64))
         self.slot_rows: list[IntArray] = list(self.slots)
@@ -207,21 +219,26 @@ class SeriesForecaster:
 
         grid = grid_for(step_ms, daily_knot_ms, weekly_knot_ms)
         n_levels = len(self.levels)
-        self._index = _ring_index(horizon, _N + 1 + n_levels)
+        # Ring rows: the candidates, the combination, the issued lower and upper bounds (one
+        # row per level each: what `forecast` reports, scored by `ForecastAccuracy`), then the
+        # calibrated half-widths (what the conformal tracker judges; wider while warming up).
+        self._lo0 = _N + 1
+        self._hi0 = _N + 1 + n_levels
+        self._cal0 = _N + 1 + 2 * n_levels
+        self._index = _ring_index(horizon, self._cal0 + n_levels)
         self._profile = SeasonalProfile(grid, daily_rate, weekly_rate, level_rate)
         self._holt = DampedHolt(horizon, holt_alpha, holt_beta, holt_phi)
         self._resid = ResidualRegression(horizon)
         self._conformal = HorizonConformal(horizon, self.levels, conformal_step)
-        # Past forecasts by origin slot: ring[slot, row, h-1], rows = the candidates, the
-        # combination, then the calibrated half-width issued at each level; origin window.
-        self._ring: FloatArray = np.zeros((horizon, _N + 1 + n_levels, horizon))
+        # The current forecast, by row (rows above) and horizon; and all recent ones, by origin
+        # slot: ring[slot, h-1, row] (the layout the scoring of one window reads contiguously).
+        self._cur: FloatArray = np.zeros((self._cal0 + n_levels, horizon))
+        self._ring: FloatArray = np.zeros((horizon, horizon, self._cal0 + n_levels))
         self._origin: IntArray = np.full(horizon, -(2**62), dtype=np.int64)
         self._mae: FloatArray = np.zeros((_N + 1, horizon))
         self._scored: IntArray = np.zeros(horizon, dtype=np.int64)
         self._weights: FloatArray = np.zeros((_N, horizon))
         self._weights[_HOLT] = 1.0
-        self._point: FloatArray = np.zeros(horizon)
-        self._half: FloatArray = np.zeros((n_levels, horizon))
         self._z: FloatArray = np.array(
             [[NormalDist().inv_cdf(0.5 + lvl / 2.0)] for lvl in self.levels]
         )
@@ -233,6 +250,7 @@ class SeriesForecaster:
         self._mature = False  # every horizon scored >= _mature_after times: constant rates
         self._mature_after = max(warmup_residuals, math.ceil(1.0 / error_rate))
         self._cache: SeriesForecast | None = None
+        self._rows: list[list[float]] | None = None
         # Spread of the data seen, for the warm-up fallback widths.
         self._n = 0
         self._mean = 0.0
@@ -246,41 +264,80 @@ class SeriesForecaster:
 
     def _bind(self) -> None:
         """Cache views into the state arrays (not pickled: a pickled view becomes a copy)."""
-        self._ring_rows = [
-            (self._ring[s], *self._ring[s, : _N + 1], self._ring[s, _N + 1 :])
-            for s in range(self.horizon)
-        ]
+        lo0, hi0, cal0 = self._lo0, self._hi0, self._cal0
+        # The candidates' block, their rows and the combination's, then the lower, upper and
+        # calibrated half-width rows (one per level) of the current forecast. Row by row on
+        # purpose: numpy broadcasting a horizon vector over level rows costs several plain ops.
+        cur = self._cur
+        self._cur_rows = (
+            cur[:_N],
+            *cur[: _N + 1],
+            list(cur[lo0:hi0]),
+            list(cur[hi0:cal0]),
+            list(cur[cal0:]),
+        )
+        self._cur_t = cur.T  # what is copied into the ring
         self._mae_comb = self._mae[_N]
         self._mae_cand = self._mae[:_N]
+        # Scratch for `_score` (what was issued for the arriving window) and fixed views of it:
+        # no allocation and no slicing per window.
+        buf = self._buf = np.empty(cur.shape)
+        self._buf_views = (
+            buf[:cal0],  # errors of the candidates and the combination, then bounds - y
+            buf[: _N + 1],  # the errors alone
+            buf[_PROFILE],
+            buf[_N],
+            buf[lo0:hi0],
+            buf[hi0:cal0],
+            buf[cal0:],  # the calibrated half-widths issued
+        )
+        self._above_lo = np.empty((len(self.levels), self.horizon), dtype=np.bool_)
+        self._below_hi = np.empty((len(self.levels), self.horizon), dtype=np.bool_)
+        self._inside = np.empty((len(self.levels), self.horizon))
+
+    _SCRATCH: tuple[str, ...] = ("_cur_rows", "_cur_t", "_mae_comb", "_mae_cand", "_cache")
+    _SCRATCH += ("_rows",)
+    _SCRATCH += ("_buf", "_buf_views", "_above_lo", "_below_hi", "_inside")
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
-        for key in ("_ring_rows", "_mae_comb", "_mae_cand", "_cache"):
+        for key in self._SCRATCH:
             del state[key]
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        # ``_point`` and ``_half`` come back as copies of the views they were: same values,
-        # and the next learn re-points them into the ring.
         self.__dict__.update(state)
         self._cache = None
+        self._rows = None
         self._bind()
 
     # ------------------------------------------------------------------ learning
 
-    def learn_one(self, window_start_ms: int, y: float, *, trusted: bool = True) -> None:
+    def learn_one(
+        self,
+        window_start_ms: int,
+        y: float,
+        *,
+        trusted: bool = True,
+        accuracy: ForecastAccuracy | None = None,
+    ) -> None:
         """Learn the mean ``y`` of the window starting at ``window_start_ms``.
 
         Windows must come in event-time order; a window at or before the last learned one, or a
         non-finite ``y``, is ignored (counted in ``n_ignored``). Missing windows are fine. With
         ``trusted=False`` (an anomaly), the state advances with the model's expectation for this
         window (or ``y`` clipped to the widest interval) and no error statistic is updated.
+
+        ``accuracy`` scores the issued forecasts that targeted this window (trusted or not) from
+        the errors computed here anyway: the same figures as ``ForecastAccuracy.observe`` +
+        ``record`` of every forecast, without a second store of pending forecasts.
         """
         n = int(window_start_ms) // self.step_ms
         y = float(y)
         if (self._last is not None and n <= self._last) or not math.isfinite(y):
             self.n_ignored += 1
             return
+        raw = y
         y = MAX_ABS if y > MAX_ABS else (-MAX_ABS if y < -MAX_ABS else y)
         if not trusted:
             y = self._substitute(n, y)
@@ -289,11 +346,13 @@ class SeriesForecaster:
         gap = 1
         if self._last is not None:
             gap = n - self._last
-            if trusted:
-                self._score(n, slot, gap, y)
+            if trusted or accuracy is not None:
+                self._score(n, slot, gap, y, raw, trusted, accuracy)
             self._run = min(self._run + 1, horizon) if gap == 1 else 1
         else:
             self._run = 1
+        if accuracy is not None:
+            accuracy.remember(n, raw)
         r = self._profile.learn_window(n, y)
         self._holt.learn_one(y, gap)
         self._resid.observe(slot, r)
@@ -303,8 +362,21 @@ class SeriesForecaster:
         self.n_learned += 1
         self._refresh(n, slot)
 
-    def _score(self, n: int, slot: int, gap: int, y: float) -> None:
-        """Score every past forecast of window ``n``; learn errors, calibration, residual AR."""
+    def _score(
+        self,
+        n: int,
+        slot: int,
+        gap: int,
+        y: float,
+        raw: float,
+        trusted: bool,
+        accuracy: ForecastAccuracy | None,
+    ) -> None:
+        """Score every past forecast of window ``n``; learn errors, calibration, residual AR.
+
+        ``y`` is what the forecaster learns, ``raw`` the actual value (they differ for clipped
+        or untrusted values): ``accuracy``, if given, scores the issued forecasts against it.
+        """
         index = self._index
         slots = index.slot_rows[slot]
         valid: npt.NDArray[np.bool_] | None = None
@@ -312,13 +384,32 @@ class SeriesForecaster:
             valid = self._origin.take(slots) == n - index.h
             if not valid.any():
                 return
-        past = self._ring.take(index.flat_rows[slot])  # (rows, horizon): what was issued
-        err = past[: _N + 1]
-        err -= y  # forecast errors; the profile's, negated, is what the residual model targets
-        self._resid.learn(slots, err[_PROFILE], valid, negate=True)
+        self._ring.take(index.flat_rows[slot], out=self._buf, mode="wrap")  # what was issued
+        both, err, err_profile, err_comb, lo, hi, issued = self._buf_views
+        if accuracy is not None and (not trusted or y != raw):  # rare: accuracy alone
+            d = both - raw
+            n_levels = len(self.levels)
+            inside = d[_N + 1 : _N + 1 + n_levels] <= 0.0  # lower - y <= 0 iff lower <= y
+            inside &= d[_N + 1 + n_levels :] >= 0.0
+            accuracy.score(n, raw, np.abs(d[_N]), inside, valid)
+            accuracy = None
+        if not trusted:
+            return
+        if accuracy is None:
+            err -= y  # forecast errors; the profile's, negated, is the residual model's target
+        else:
+            both -= y  # and the bounds minus y, for the coverage of the issued intervals
+        self._resid.learn(slots, err_profile, valid, negate=True)
         np.abs(err, out=err)
+        if accuracy is not None:
+            inside = np.logical_and(  # lower - y <= 0 iff lower <= y (IEEE); as 0/1 floats
+                np.less_equal(lo, 0.0, out=self._above_lo),
+                np.greater_equal(hi, 0.0, out=self._below_hi),
+                out=self._inside,
+            )
+            accuracy.score(n, y, err_comb, inside, valid)
         mae = self._mae
-        self._conformal.learn(err[_N], past[_N + 1 :], valid)
+        self._conformal.learn(err_comb, issued, valid)
         err -= mae
         if self._mature and valid is None:
             err *= self.error_rate
@@ -344,8 +435,8 @@ class SeriesForecaster:
         self._prev = y
 
     def _refresh(self, n: int, slot: int) -> None:
-        """Forecast all candidates from origin ``n`` into the ring, combine, size intervals."""
-        out, p_profile, p_holt, p_ar, point, half = self._ring_rows[slot]
+        """Forecast all candidates from origin ``n``, combine, size intervals; keep in the ring."""
+        cands, p_profile, p_holt, p_ar, point, lo, hi, half = self._cur_rows
         self._profile.forecast_into(n + 1, p_profile)
         self._holt.forecast_into(p_holt)
         self._resid.forecast_into(p_ar)
@@ -353,16 +444,19 @@ class SeriesForecaster:
         self._origin[slot] = n
         if not self._mature or self.n_learned % _REWEIGHT_EVERY == 1:
             self._update_weights()
-        np.dot(_ONES_N, out[:_N] * self._weights, out=point)  # column sums
-        self._point = point
-        self._conformal.half_widths(self._mae_comb, out=half)
+        np.dot(_ONES_N, cands * self._weights, out=point)  # column sums
+        self._conformal.half_widths_into(self._mae_comb, half)
         if self._warming:
             if int(self._scored.min()) >= self.warmup_residuals:
                 self._warming = False
-            else:  # the ring keeps the calibrated widths: the tracker judges those
-                half = np.maximum(half, self._fallback_half())
-        self._half = half
+            else:  # the ring keeps the calibrated widths too: the tracker judges those
+                half = list(np.maximum(half, self._fallback_half()))
+        for k, width in enumerate(half):
+            np.subtract(point, width, out=lo[k])
+            np.add(point, width, out=hi[k])
+        self._ring[slot] = self._cur_t
         self._cache = None
+        self._rows = None
 
     def _update_weights(self) -> None:
         mae = self._mae_cand
@@ -371,20 +465,20 @@ class SeriesForecaster:
             w[mae.argmin(axis=0), self._index.h - 1] = 1.0
         else:
             w = mae + _TINY
-            np.divide(mae.min(axis=0) + _TINY, w, out=w)  # in (0, 1], 1 for the best
+            np.divide(_MIN(mae, axis=0) + _TINY, w, out=w)  # in (0, 1], 1 for the best
             if self.blend_power == 4.0:
                 w *= w
                 w *= w
             else:
                 w **= self.blend_power
-            w /= w.sum(axis=0)
+            w /= _SUM(w, axis=0)
         if not self._mature and int(self._scored.min()) < _MIN_SCORED:
             cold = self._scored < _MIN_SCORED
             w[:, cold] = 0.0
             w[_HOLT, cold] = 1.0
         self._weights = w
         self._model = self._model_name(w)
-        self._recent = float(self._mae_comb.sum()) / self.horizon
+        self._recent = float(_SUM(self._mae_comb)) / self.horizon
 
     def _fallback_half(self) -> FloatArray:
         """Warm-up widths: wide enough for a forecaster that knows only the data's spread."""
@@ -397,12 +491,11 @@ class SeriesForecaster:
         """What an untrusted window teaches instead of ``y``."""
         if self._last is None:
             return y
-        expected = self.expected(n * self.step_ms)
         h = n - self._last
         if self.untrusted == "clip" and 1 <= h <= self.horizon:
-            half = float(self._half[-1, h - 1])
-            return min(max(y, expected - half), expected + half)
-        return expected
+            row = self._cur  # clip to the widest issued interval
+            return min(max(y, float(row[self._hi0 - 1, h - 1])), float(row[self._cal0 - 1, h - 1]))
+        return self.expected(n * self.step_ms)
 
     # ---------------------------------------------------------------- forecasting
 
@@ -426,25 +519,52 @@ class SeriesForecaster:
                 recent_error=0.0,
                 warming_up=True,
             )
-        point = self._point
+        rows = self.forecast_rows()
         levels = self.levels
-        lo = (point - self._half).tolist()
-        hi = (point + self._half).tolist()
+        n_levels = len(levels)
         self._cache = SeriesForecast(
             origin_ms=(self._last + 1) * self.step_ms,
             step_ms=self.step_ms,
-            point=tuple(point.tolist()),
-            lower=dict(zip(levels, map(tuple, lo), strict=True)),
-            upper=dict(zip(levels, map(tuple, hi), strict=True)),
+            point=tuple(rows[0]),
+            lower={lvl: tuple(rows[1 + k]) for k, lvl in enumerate(levels)},
+            upper={lvl: tuple(rows[1 + n_levels + k]) for k, lvl in enumerate(levels)},
             model=self._model,
             recent_error=self._recent,
             warming_up=self._warming,
         )
         return self._cache
 
+    def forecast_rows(self) -> list[list[float]]:
+        """The current forecast as plain lists: ``[point, lower per level.., upper per level..]``.
+
+        Levels in `levels` order; the same numbers as `forecast`, without building one (the
+        engine's hot path turns these lists straight into its event body). Empty before any
+        window was learned. Callers must not mutate the lists (they are cached).
+        """
+        if self._rows is None:
+            if self._last is None:
+                return []
+            self._rows = self._cur[_N : self._cal0].tolist()
+        return self._rows
+
+    @property
+    def model_name(self) -> str:
+        """What produced the current point forecast (see ``SeriesForecast.model``)."""
+        return self._model
+
+    @property
+    def recent_error(self) -> float:
+        """Recent MAE of the combined forecast, averaged over horizons (``recent_error``)."""
+        return self._recent
+
+    @property
+    def warming_up(self) -> bool:
+        """True until every horizon has ``warmup_residuals`` scored errors."""
+        return self._warming
+
     def _model_name(self, weights: FloatArray) -> str:
         """``"profile_ar"`` or ``"blend(profile_ar:0.71,holt:0.29)"`` (horizon-averaged)."""
-        total = weights.sum(axis=1).tolist()
+        total = _SUM(weights, axis=1).tolist()
         h = self.horizon
         parts = sorted(
             ((w / h, name) for w, name in zip(total, CANDIDATES, strict=True) if w >= 0.005 * h),
@@ -456,7 +576,9 @@ class SeriesForecaster:
 
     def predict_one(self) -> float:
         """Point forecast of the next window (0.0 before any window was learned)."""
-        return float(self._point[0])
+        if self._last is None:
+            return 0.0
+        return float(self._cur[_N, 0])
 
     def expected(self, window_start_ms: int) -> float:
         """Cheap expectation for the window starting at ``window_start_ms``.
@@ -469,7 +591,7 @@ class SeriesForecaster:
         n = int(window_start_ms) // self.step_ms
         h = n - self._last
         if 1 <= h <= self.horizon:
-            return float(self._point[h - 1])
+            return float(self._cur[_N, h - 1])
         return self._profile.predict_window(n) + self._resid.slow
 
     # ---------------------------------------------------------------- inspection

@@ -14,10 +14,10 @@ so a replay decides the same way however the shares of different subsystems inte
   ``t``.
 * A contributor departs in two ways. In event time: it has reported nothing for
   ``idle_windows`` windows behind the newest share of the resource (a long silence in the
-  data; generous by default, because partitions of a topic being caught up can be far apart
-  in event time). Or explicitly, by `depart`: the live topology's liveness policy (a
-  wall-clock timeout at the edge, recorded as a message in the stream so a replay repeats
-  it). A departed contributor rejoins with its next share.
+  data; generous by default — a day of 60 s windows — because partitions of a topic being
+  caught up can be hundreds of windows apart in event time). Or explicitly, by `depart`: the
+  live topology's liveness policy (a wall-clock timeout at the edge, recorded as a message in
+  the stream so a replay repeats it). A departed contributor rejoins with its next share.
 * A share for a window already judged is *late*: counted in ``late_shares`` and not used.
 """
 
@@ -43,7 +43,7 @@ class ResourceJoin(Generic[T]):
 
     declared: frozenset[str] = frozenset()
     join_delay: int = 2
-    idle_windows: int = 120
+    idle_windows: int = 1440
     first: dict[str, int] = field(default_factory=dict)
     last: dict[str, int] = field(default_factory=dict)
     departed: set[str] = field(default_factory=set)

@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from app.broker import EmbeddedKafka, ExternalBroker
-from app.settings import Settings, load_settings
+from app.codec import SourceRef
+from app.settings import Settings, load_policy, load_settings
+from app.simulator import FleetSimulator
 from app.topics import create_topics
 
 BROKER_INFO: dict[str, str] = {}
@@ -61,6 +64,8 @@ class PsoEnv:
     partitions: int = 2
     config: Path | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # Extra PSO_* variables for every worker started from now on.
+    worker_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
@@ -91,26 +96,48 @@ class PsoEnv:
     def create_topics(self) -> None:
         asyncio.run(create_topics(self.settings, self.bootstrap))
 
-    def start_worker(self, timeout_s: float = 60.0) -> subprocess.Popen[bytes]:
-        log_path = self.tmp / f"worker-{len(self.workers)}.log"
-        with log_path.open("wb") as log:
+    def log_path(self, index: int) -> Path:
+        return self.tmp / f"worker-{index}.log"
+
+    def spawn_worker(self) -> subprocess.Popen[bytes]:
+        """Start a worker process with its own, empty data dir; do not wait for it."""
+        index = len(self.workers)
+        env = self.env
+        env["PSO_DATA_DIR"] = str(self.tmp / f"data-{index}")
+        env.update(self.worker_env)
+        with self.log_path(index).open("wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "app.cli", "worker", "--loglevel", "info"],
-                env=self.env,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         self.workers.append(proc)
+        return proc
+
+    def wait_ready(self, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+        log_path = self.log_path(self.workers.index(proc))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise AssertionError(f"worker died: {log_path.read_text()[-3000:]}")
             if b"Worker ready" in log_path.read_bytes():
-                return proc
+                return
             time.sleep(0.2)
         raise AssertionError(f"worker not ready in {timeout_s}s: {log_path.read_text()[-3000:]}")
+
+    def start_worker(self, timeout_s: float = 60.0) -> subprocess.Popen[bytes]:
+        proc = self.spawn_worker()
+        self.wait_ready(proc, timeout_s)
+        return proc
+
+    def kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a worker: no shutdown, no flush, no commit, an open transaction left behind."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
     def stop_workers(self) -> None:
         for proc in self.workers:
@@ -153,3 +180,160 @@ async def read_topic(
         return records
     finally:
         await consumer.stop()
+
+
+# ------------------------------------------------------------------ recorded fleet telemetry
+
+
+def fleet_messages(hours: float = 3) -> tuple[FleetSimulator, list[tuple[bytes, bytes]]]:
+    """``hours`` of a 4-subsystem fleet, 30 s samples, batched four to a message."""
+    sim = FleetSimulator(subsystems=4, seed=11, interval_ms=30_000,
+                         start_ms=1_795_564_800_000 + 10 * 3_600_000)
+    messages: list[tuple[bytes, bytes]] = []
+    pending: dict[str, list[dict[str, Any]]] = {}
+    for sample in sim.samples(int(hours * 3_600_000)):
+        group = pending.setdefault(sample["subsystem"], [])
+        group.append(sample)
+        if len(group) == 4:
+            messages.append((sample["subsystem"].encode(), orjson.dumps(group)))
+            del pending[sample["subsystem"]]
+    return sim, messages
+
+
+def offline(policy_path: Path, messages: list[tuple[bytes, bytes]]) -> dict[str, bytes]:
+    """event id -> bytes of every event the pure core emits (closed windows included)."""
+    from app.core.engine import PredictionEngine
+    from app.core.ingest import TelemetryIngest
+
+    policy = load_policy(policy_path)
+    ingest = TelemetryIngest(policy.window)
+    engine = PredictionEngine(policy)
+    events: dict[str, bytes] = {}
+    for i, (_key, value) in enumerate(messages):
+        for window in ingest.process(value, SourceRef("t", 0, i)).windows:
+            events[window.event_id] = window.to_json()
+            for event in engine.process(window):
+                events[event.event_id] = event.to_json()
+    return events
+
+
+async def produce(
+    env: PsoEnv, messages: list[tuple[bytes, bytes]], pause_s: float = 0.0
+) -> None:
+    """Produce keyed telemetry; with ``pause_s`` one message at a time, as a live fleet would."""
+    from app.kafka_io import start_producer
+
+    producer = await start_producer(env.settings, env.bootstrap)
+    try:
+        for key, value in messages:
+            if pause_s:
+                await producer.send_and_wait(env.settings.topics.telemetry, value, key=key)
+                await asyncio.sleep(pause_s)
+            else:
+                await producer.send(env.settings.topics.telemetry, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def output_topics(settings: Settings) -> list[str]:
+    t = settings.topics
+    return [t.load, t.forecasts, t.anomalies, t.conflicts, t.rebalance, t.accuracy]
+
+
+async def read_outputs(
+    env: PsoEnv, until: Any = None, timeout_s: float = 60.0
+) -> list[tuple[str, bytes]]:
+    """(event id, value) of every committed record on PSO's output topics.
+
+    Reads until ``until(ids_seen)`` holds (or the time is up), then drains to the end of every
+    partition, so what was committed by then is all there: nothing extra slips by unseen.
+    """
+    from app.kafka_io import start_consumer
+
+    settings = env.settings
+    consumer = await start_consumer(settings, env.bootstrap, *output_topics(settings))
+    out: list[tuple[str, bytes]] = []
+    ids: set[str] = set()
+
+    async def poll() -> None:
+        batches = await consumer.getmany(timeout_ms=200)
+        for _tp, recs in sorted(batches.items(), key=lambda kv: (kv[0].topic, kv[0].partition)):
+            for rec in recs:
+                event_id = orjson.loads(rec.value)["event_id"]
+                ids.add(event_id)
+                out.append((event_id, rec.value))
+
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not (until is not None and until(ids)):
+            await poll()
+        drain_deadline = time.monotonic() + 30
+        while not consumer.assignment():  # subscription not resolved yet: nothing arrived
+            assert time.monotonic() < drain_deadline, "output topics not assigned"
+            await poll()
+        end = await consumer.end_offsets(list(consumer.assignment()))  # read_committed: LSO
+        while True:
+            behind = [tp for tp, offset in end.items() if await consumer.position(tp) < offset]
+            if not behind:
+                return out
+            assert time.monotonic() < drain_deadline, f"not drained: {behind}"
+            await poll()
+    finally:
+        await consumer.stop()
+
+
+def assert_same_events(expected: dict[str, bytes], records: list[tuple[str, bytes]]) -> int:
+    """Records equal ``expected`` by id and content, modulo re-emitted copies of equal bytes.
+
+    Returns the number of re-emitted duplicates.
+    """
+    live: dict[str, bytes] = {}
+    for event_id, value in records:
+        first = live.setdefault(event_id, value)
+        assert first == value, f"{event_id} emitted twice with different content"
+    missing = sorted(set(expected) - set(live))
+    extra = sorted(set(live) - set(expected))
+    assert not missing and not extra, (len(expected), len(live), missing[:8], extra[:8])
+    different = [k for k in expected if expected[k] != live[k]]
+    assert not different, different[:5]
+    return len(records) - len(live)
+
+
+async def group_members(env: PsoEnv) -> tuple[str, dict[str, set[tuple[str, int]]]]:
+    """The app's consumer group as the broker sees it: state, member id -> assigned partitions."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=env.bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([env.prefix])
+        group = response.to_object()["groups"][0]
+        members: dict[str, set[tuple[str, int]]] = {}
+        for member in group["members"]:
+            assignment = ConsumerProtocolMemberAssignment.decode(member["member_assignment"])
+            members[member["member_id"]] = {
+                (topic, p) for topic, partitions in assignment.assignment for p in partitions
+            }
+        return group["state"], members
+    finally:
+        await admin.close()
+
+
+async def wait_stable_group(
+    env: PsoEnv, size: int, topic: str, timeout_s: float = 60.0
+) -> dict[str, set[tuple[str, int]]]:
+    """Wait until ``size`` members share the group, each assigned some partition of ``topic``."""
+    deadline = time.monotonic() + timeout_s
+    state, members = "", dict[str, set[tuple[str, int]]]()
+    while time.monotonic() < deadline:
+        state, members = await group_members(env)
+        if (
+            state == "Stable"
+            and len(members) == size
+            and all(any(t == topic for t, _ in tps) for tps in members.values())
+        ):
+            return members
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"group not stable with {size} members: {state} {members}")

@@ -11,10 +11,10 @@ import pytest
 
 from app.cli import SCHEMA_DIR, render_schemas
 from app.codec import SourceRef
-from app.core.engine import PredictionEngine
+from app.core.engine import PredictionEngine, iso_ms
 from app.core.ingest import TelemetryIngest
 from app.core.snapshot import SnapshotRejected
-from app.events import SCHEMAS, LoadWindow
+from app.events import SCHEMAS, Forecast, LoadWindow, ResourceShare, SeriesForecastBody, ms_to_iso
 from app.settings import FleetPolicy
 from app.simulator import FleetSimulator
 
@@ -49,8 +49,13 @@ def test_same_windows_give_byte_identical_events() -> None:
 
 def test_every_kind_of_event_is_produced_and_matches_its_schema() -> None:
     kinds = Counter(orjson.loads(e)["type"] for e in reference())
-    for kind in ("forecast", "conflict_predicted", "conflict_observed", "rebalance_recommended",
-                 "accuracy_report"):
+    for kind in (
+        "forecast",
+        "conflict_predicted",
+        "conflict_observed",
+        "rebalance_recommended",
+        "accuracy_report",
+    ):
         assert kinds[kind] > 0, kinds
     schemas = {
         model.model_fields["type"].default: orjson.loads((SCHEMA_DIR / name).read_bytes())
@@ -115,3 +120,33 @@ def test_plans_never_exceed_capacity_when_feasible() -> None:
 
 def test_schemas_include_every_output_type() -> None:
     assert set(render_schemas()) == {p.name for p in SCHEMA_DIR.glob("*.json")}
+
+
+def test_hot_path_events_equal_validated_ones() -> None:
+    """Forecasts and shares are built without validation (`trusted_model`): they must be the
+    very models, fields set and bytes that validation gives."""
+    policy, windows = scenario()
+    engine = PredictionEngine(policy)
+    seen: set[str] = set()
+    for w in windows[:300]:
+        out = engine.subsystem(w.subsystem).process(w)
+        for event in [*out.events, *out.shares]:
+            if not isinstance(event, Forecast | ResourceShare):
+                continue
+            seen.add(event.type)
+            again = type(event).model_validate_json(event.to_json())
+            assert again == event and again.to_json() == event.to_json()
+            constructed = type(event).model_construct(**event.model_dump(exclude={"type"}))
+            assert event.model_fields_set == constructed.model_fields_set
+            body = event.metrics if isinstance(event, Forecast) else {"": event.forecast}
+            for part in body.values():
+                assert part.model_fields_set == set(SeriesForecastBody.model_fields)
+    assert seen == {"forecast", "resource_share"}
+
+
+@pytest.mark.parametrize(
+    "ms",
+    [946_684_800_000, 1_795_597_200_000, 1_795_597_259_999, 4_102_444_799_999, 951_782_400_123],
+)
+def test_iso_ms_is_ms_to_iso(ms: int) -> None:
+    assert iso_ms(ms) == ms_to_iso(ms)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.core.accuracy import ForecastAccuracy
 from app.core.forecast import CANDIDATES, SeriesForecaster
 from app.core.snapshot import seal, unseal
 from app.core.types import SeriesForecast
@@ -350,3 +351,44 @@ def test_intervals_are_calibrated_online() -> None:
     assert abs(hits[0.8] / total - 0.8) < 0.05
     assert abs(hits[0.95] / total - 0.95) < 0.03
     assert 0.0 < forecasts[-1].recent_error < 10.0
+
+
+def test_accuracy_fed_by_the_forecaster_equals_standalone_scoring() -> None:
+    """`learn_one(..., accuracy=)` scores exactly what `ForecastAccuracy.observe` + `record`
+    would, including untrusted (scored against the actual value), clipped and gappy windows."""
+    ys = seasonal(3 * DAY, seed=11, noise=3.0)
+    ys = [float(round(y)) if i % 7 == 0 else y for i, y in enumerate(ys)]
+    ys[1500] = 5e101  # clipped for learning, scored as is
+    fed, shadow = ForecastAccuracy(STEP, 15, (0.8, 0.95)), ForecastAccuracy(STEP, 15, (0.8, 0.95))
+    f = SeriesForecaster()
+    for i, y in enumerate(ys):
+        if i % 97 in (5, 6) or 2000 <= i < 2040:  # short gaps and one longer than the horizon
+            continue
+        if i == DAY + 100:
+            fed.reset()
+            shadow.reset()
+        ts = T0 + i * STEP
+        shadow.observe(ts, y)
+        f.learn_one(ts, y, trusted=i % 13 != 0, accuracy=fed)
+        shadow.record(f.forecast())
+    assert fed.totals == shadow.totals
+    assert fed.totals[0].n > DAY and 0 < fed.totals[14].covered[0.8] < fed.totals[14].n
+
+
+def test_forecast_rows_are_the_forecast() -> None:
+    f = SeriesForecaster()
+    assert f.forecast_rows() == []
+    feed(f, seasonal(300, seed=12))
+    fc, rows = f.forecast(), f.forecast_rows()
+    assert rows == [
+        list(fc.point),
+        list(fc.lower[0.8]),
+        list(fc.lower[0.95]),
+        list(fc.upper[0.8]),
+        list(fc.upper[0.95]),
+    ]
+    assert (f.model_name, f.recent_error, f.warming_up) == (
+        fc.model,
+        fc.recent_error,
+        fc.warming_up,
+    )

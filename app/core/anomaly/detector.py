@@ -400,11 +400,154 @@ class SeriesAnomalyDetector:
         forecast = _usable(forecast)
         if x != x:
             return self._missing(forecast)
-        x = self._clean(x)
-        ev = self._evaluate(ts_ms, x, forecast)
-        verdict = self._verdict(ev)
-        self._learn(ts_ms, x, ev)
-        return verdict
+        armed, warming = self._armed, self.n < self.warmup
+        score, reason, expected, half = self._process(ts_ms, self._clean(x), forecast)
+        in_anomaly = score >= self.threshold
+        return AnomalyScore(
+            score,
+            in_anomaly and armed,
+            in_anomaly,
+            expected,
+            expected - half,
+            expected + half,
+            reason,
+            warming,
+        )
+
+    def process_raw(
+        self,
+        ts_ms: int,
+        x: float,
+        forecast: tuple[float, float, float] | None = None,
+    ) -> tuple[float, str, float, float] | None:
+        """`process_one` without building its verdict: ``(score, reason, expected, half)``.
+
+        The range is ``expected ± half``; None for a NaN ``x`` (nothing learned). For callers
+        that only look further when ``score >= threshold`` (the engine, every series).
+        """
+        if x != x:
+            return None
+        if forecast is not None and (
+            forecast[0] != forecast[0] or forecast[1] != forecast[1] or forecast[2] != forecast[2]
+        ):
+            forecast = None
+        return self._process(ts_ms, self._clean(x), forecast)
+
+    def _process(
+        self, ts_ms: int, x: float, forecast: tuple[float, float, float] | None
+    ) -> tuple[float, str, float, float]:
+        """`_evaluate` then `_learn`, fused: the same arithmetic in the same order, but each
+        likelihood channel is scored and learnt in one call (a channel's learning never affects
+        another channel, the spatial/flatline rules or the episode state)."""
+        level = self._level
+        floor = 1e-6 * abs(level) + 1e-12  # _floor(level)
+        lscale = self._level_scale if self._level_scale > floor else floor
+        r_level = abs(x - level) / lscale
+        s_level = r_level if r_level < _MAX_SURPRISE else _MAX_SURPRISE
+
+        sscale = self._step_scale if self._step_scale > floor else floor
+        root_gap = math.sqrt(self._gap_steps(ts_ms))
+        r_step = abs(x - self.last_x) / (sscale * root_gap)
+        s_step = r_step if r_step < _MAX_SURPRISE else _MAX_SURPRISE
+
+        expected = level
+        width = lscale
+        err = self._level_err
+        s_season = -1.0
+        s_best = s_level
+        use_season = False
+        slot = -1
+        if self._n_slots > 0:
+            slot = (ts_ms // self._slot_ms) % self._n_slots
+            if self._season_seen >= 2 and self._profile_n[slot] >= 2:  # _season_ready(slot)
+                pred = self._profile[slot] + self._season_bias
+                zscale = self._season_scale if self._season_scale > floor else floor
+                r_season = abs(x - pred) / zscale
+                s_season = r_season if r_season < _MAX_SURPRISE else _MAX_SURPRISE
+                if self._season_err < err:
+                    expected, width = pred, zscale
+                use_season = (
+                    self._lik_season.n >= self.warmup and self._season_err < self.season_gate * err
+                )
+                if use_season:
+                    s_best = s_season
+
+        s_fc = -1.0
+        if forecast is not None:
+            f_exp, f_lo, f_hi = (self._clean(v) for v in forecast)
+            half = 0.5 * abs(f_hi - f_lo)
+            if half <= floor:
+                half = floor
+            r_fc = abs(x - f_exp) / half
+            s_fc = r_fc if r_fc < _MAX_SURPRISE else _MAX_SURPRISE
+            expected, width = f_exp, half / (self.band_sigma * _MAD_TO_SIGMA)
+
+        half_width = self.band_sigma * _MAD_TO_SIGMA * width
+        n = self.n
+        warm = n >= self.warmup
+        learn = n >= _SCALE_WARMUP  # before that, scales are not yet meaningful
+        best = self._lik_level.step(s_level, warm, learn)
+        reason = "level"
+        sc = self._lik_step.step(s_step, warm, learn)
+        if sc > best:
+            best, reason = sc, "step"
+        sc = self._lik_sustained.step(s_best, warm, learn)
+        if sc > best:
+            best, reason = sc, "sustained"
+        if use_season or (learn and s_season >= 0.0):
+            sc = self._lik_season.step(s_season, warm and use_season, learn and s_season >= 0.0)
+            if warm and use_season and sc > best:
+                best, reason = sc, "season"
+        if s_fc >= 0.0:
+            lik = self._lik_forecast
+            fc_score = warm and lik.n >= self.warmup
+            sc = lik.step(s_fc, fc_score, learn)
+            if fc_score and sc > best:
+                best, reason = sc, "forecast"
+        if warm:
+            rng = self._hi - self._lo
+            if rng > 0.0 and n >= self.spatial_warmup:
+                tol = self.spatial_tolerance * rng
+                if (x > self._hi + tol or x < self._lo - tol) and best < 1.0:
+                    best, reason = 1.0, "spatial"
+            if self._flat_fires(x):
+                best, reason = 1.0, "flatline"
+            if best < 1e-6:
+                reason = ""
+        else:
+            best, reason = 0.0, ""
+
+        # _learn's steps, the small ones inlined (same order, same arithmetic).
+        self._update_episode(best)
+        f = self.anomaly_learn_factor if best >= self.threshold else 1.0
+        if not self.step_ms:
+            self._learn_step_ms(ts_ms)
+            root_gap = math.sqrt(self._gap_steps(ts_ms))  # the spacing estimate moved
+        self._learn_level(x, f)
+        if n:  # _learn_step
+            last = self.last_x
+            scale = self._step_scale
+            boot = n <= 5 or _bootstrapping(scale, last)
+            b = self.scale_alpha if n > 20 else max(self.scale_alpha, 1.0 / n)
+            self._step_scale = _scale_update(scale, abs(x - last) / root_gap, f * b, boot)
+            if x < self._lo:  # _learn_range
+                self._lo = x
+            elif x > self._hi:
+                self._hi = x
+            if x == last:  # _learn_flat
+                self._run += 1
+            else:
+                if self._run > self._max_run:
+                    self._max_run = self._run
+                self._run = 0
+                self._moves += 1
+        else:
+            self._lo = self._hi = x
+        self._learn_season(ts_ms, x, slot, f)
+        self.last_x = x
+        self.last_ts = ts_ms
+        self.n = n + 1
+        return best, reason, expected, half_width
 
     def _verdict(self, ev: _Evaluation) -> AnomalyScore:
         score, reason, expected, half = ev[0], ev[1], ev[2], ev[3]

@@ -154,7 +154,30 @@ class AnomalyLikelihood:
         ``weight`` (0..1] scales the long-run update: the caller lowers it while the series
         is anomalous, so one incident does not make the next one look normal.
         """
-        avg = self._short_avg(surprise)
+        self._learn_avg(self._short_avg(surprise), weight)
+
+    def step(self, surprise: float, score: bool, learn: bool) -> float:
+        """`score_one` (if ``score``, else 0.0) then `learn_one` (if ``learn``), in one call.
+
+        The short average is computed once: the detector's hot path, same numbers as the two.
+        """
+        n = self.n
+        avg = surprise if n == 0 else self.avg + self._a_short * (surprise - self.avg)
+        result = 0.0
+        if score and n >= 2:
+            beta = self.beta if self.beta > self.min_beta else self.min_beta
+            e = (avg - self.q) / beta
+            if e <= 0.0:
+                tail = 1.0 if e < -50.0 else min(1.0, self.tail_mass * math.exp(-e))
+            else:
+                tail = self.tail_mass * math.exp(-e) if e < 700.0 else 0.0
+            sc = math.log(tail + _TAIL_FLOOR) / _LOG_TAIL_FLOOR
+            result = sc if sc > 0.0 else 0.0
+        if learn:
+            self._learn_avg(avg, 1.0)
+        return result
+
+    def _learn_avg(self, avg: float, weight: float) -> None:
         self.avg = avg
         self.n += 1
         a = 1.0 / self.n

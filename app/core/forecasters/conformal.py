@@ -67,10 +67,32 @@ class HorizonConformal:
         self._informed_after: npt.NDArray[np.int64] = np.arange(1, horizon + 1)
         self._informed = False  # every horizon past that: no masking needed
         self._n = 0
+        self._bind()
+
+    def _bind(self) -> None:
+        """Scratch and row views (not pickled). Operations go row by row on purpose: numpy
+        broadcasting a horizon vector over the level rows costs several times a plain op."""
+        n_levels, horizon = len(self.levels), self.horizon
+        self._q_rows = list(self._q)
+        self._acc = np.empty_like(self._q)
+        self._acc_rows = list(self._acc)
+        self._miss = np.empty((n_levels, horizon), dtype=np.bool_)
+        self._miss_rows = list(self._miss)
+        self._up_full = np.repeat(self._up, horizon, axis=1)
+        self._down_full = np.repeat(self._down, horizon, axis=1)
+
+    _SCRATCH = ("_q_rows", "_acc", "_acc_rows", "_miss", "_miss_rows", "_up_full", "_down_full")
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        for key in self._SCRATCH:
+            del state[key]
+        return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
         self.q = self._q[1:]  # pickle copies views: re-attach
+        self._bind()
 
     def learn(
         self,
@@ -82,7 +104,9 @@ class HorizonConformal:
         issued for them (``(levels, horizon)``, from `half_widths` at the forecast's origin).
         ``valid`` masks horizons with nothing revealed (e.g. after gaps)."""
         q = self.q
-        upd = np.where(abs_err > issued, self._up, self._down)
+        for k, miss in enumerate(self._miss_rows):
+            np.greater(abs_err, issued[k], out=miss)
+        upd = np.where(self._miss, self._up_full, self._down_full)
         if not self._informed or valid is not None:
             active = self.count >= self._informed_after
             if valid is not None:
@@ -102,6 +126,16 @@ class HorizonConformal:
     def half_widths(self, scale: FloatArray, out: FloatArray | None = None) -> FloatArray:
         """Half-widths ``(levels, horizon)`` for the current ``scale`` (per horizon): >= 0 and
         non-decreasing across (sorted) levels. Written into ``out`` if given."""
-        acc = np.maximum.accumulate(self._q, axis=0)[1:]
-        hw: FloatArray = np.multiply(acc, scale, out=out)
-        return hw
+        if out is None:
+            out = np.empty((len(self.levels), self.horizon))
+        self.half_widths_into(scale, list(out))
+        return out
+
+    def half_widths_into(self, scale: FloatArray, rows: list[FloatArray]) -> None:
+        """`half_widths` written into ``rows`` (one horizon vector per level)."""
+        acc = self._acc_rows
+        q = self._q_rows
+        prev = q[0]  # the constant 0 row: the running max clamps at 0 and nests the levels
+        for k, row in enumerate(rows, start=1):
+            prev = np.maximum(prev, q[k], out=acc[k])
+            np.multiply(prev, scale, out=row)

@@ -80,6 +80,18 @@ class SeasonalProfile:
         self._keep_daily = log_keep(daily_rate, grid.daily_windows)
         self._keep_weekly = log_keep(weekly_rate, grid.weekly_windows)
         self._day_windows = max(1, DAY_MS // grid.step_ms)
+        self._view: FloatArray = np.frombuffer(self.knots)
+        self._vals: FloatArray = np.empty((0, 4))  # scratch of `forecast_into`
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        del state["_view"], state["_vals"]  # a view of ``knots``, scratch: rebuilt on load
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._view = np.frombuffer(self.knots)
+        self._vals = np.empty((0, 4))
 
     def predict_window(self, n: int) -> float:
         """Profile value of window ``n`` (``start_ms = n * step_ms``)."""
@@ -96,7 +108,10 @@ class SeasonalProfile:
     def forecast_into(self, n_first: int, out: FloatArray) -> None:
         """Write the profile values of windows ``n_first, n_first + 1, ...`` into ``out``."""
         idx, wt = self.grid.rows(n_first, len(out))
-        vals = np.frombuffer(self.knots).take(idx)
+        vals = self._vals
+        if vals.shape != idx.shape:
+            vals = self._vals = np.empty(idx.shape)
+        self._view.take(idx, out=vals, mode="wrap")
         vals *= wt
         np.dot(vals, _ONES4, out=out)  # row sums; a dot is cheaper than a reduce here
         out += self.level

@@ -82,8 +82,9 @@ class ResidualRegression:
         # that horizon's normal equations is unchanged. Same fit, fewer array operations.
         # Arrays are feature-major (``(feature, horizon)``): contiguous rows are cheaper to
         # gather and add than strided columns at this size.
-        self.sxx: FloatArray = np.zeros((_N_PAIRS, horizon))  # upper triangle of X'X
-        self.sxy: FloatArray = np.zeros((N_FEATURES, horizon))
+        # The sums in one array, so that one subtraction updates both: ``[X'y ; -(upper
+        # triangle of X'X)]`` (negation is exact: the same numbers as separate sums).
+        self._sums: FloatArray = np.zeros((N_FEATURES + _N_PAIRS, horizon))
         self.coef: FloatArray = np.zeros((N_FEATURES, horizon))
         self.features: FloatArray = np.zeros(N_FEATURES)
         # By origin slot (column): [g * x (3) ; g * upper triangle of x x' (6)].
@@ -93,6 +94,30 @@ class ResidualRegression:
         self.n_obs = 0
         self.n_fit = 0
         self._grow = 1.0
+        self._bind()
+
+    def _bind(self) -> None:
+        self._z: FloatArray = np.empty((N_FEATURES + _N_PAIRS, self.horizon))  # scratch
+        self._zx = list(self._z[:N_FEATURES])  # row by row: cheaper than a broadcast
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        del state["_z"], state["_zx"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._bind()
+
+    @property
+    def sxy(self) -> FloatArray:
+        """Sum of ``x * y`` per feature and horizon (forgetting-scaled)."""
+        return self._sums[:N_FEATURES].copy()
+
+    @property
+    def sxx(self) -> FloatArray:
+        """Upper triangle of ``X'X`` (order 00, 01, 02, 11, 12, 22) per horizon."""
+        return -self._sums[N_FEATURES:]
 
     def learn(
         self,
@@ -108,31 +133,30 @@ class ResidualRegression:
         ``negate=True`` says ``targets`` holds minus the residuals (profile forecast errors, as
         the caller has them at hand: saves it an array operation).
         """
-        z = self.history.take(slots, axis=1)
+        z = self.history.take(slots, axis=1, out=self._z, mode="wrap")
         if valid is not None:
             if not valid.any():
                 return
             z *= valid
-        self.sxx += z[N_FEATURES:]
-        xs = z[:N_FEATURES]
-        xs *= targets
-        if negate:
-            self.sxy -= xs
-        else:
-            self.sxy += xs
+        for xs in self._zx:
+            xs *= targets
+            if not negate:
+                np.negative(xs, out=xs)  # exact: a - (-b) == a + b
+        self._sums -= z
         self.n_fit += 1
         if self.n_fit % self.refit_every == 0:
             self._solve()
 
     def _solve(self) -> None:
         h = self.horizon
-        xtx = self.sxx.take(_SYM, axis=0).T.reshape(h, N_FEATURES, N_FEATURES)
-        lam = self.sxx.take(_DIAG, axis=0).sum(axis=0)  # trace of each X'X
+        sxx = self.sxx
+        xtx = sxx.take(_SYM, axis=0).T.reshape(h, N_FEATURES, N_FEATURES)
+        lam = sxx.take(_DIAG, axis=0).sum(axis=0)  # trace of each X'X
         lam *= self.ridge / N_FEATURES
         lam += 1e-300
         xtx += lam[:, None, None] * _EYE
         try:
-            coef = np.linalg.solve(xtx, self.sxy.T[:, :, None])[:, :, 0].T
+            coef = np.linalg.solve(xtx, self._sums[:N_FEATURES].T[:, :, None])[:, :, 0].T
         except np.linalg.LinAlgError:
             return
         if np.isfinite(coef).all():
@@ -148,7 +172,7 @@ class ResidualRegression:
         self.features[:] = (r0, r1, r2)
         g = self._grow = self._grow / (1.0 - self.forgetting)
         if g > 1e12:  # renormalise (every ~80k windows): sums and pending origins alike
-            for arr in (self.sxx, self.sxy, self.history):
+            for arr in (self._sums, self.history):
                 arr /= g
             g = self._grow = 1.0
         g0, g1, g2 = g * r0, g * r1, g * r2

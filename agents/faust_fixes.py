@@ -1,0 +1,188 @@
+"""What faust-streaming 0.15 gets wrong for exactly-once recovery, fixed at the edges.
+
+Found by ``tests/integration/test_recovery.py`` (a worker SIGKILLed mid-stream, restarted with
+an empty data dir; two workers sharing partitions). Each fix names what it prevents:
+
+* **Transactions by destination.** Faust keeps one transactional producer per assigned source
+  partition and commits a partition's offsets in that producer's transaction, but its
+  ``TransactionManager.send`` picks the producer by the *destination* partition. A resource
+  share keyed by resource, produced while processing a subsystem's partition, landed in
+  another partition's transaction: committed or aborted independently of the offset it came
+  from (shares lost after a SIGKILL), or, with two workers, sent to a producer this worker
+  does not own (``ProducerSendError``). Outputs to topics the worker does not consume were
+  not transactional at all. `SourceTransactionManager` routes every record produced while an
+  event is processed into that event's partition's transaction, as Kafka Streams does.
+* **Table writes outside the transaction.** ``table[key] = value`` queues its changelog
+  record in a buffer that a background task sends later, and an exactly-once commit does not
+  flush it: a commit could carry a message's offset without the state it produced (models
+  and windows silently behind their input after a restart). `put` produces the changelog
+  record right away, inside the current transaction, before the message is acknowledged.
+* **Shutdown that hangs.** On stop Faust commits and ends every transaction twice (once
+  when the app waits for its streams, once when the consumer stops) without beginning one in
+  between; the agents' last acknowledgements make the second commit fail ("Not in the middle
+  of a transaction"), the consumer thread is never stopped and the process does not exit.
+  `SourceTransactionManager` begins a transaction again before it commits or produces.
+* **Records lost after recovery.** After restoring tables Faust resumes the stream partitions
+  and only then seeks them to the committed offsets; records fetched in between were
+  delivered while the flow was still suspended, skipped, and never fetched again (the first
+  telemetry message after a restart vanished). `SeekFirstRecovery` seeks first.
+
+What remains by design: between computing the offsets to commit and committing, records of
+the next, half-processed message may ride along in the transaction. Agents therefore write
+their state last and are idempotent on replay (`agents.ingest` keeps the offset it has
+processed; the core skips duplicate windows and shares).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import faust
+from aiokafka.producer.transaction_manager import TransactionState
+from faust.streams import current_event
+from faust.tables.manager import TableManager
+from faust.tables.recovery import Recovery
+from faust.transport.consumer import TransactionManager
+from faust.transport.drivers.aiokafka import Transport
+from faust.types import TP
+
+
+class SourceTransactionManager(TransactionManager):
+    """Produce inside the transaction of the partition whose event is being processed."""
+
+    def _tid(self, tp: TP) -> str:
+        return f"{self.app.conf.id}-{self.app.assignor.group_for_topic(tp.topic)}-{tp.partition}"
+
+    async def _reopen(self, tid: str) -> None:
+        """Begin a transaction for ``tid`` if its last one ended without a next one."""
+        driver: Any = self.producer
+        producer = driver._transaction_producers.get(tid)
+        if producer is None or producer._txn_manager.state is not TransactionState.READY:
+            return
+        async with driver._trn_locks[tid]:
+            if producer._txn_manager.state is TransactionState.READY:
+                await producer.begin_transaction()
+
+    async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        for tid in sorted({self._tid(tp) for tp in offsets}):
+            await self._reopen(tid)
+        return await super().commit(offsets, start_new_transaction=start_new_transaction)
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: float | None,
+        headers: Any,
+        *,
+        transactional_id: str | None = None,
+    ) -> Any:
+        event = current_event()
+        if event is not None:
+            tid = self._tid(event.message.tp)
+            if tid in self.producer._transaction_producers:  # type: ignore[attr-defined]
+                await self._reopen(tid)
+                return await self.producer.send(
+                    topic, key, value, partition, timestamp, headers, transactional_id=tid
+                )
+        # Outside an event (timers, Faust's own buffered writes): Faust's routing.
+        return await super().send(topic, key, value, partition, timestamp, headers)
+
+
+class PsoTransport(Transport):
+    """The aiokafka transport with `SourceTransactionManager`."""
+
+    TransactionManager = SourceTransactionManager
+
+
+@contextmanager
+def _seek_before_resume(consumer: Any, is_changelog: Any) -> Iterator[None]:
+    """Within the block, stream partitions resumed before ``perform_seek`` are resumed only
+    once it has sought them (changelog partitions pass straight through)."""
+    deferred: set[TP] = set()
+    resume, seek = consumer.resume_partitions, consumer.perform_seek
+
+    def resume_partitions(tps: Iterable[TP]) -> None:
+        tps = set(tps)
+        streams = {tp for tp in tps if not is_changelog(tp)}
+        deferred.update(streams)
+        if tps - streams:
+            resume(tps - streams)
+
+    async def perform_seek() -> None:
+        await seek()
+        if deferred:
+            resume(set(deferred))
+            deferred.clear()
+
+    consumer.resume_partitions, consumer.perform_seek = resume_partitions, perform_seek
+    try:
+        yield
+    finally:
+        del consumer.resume_partitions, consumer.perform_seek  # back to the class's methods
+        if deferred:  # no seek happened (e.g. a new rebalance began): resume as Faust would
+            resume(deferred)
+
+
+class SeekFirstRecovery(Recovery):
+    """Faust's recovery, seeking stream partitions before they are resumed."""
+
+    async def _resume_streams(self, generation_id: int = 0) -> None:
+        with _seek_before_resume(self.app.consumer, self._is_changelog_tp):
+            await super()._resume_streams(generation_id)
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        with _seek_before_resume(self.app.consumer, self._is_changelog_tp):
+            await super().on_recovery_completed(generation_id)
+
+
+class PsoTableManager(TableManager):
+    """Faust's table manager with `SeekFirstRecovery`."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = SeekFirstRecovery(
+                self.app, self, beacon=self.beacon, loop=self.loop
+            )
+        return self._recovery
+
+
+class PsoApp(faust.App):
+    """A Faust app on `PsoTransport` with `PsoTableManager`."""
+
+    def __init__(self, id: str, **options: Any) -> None:
+        options.setdefault("TableManager", PsoTableManager)
+        super().__init__(id, **options)
+
+    def _new_transport(self) -> Any:
+        return PsoTransport(self.conf.broker_consumer, self)
+
+
+async def put(table: Any, key: Any, value: Any) -> None:
+    """``table[key] = value`` with the changelog record produced now, in this event's
+    transaction (Faust's ``__setitem__`` defers it to a buffer an exactly-once commit does
+    not flush). Call it from an agent, for the partition of the event being processed."""
+    event = current_event()
+    if event is None:
+        raise RuntimeError("table writes belong to an agent processing an event")
+    table._verify_source_topic_partitions(event.message.topic)  # as __setitem__ does
+    table.data[key] = value
+    owners = getattr(table.data, "_key_partition", None)
+    if owners is not None:
+        # The memory store drops keys of partitions no longer assigned after a rebalance, but
+        # only those it restored: record live writes too, or a key first written in a
+        # transaction aborted by the rebalance would outlive it here.
+        owners[key] = event.message.partition
+    await table.changelog_topic.send(
+        key=key,
+        value=value,
+        partition=event.message.partition,
+        key_serializer=table.key_serializer,
+        value_serializer=table.value_serializer,
+        callback=table._on_changelog_sent,
+    )
