@@ -4,8 +4,9 @@ The input (a JSONL or CSV telemetry file, or a Kafka topic range copied to a tem
 file) goes through the live code path: `TelemetryIngest.process` on each line's bytes, the
 engine's `SubsystemPredictor` (stage 1) per closed window, `ResourcePredictor` (stage 2) per
 shared resource. Stage 1 partitions cleanly by subsystem, so ``workers`` processes each own
-the subsystems with ``zlib.crc32(name) % workers == i``; each writes its closed windows and
-stage-1 events to a temporary file with an index, and the parent replays the merged index in
+every ``workers``-th subsystem in order of first appearance; each reads the whole input, skips
+other workers' lines cheaply, writes its closed windows and stage-1 events to a temporary
+file with an index, and the parent replays the merged index in
 ``(window_start_ms, subsystem)`` order, feeding shares to stage 2. The output files are the
 same bytes whatever the worker count (a test checks it).
 
@@ -18,14 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import math
 import os
 import pickle
 import tempfile
 import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,13 +37,14 @@ from pydantic import ValidationError
 
 from app.codec import SourceRef
 from app.core.accuracy import ConflictScorer, HorizonTotals
-from app.core.ingest import TelemetryIngest
+from app.core.ingest import IngestResult, TelemetryIngest
 from app.errors import UsageError
 from app.events import (
     AccuracyReport,
     AnomalyDetected,
     ConflictObserved,
     ConflictPredicted,
+    DeadLetter,
     Forecast,
     OutputEvent,
     RebalanceRecommended,
@@ -68,6 +69,8 @@ MAX_ERRORS = 20
 MIN_BASELINE_TARGETS = 30
 _LINE_ERRORS = frozenset({"invalid_json", "too_large", "empty_batch"})
 _FAST_PREFIX = b'{"subsystem":"'
+_FAST_LEN = len(_FAST_PREFIX)
+_BLOCK_BYTES = 1 << 20
 _CSV_ERROR = b"\x00csv:"  # a CSV row that cannot become a sample (never valid JSON)
 
 #: progress(stage, done, total): stage is "ingest" (lines) or "conflicts" (windows)
@@ -175,57 +178,87 @@ def _csv_row(header: list[str], row: list[str]) -> bytes:
     return orjson.dumps(sample)
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def _blocks(path: Path) -> Iterator[tuple[Sequence[int], list[bytes]]]:
+    """The input in blocks of (line numbers, lines); JSONL lines come unstripped, maybe empty.
+
+    Reading megabytes at a time and splitting in C keeps the per-line cost of the stage-1
+    loop (which every worker runs over every line) to a few operations.
+    """
     if path.suffix.lower() == ".csv":
-        yield from _csv_lines(path)
+        rows = list(_csv_lines(path))  # CSV is the small, hand-made case
+        yield [n for n, _ in rows], [line for _, line in rows]
         return
     with path.open("rb") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            line = line.strip()
-            if line:
-                yield line_no, line
+        first, tail = 1, b""
+        while block := fh.read(_BLOCK_BYTES):
+            lines = (tail + block).split(b"\n")
+            tail = lines.pop()
+            yield range(first, first + len(lines)), lines
+            first += len(lines)
+        if tail:
+            yield range(first, first + 1), [tail]
 
 
-def _owner(name: str, workers: int) -> int:
-    return zlib.crc32(name.encode()) % workers
+class _Router:
+    """Which worker owns which subsystem: the n-th subsystem to appear goes to ``n % workers``.
 
-
-def _route(line: bytes, workers: int, worker: int) -> tuple[bytes | None, list[int] | None]:
-    """The part of ``line`` that ``worker`` owns (the line itself, a sub-batch, or None).
-
-    Lines without a usable subsystem (not JSON, not objects...) belong to worker 0, which
-    dead-letters them exactly as the live ingest would. A batch mixing owners is split; the
-    second value then maps sub-batch positions back to the line's batch indices.
+    Every worker reads every line and routes it with the same code, so all of them assign
+    the same owners; first-appearance order spreads a fleet evenly over the workers (a hash
+    of the name left one of two workers with 52 % of a 100-subsystem fleet).
     """
-    if workers == 1:
-        return line, None
-    if line.startswith(_FAST_PREFIX) and line.count(b'"subsystem"') == 1:
-        end = line.find(b'"', len(_FAST_PREFIX))
-        name = line[len(_FAST_PREFIX) : end]
-        if end > 0 and b"\\" not in name:
-            return (
-                line if _owner(name.decode("utf-8", "replace"), workers) == worker else None
-            ), None
-    try:
-        doc = orjson.loads(line)
-    except orjson.JSONDecodeError:
+
+    def __init__(self, workers: int, worker: int) -> None:
+        self.workers = workers
+        self.worker = worker
+        self.by_name: dict[str, int] = {}
+        #: owners by the raw bytes of names seen in the ``{"subsystem":"NAME"`` form
+        self.by_prefix: dict[bytes, int] = {}
+
+    def owner(self, name: str) -> int:
+        owner = self.by_name.get(name)
+        if owner is None:
+            owner = self.by_name[name] = len(self.by_name) % self.workers
+        return owner
+
+    def route(self, line: bytes) -> tuple[bytes | None, list[int] | None]:
+        """The part of ``line`` this worker owns (the line itself, a sub-batch, or None).
+
+        Lines without a usable subsystem (not JSON, not objects...) belong to worker 0,
+        which dead-letters them exactly as the live ingest would. A batch mixing owners is
+        split; the second value then maps sub-batch positions back to the line's indices.
+        """
+        workers, worker = self.workers, self.worker
+        if workers == 1:
+            return line, None
+        end = line.find(b'"', _FAST_LEN) if line.startswith(_FAST_PREFIX) else -1
+        if end > 0:
+            raw = line[_FAST_LEN:end]
+            owner = self.by_prefix.get(raw)
+            if owner is None and b"\\" not in raw:
+                owner = self.by_prefix[raw] = self.owner(raw.decode("utf-8", "replace"))
+            # A second "subsystem" key would override the first one: parse those lines.
+            if owner is not None and line.count(b'"subsystem"') == 1:
+                return (line if owner == worker else None), None
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return (line if worker == 0 else None), None
+        if isinstance(doc, dict):
+            sub = doc.get("subsystem")
+            owner = self.owner(sub) if isinstance(sub, str) else 0
+            return (line if owner == worker else None), None
+        if isinstance(doc, list) and doc:
+            owners = [
+                self.owner(e["subsystem"])
+                if isinstance(e, dict) and isinstance(e.get("subsystem"), str)
+                else 0
+                for e in doc
+            ]
+            if all(o == owners[0] for o in owners):
+                return (line if owners[0] == worker else None), None
+            mine = [i for i, o in enumerate(owners) if o == worker]
+            return (orjson.dumps([doc[i] for i in mine]), mine) if mine else (None, None)
         return (line if worker == 0 else None), None
-    if isinstance(doc, dict):
-        sub = doc.get("subsystem")
-        owner = _owner(sub, workers) if isinstance(sub, str) else 0
-        return (line if owner == worker else None), None
-    if isinstance(doc, list) and doc:
-        owners = [
-            _owner(e["subsystem"], workers)
-            if isinstance(e, dict) and isinstance(e.get("subsystem"), str)
-            else 0
-            for e in doc
-        ]
-        if all(o == owners[0] for o in owners):
-            return (line if owners[0] == worker else None), None
-        mine = [i for i, o in enumerate(owners) if o == worker]
-        return (orjson.dumps([doc[i] for i in mine]), mine) if mine else (None, None)
-    return (line if worker == 0 else None), None
 
 
 # --------------------------------------------------------------------------- stage 1 (workers)
@@ -247,7 +280,6 @@ class Stage1Result:
 
     records: str
     index: list[tuple[int, str, int, int]] = field(default_factory=list)
-    lines: int = 0
     samples: int = 0
     invalid_lines: int = 0
     invalid_samples: int = 0
@@ -304,10 +336,117 @@ def _labels(part: bytes, size_ms: int, into: set[tuple[str, int]]) -> bool:
     return seen
 
 
+def _ingest(
+    path: Path,
+    workers: int,
+    worker: int,
+    ingest: TelemetryIngest,
+    size_ms: int,
+    out: Stage1Result,
+    anomalous: set[tuple[str, int]],
+    spool: Callable[[list[Any]], None],
+    on_block: Callable[[], None] | None = None,
+) -> IngestResult:
+    """The stage-1 input loop: route, ingest, count; closed windows go to ``spool``.
+
+    Every worker reads every line. The lines of other workers' subsystems are recognised by
+    their ``{"subsystem":"NAME"`` prefix and skipped at the cost of a few byte operations.
+    """
+    counter = _COUNTER if worker == 0 else None
+    router = _Router(workers, worker)
+    owners = router.by_prefix
+    where = SourceRef("backtest")  # one object, its offset set per line (copied on use)
+    acc = IngestResult()  # accumulates items; dead letters and windows are taken per line
+    dead, closed = acc.dead, acc.windows
+    prefix, start = _FAST_PREFIX, _FAST_LEN
+    for numbers, lines in _blocks(path):
+        for line_no, line in zip(numbers, lines, strict=True):
+            positions = None
+            if workers > 1 and line.startswith(prefix):
+                end = line.find(b'"', start)
+                owner = owners.get(line[start:end]) if end > 0 else None
+                # A second "subsystem" key would override the first one: route those by parsing.
+                if owner is not None and line.find(b'"subsystem"', end) < 0:
+                    if owner != worker:
+                        continue
+                    line = line.strip()
+                else:
+                    routed, positions = router.route(line.strip())
+                    if routed is None:
+                        continue
+                    line = routed
+            else:
+                line = line.strip()
+                if not line:
+                    continue
+                if line.startswith(_CSV_ERROR):
+                    if worker == 0:
+                        out.samples += 1
+                        out.invalid_lines += 1
+                        if len(out.errors) < MAX_ERRORS:
+                            reason = line[len(_CSV_ERROR) :].decode()
+                            out.errors.append(LineError(line_no, None, "invalid_csv", reason))
+                    continue
+                if workers > 1:
+                    routed, positions = router.route(line)
+                    if routed is None:
+                        continue
+                    line = routed
+            if b'"labels"' in line and _labels(line, size_ms, anomalous):
+                out.labelled = True
+            where.offset = line_no
+            ingest.process(line, where, acc)
+            if dead:
+                _count_dead(out, dead, line_no, positions)
+                dead.clear()
+            if closed:
+                spool(closed)
+                closed.clear()
+        if counter is not None:
+            counter.value = numbers[-1] if numbers else 0
+        if on_block is not None:
+            on_block()
+    return acc
+
+
+def _count_dead(
+    out: Stage1Result, dead: list[DeadLetter], line_no: int, positions: list[int] | None
+) -> None:
+    bad_line = False
+    for letter in dead:
+        if letter.reason_code == "late":
+            out.late_samples += 1
+            continue
+        if letter.reason_code == "invalid_sample":
+            out.invalid_samples += 1
+        if letter.reason_code in _LINE_ERRORS or letter.index is None:
+            bad_line = True
+        index = letter.index
+        if positions is not None and index is not None:
+            index = positions[index]
+        if len(out.errors) < MAX_ERRORS:
+            out.errors.append(LineError(line_no, index, letter.reason_code, letter.reason))
+    out.invalid_lines += bad_line
+
+
+#: emit(new index entries, watermark): see `_stage1`
+EmitFn = Callable[[list[tuple[int, str, int, int]], int | None], None]
+
+
 def _stage1(
-    source: str, policy_json: bytes, workers: int, worker: int, tmpdir: str
+    source: str,
+    policy_json: bytes,
+    workers: int,
+    worker: int,
+    tmpdir: str,
+    emit: EmitFn | None = None,
 ) -> Stage1Result:
-    """Ingest and stage-1 predict every subsystem ``worker`` owns; spool records to disk."""
+    """Ingest and stage-1 predict every subsystem ``worker`` owns; spool records to disk.
+
+    With ``emit``, after each input block the new index entries go out with a watermark:
+    no window of a subsystem seen so far can start before it from then on (a new window is
+    accepted only if it ends after the subsystem's ``closed_until``). None: no subsystem yet.
+    """
     from app.core.engine import PredictionEngine  # scipy: only when a backtest runs
 
     policy = FleetPolicy.model_validate_json(policy_json)
@@ -316,7 +455,7 @@ def _stage1(
     engine = PredictionEngine(policy)
     out = Stage1Result(records=os.path.join(tmpdir, f"stage1-{worker}.bin"))
     anomalous: set[tuple[str, int]] = set()
-    counter = _COUNTER
+    sent = 0
     with open(out.records, "wb") as fh:
 
         def spool(windows: list[Any]) -> None:
@@ -326,58 +465,63 @@ def _stage1(
                     (
                         window.to_json(),
                         [(_event_file(e), e.to_json()) for e in result.events],
-                        result.shares,
+                        [share.to_json() for share in result.shares],  # JSON: 2x faster back
                     ),
                     protocol=pickle.HIGHEST_PROTOCOL,
                 )
                 out.index.append((window.window_start_ms, window.subsystem, fh.tell(), len(record)))
                 fh.write(record)
 
-        for line_no, line in _lines(Path(source)):
-            out.lines += 1
-            if counter is not None and out.lines % 2000 == 0 and worker == 0:
-                counter.value = out.lines
-            if line.startswith(_CSV_ERROR):
-                if worker == 0:
-                    out.samples += 1
-                    out.invalid_lines += 1
-                    if len(out.errors) < MAX_ERRORS:
-                        reason = line[len(_CSV_ERROR) :].decode()
-                        out.errors.append(LineError(line_no, None, "invalid_csv", reason))
-                continue
-            part, positions = _route(line, workers, worker)
-            if part is None:
-                continue
-            if b'"labels"' in part and _labels(part, size_ms, anomalous):
-                out.labelled = True
-            result = ingest.process(part, SourceRef("backtest", None, line_no))
-            out.samples += result.items
-            bad_line = False
-            for dead in result.dead:
-                if dead.reason_code == "late":
-                    out.late_samples += 1
-                    continue
-                if dead.reason_code == "invalid_sample":
-                    out.invalid_samples += 1
-                if dead.reason_code in _LINE_ERRORS or dead.index is None:
-                    bad_line = True
-                index = dead.index
-                if positions is not None and index is not None:
-                    index = positions[index]
-                if len(out.errors) < MAX_ERRORS:
-                    out.errors.append(LineError(line_no, index, dead.reason_code, dead.reason))
-            out.invalid_lines += bad_line
-            if result.windows:
-                spool(result.windows)
+        def on_block() -> None:
+            nonlocal sent
+            assert emit is not None
+            fh.flush()  # the parent reads these records while this process writes more
+            closed = [w.closed_until for w in ingest.windows.values()]
+            emit(out.index[sent:], min((c for c in closed if c is not None), default=None))
+            sent = len(out.index)
+
+        acc = _ingest(
+            Path(source),
+            workers,
+            worker,
+            ingest,
+            size_ms,
+            out,
+            anomalous,
+            spool,
+            None if emit is None else on_block,
+        )
+        out.samples += acc.items
         spool(ingest.flush())
-    if counter is not None and worker == 0:
-        counter.value = out.lines
+        if emit is not None:
+            fh.flush()
+            emit(out.index[sent:], None)
     out.index.sort()
     out.anomalous_windows = sorted(anomalous)
     for name in sorted(engine.subsystems):
         for (kind, series), model in sorted(engine.subsystems[name].series.items()):
             out.accuracy[f"{name}/{kind}:{series}"] = model.accuracy.totals
     return out
+
+
+def _stage1_process(
+    conn: Any, counter: Any, source: str, policy_json: bytes, workers: int, worker: int, tmpdir: str
+) -> None:
+    """A forked stage-1 worker: stream index entries and watermarks, then the result."""
+    _init_worker(counter)
+    try:
+
+        def emit(entries: list[tuple[int, str, int, int]], watermark: int | None) -> None:
+            conn.send(("index", entries, watermark))
+
+        result = _stage1(source, policy_json, workers, worker, tmpdir, emit)
+        result.index = []  # already streamed
+        conn.send(("done", result, None))
+    except BaseException as exc:  # report, never hang the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}", None))
+        raise
+    finally:
+        conn.close()
 
 
 # --------------------------------------------------------------------------- driver
@@ -400,9 +544,92 @@ def _count_lines(path: Path) -> int:
     return count
 
 
-def _run_stage1(
-    path: Path, policy: FleetPolicy, workers: int, tmpdir: str, progress: ProgressFn | None
-) -> list[Stage1Result]:
+class _Stage2:
+    """The parent's half: stage-1 records in ``(window_start_ms, subsystem)`` order → files.
+
+    Writes each window and its stage-1 events, and feeds its resource shares to stage 2.
+    Records must be fed in order; `reset` starts over (used when streaming guessed wrong).
+    """
+
+    def __init__(self, policy: FleetPolicy, out: Path, spools: list[str]) -> None:
+        self.policy = policy
+        self.out = out
+        self.spool_paths = spools
+        self.spools: list[Any] = [None] * len(spools)
+        self.files = {name: (out / f"{name}.jsonl").open("wb") for name in FILES}
+        self.reset()
+
+    def reset(self) -> None:
+        from app.core.engine import PredictionEngine  # scipy: only when a backtest runs
+
+        for fh in self.files.values():
+            fh.seek(0)
+            fh.truncate()
+        self.engine = PredictionEngine(self.policy)
+        self.counts = {"windows": 0, "rebalance": 0, "infeasible": 0}
+        self.subsystems: set[str] = set()
+        self.span = [0, 0]
+        self.anomaly_events: list[tuple[str, int]] = []
+        self.last: tuple[int, str] | None = None
+
+    def feed(self, start: int, subsystem: str, offset: int, length: int, k: int) -> None:
+        self.last = (start, subsystem)
+        spool = self.spools[k]
+        if spool is None:
+            spool = self.spools[k] = open(self.spool_paths[k], "rb")  # noqa: SIM115
+        spool.seek(offset)
+        window, events, shares = pickle.loads(spool.read(length))
+        files = self.files
+        files["windows"].write(window + b"\n")
+        self.counts["windows"] += 1
+        self.subsystems.add(subsystem)
+        span = self.span
+        span[0] = start if self.counts["windows"] == 1 else min(span[0], start)
+        span[1] = max(span[1], start + self.policy.window.size_ms)
+        for name, blob in events:
+            files[name].write(blob + b"\n")
+            if name == "anomalies":
+                self.anomaly_events.append((subsystem, orjson.loads(blob)["window_start_ms"]))
+        for blob in shares:
+            share = ResourceShare.model_validate_json(blob)
+            self.write(self.engine.resource(share.resource).add(share))
+
+    def write(self, events: list[OutputEvent]) -> None:
+        for event in events:
+            self.files[_event_file(event)].write(event.to_json() + b"\n")
+            if isinstance(event, RebalanceRecommended):
+                self.counts["rebalance"] += 1
+                self.counts["infeasible"] += not event.feasible
+
+    def finish(self) -> None:
+        """End of input: judge windows still waiting for a contributor that never came."""
+        self.write(self.engine.finish())
+
+    def close(self) -> None:
+        for fh in self.files.values():
+            fh.close()
+        for spool in self.spools:
+            if spool is not None:
+                spool.close()
+
+
+def _run_stages(
+    path: Path,
+    policy: FleetPolicy,
+    workers: int,
+    tmpdir: str,
+    progress: ProgressFn | None,
+    stage2: _Stage2,
+) -> tuple[list[Stage1Result], bool]:
+    """Stage 1 in ``workers`` processes, stage 2 in this one; return results, and whether
+    stage 2 overlapped stage 1.
+
+    Workers stream index entries and watermarks. Entries below every worker's watermark are
+    final in ``(window_start_ms, subsystem)`` order, so stage 2 takes them while stage 1
+    still runs. The watermark only covers subsystems a worker has seen: if a subsystem first
+    seen later brings an older window, the order would break, so that is checked, and stage
+    2 then starts over once stage 1 is done (same output, no overlap).
+    """
     policy_json = policy.model_dump_json().encode()
     total = _count_lines(path)
     if workers == 1:
@@ -410,25 +637,87 @@ def _run_stage1(
         result = _stage1(str(path), policy_json, 1, 0, tmpdir)
         if progress is not None:
             progress("ingest", total, total)
-        return [result]
+        for n, (start, subsystem, offset, length) in enumerate(result.index):
+            stage2.feed(start, subsystem, offset, length, 0)
+            if progress is not None and n % 1000 == 0:
+                progress("conflicts", n, len(result.index))
+        return [result], False
+    import heapq
     import multiprocessing
+    from multiprocessing.connection import Connection
+    from multiprocessing.connection import wait as wait_any
 
     ctx = multiprocessing.get_context("fork")
     counter = ctx.Value("q", 0, lock=False)
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(counter,)
-    ) as pool:
-        futures = [
-            pool.submit(_stage1, str(path), policy_json, workers, i, tmpdir) for i in range(workers)
-        ]
-        while not all(f.done() for f in futures):
+    conns, procs = [], []
+    for i in range(workers):
+        receiver, sender = ctx.Pipe(duplex=False)
+        proc = ctx.Process(
+            target=_stage1_process,
+            args=(sender, counter, str(path), policy_json, workers, i, tmpdir),
+            daemon=True,
+        )
+        proc.start()
+        sender.close()
+        conns.append(receiver)
+        procs.append(proc)
+    results: list[Stage1Result | None] = [None] * workers
+    marks: list[float] = [-math.inf] * workers  # each worker's watermark
+    pending: list[tuple[int, str, int, int, int]] = []  # heap of (start, subsystem, ..., k)
+    seen: list[tuple[int, str, int, int, int]] = []
+    overlapped = True
+    try:
+        live = list(conns)
+        while live or pending:
+            for conn in wait_any(live, timeout=0.1) if live else []:
+                assert isinstance(conn, Connection)
+                k = conns.index(conn)
+                try:
+                    kind, payload, watermark = conn.recv()
+                except EOFError:
+                    raise RuntimeError(f"backtest worker {k} died") from None
+                if kind == "error":
+                    raise RuntimeError(f"backtest worker {k} failed: {payload}")
+                if kind == "done":
+                    results[k] = payload
+                    marks[k] = math.inf
+                    live.remove(conn)
+                    continue
+                marks[k] = -math.inf if watermark is None else watermark
+                for start, subsystem, offset, length in payload:
+                    entry = (start, subsystem, offset, length, k)
+                    seen.append(entry)
+                    if overlapped:
+                        if stage2.last is not None and (start, subsystem) < stage2.last:
+                            overlapped = False  # an older window after newer ones: start over
+                        heapq.heappush(pending, entry)
+            if not overlapped:
+                pending.clear()
+                continue
+            low = min(marks)
+            budget = 2000  # then look at the pipes again
+            while pending and pending[0][0] < low and budget:
+                stage2.feed(*heapq.heappop(pending))
+                budget -= 1
             if progress is not None:
                 progress("ingest", min(int(counter.value), total), total)
-            time.sleep(0.1)
-        results = [f.result() for f in futures]
+                progress("conflicts", stage2.counts["windows"], max(len(seen), 1))
+    finally:
+        for proc in procs:
+            if proc.is_alive() and any(r is None for r in results):
+                proc.terminate()
+            proc.join()
+        for conn in conns:
+            conn.close()
+    if not overlapped:
+        stage2.reset()
+        for entry in sorted(seen):
+            stage2.feed(*entry)
     if progress is not None:
         progress("ingest", total, total)
-    return results
+    done = [r for r in results if r is not None]
+    assert len(done) == workers
+    return done, overlapped
 
 
 def run_backtest(
@@ -468,6 +757,24 @@ def _render(out: Path, baseline_dir: Path | None) -> None:
     render_report(out, baseline_dir=baseline_dir)
 
 
+@contextlib.contextmanager
+def _lean_gc() -> Iterator[None]:
+    """Rare garbage collections while replaying (forked workers inherit the setting).
+
+    The replay allocates millions of short-lived containers that reference counting frees;
+    with the default thresholds the cyclic collector ran ~500 times per 100k samples and
+    took ~10 % of stage 1, mostly re-scanning the imported modules (hence ``freeze``).
+    """
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 def _backtest_once(
     path: Path,
     policy: FleetPolicy,
@@ -476,55 +783,21 @@ def _backtest_once(
     workers: int,
     progress: ProgressFn | None,
 ) -> dict[str, Any]:
-    from app.core.engine import PredictionEngine  # scipy: only when a backtest runs
-
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    engine = PredictionEngine(policy)
-    counts = {"windows": 0, "rebalance": 0, "infeasible": 0}
-    subsystems: set[str] = set()
-    span = [0, 0]
-    anomaly_events: list[tuple[str, int]] = []
-    with tempfile.TemporaryDirectory(prefix="pso-backtest-") as tmpdir:
-        results = _run_stage1(path, policy, workers, tmpdir, progress)
-        merged = sorted((entry, k) for k, result in enumerate(results) for entry in result.index)
-        files = {name: (out / f"{name}.jsonl").open("wb") for name in FILES}
-        spools = [open(result.records, "rb") for result in results]  # noqa: SIM115
-
-        def write_stage2(events: list[OutputEvent]) -> None:
-            for event in events:
-                files[_event_file(event)].write(event.to_json() + b"\n")
-                if isinstance(event, RebalanceRecommended):
-                    counts["rebalance"] += 1
-                    counts["infeasible"] += not event.feasible
-
+    with _lean_gc(), tempfile.TemporaryDirectory(prefix="pso-backtest-") as tmpdir:
+        spools = [os.path.join(tmpdir, f"stage1-{k}.bin") for k in range(workers)]
+        stage2 = _Stage2(policy, out, spools)
         try:
-            for n, ((start, subsystem, offset, length), k) in enumerate(merged):
-                spools[k].seek(offset)
-                window, events, shares = pickle.loads(spools[k].read(length))
-                files["windows"].write(window + b"\n")
-                counts["windows"] += 1
-                subsystems.add(subsystem)
-                span[0] = start if n == 0 else min(span[0], start)
-                span[1] = max(span[1], start + policy.window.size_ms)
-                for name, blob in events:
-                    files[name].write(blob + b"\n")
-                    if name == "anomalies":
-                        anomaly_events.append((subsystem, orjson.loads(blob)["window_start_ms"]))
-                share: ResourceShare
-                for share in shares:
-                    write_stage2(engine.resource(share.resource).add(share))
-                if progress is not None and n % 1000 == 0:
-                    progress("conflicts", n, len(merged))
-            # End of input: judge windows still waiting for a contributor that never came.
-            write_stage2(engine.finish())
+            results, overlapped = _run_stages(path, policy, workers, tmpdir, progress, stage2)
+            stage2.finish()
             if progress is not None:
-                progress("conflicts", len(merged), len(merged))
+                total = stage2.counts["windows"]
+                progress("conflicts", total, total)
         finally:
-            for fh in files.values():
-                fh.close()
-            for spool in spools:
-                spool.close()
+            stage2.close()
+    engine, counts, subsystems, span = stage2.engine, stage2.counts, stage2.subsystems, stage2.span
+    anomaly_events = stage2.anomaly_events
     seconds = time.perf_counter() - started
     samples = sum(r.samples for r in results)
     errors = sorted(
@@ -572,6 +845,7 @@ def _backtest_once(
             "seconds": round(seconds, 3),
             "samples_per_s": round(samples / seconds, 1) if seconds > 0 else None,
             "workers": workers,
+            "stage2_overlapped": overlapped,
         },
     }
     (out / "metrics.json").write_bytes(

@@ -8,12 +8,22 @@ message, not per sample).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from app.codec import SourceRef, dead_letter, decode_message
+import orjson
+
+from app.codec import (
+    MAX_MESSAGE_BYTES,
+    SourceRef,
+    dead_letter,
+    fast_fields,
+    parse_envelope,
+    validate_sample,
+)
 from app.core.windows import WindowedLoad
-from app.events import DeadLetter, LoadWindow
+from app.events import DeadLetter, LoadWindow, TelemetrySample
 from app.settings import WindowConfig
 
 
@@ -49,30 +59,64 @@ class TelemetryIngest:
             )
         return state
 
-    def process(self, value: bytes | None, source: SourceRef) -> IngestResult:
-        decoded = decode_message(value, source)
-        result = IngestResult(dead=list(decoded.dead), items=decoded.items)
+    def process(
+        self, value: bytes | None, source: SourceRef, into: IngestResult | None = None
+    ) -> IngestResult:
+        """Window every valid sample of one message; dead-letter the rest.
+
+        Dead letters come in a fixed order: message- and sample-level rejects (in batch order)
+        first, then late samples. ``into`` accumulates into an existing result (a replay
+        loop reuses one instead of allocating one per message).
+        """
         raw = value or b""
-        for index, sample in decoded.samples:
-            state = self.windows_for(sample.subsystem)
-            outcome = state.add(sample.ts, sample.metrics, sample.resources)
-            result.touched.add(sample.subsystem)
+        result = IngestResult() if into is None else into
+        elements: Sequence[tuple[int | None, Any]]
+        try:  # the common case, one sample object: no envelope checks to make
+            doc = orjson.loads(raw) if raw[:1] == b"{" and len(raw) <= MAX_MESSAGE_BYTES else None
+        except orjson.JSONDecodeError:
+            doc = None
+        if type(doc) is dict:
+            result.items += 1
+            elements = ((None, doc),)
+        else:
+            items, elements = parse_envelope(raw, source, result.dead)
+            result.items += items
+        late: list[DeadLetter] | None = None
+        for index, element in elements:
+            fields = fast_fields(element)
+            if fields is not None:
+                subsystem, ts, metrics, resources = fields
+            else:
+                sample = validate_sample(element, raw, source, index, result.dead)
+                if sample is None:
+                    continue
+                subsystem, ts = sample.subsystem, sample.ts
+                metrics, resources = sample.metrics, sample.resources
+            state = self.windows.get(subsystem)
+            if state is None:
+                state = self.windows_for(subsystem)
+            outcome = state.add(ts, metrics, resources)
+            result.touched.add(subsystem)
             if outcome.accepted:
                 result.accepted += 1
-                result.windows.extend(outcome.closed)
+                if outcome.closed:
+                    result.windows.extend(outcome.closed)
             else:
-                result.dead.append(
+                late = late or []
+                late.append(
                     dead_letter(
                         source,
                         raw,
                         "late",
                         outcome.reason,
                         index=index,
-                        sample=sample.model_dump(mode="json"),
-                        subsystem=sample.subsystem,
-                        ts_ms=sample.ts,
+                        sample=TelemetrySample.model_validate(element).model_dump(mode="json"),
+                        subsystem=subsystem,
+                        ts_ms=ts,
                     )
                 )
+        if late:
+            result.dead.extend(late)
         return result
 
     def flush(self, subsystems: Iterable[str] | None = None) -> list[LoadWindow]:

@@ -95,6 +95,75 @@ def test_workers_one_and_two_write_identical_files(tmp_path: Path, policy: Fleet
     assert _metrics(tmp_path / "w1") == _metrics(tmp_path / "w2") == _metrics(tmp_path / "w3")
 
 
+def test_odd_lines_route_the_same_with_any_worker_count(
+    tmp_path: Path, policy: FleetPolicy
+) -> None:
+    # The workers skip each other's lines by their raw ``{"subsystem":"NAME"`` prefix: lines
+    # that look like that but are not plain must still reach the same owner in every case.
+    lines = (DATA / "input.jsonl").read_bytes().splitlines()[:240]
+    checkout = next(x for x in lines[120:] if x.startswith(b'{"subsystem":"checkout"'))
+    odd = [
+        lines[120] + b"\r",  # CRLF
+        b"",
+        b"   ",
+        b"  " + lines[121],  # leading blanks
+        b'{"subsystem":"search",' + checkout[1:],  # a second "subsystem" key: the last wins
+        checkout.replace(b'"checkout"', b'"check\\u006fut"'),  # an escaped name
+        b'{"subsystem":"\xff","ts":1795597200000}',  # not UTF-8: invalid JSON
+        b'{"subsystem":"newcomer","ts":1795604400000,"metrics":{"cpu":1}}',  # last seen here
+        b'{"subsystem":"search","ts":1795604400000,"metrics":{"cpu":-1},"resources":{"db-main":-2}}',
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\r\n".join([*lines[:120], *odd, *lines[122:]]) + b"\n")
+    metrics = [
+        run_backtest(source, policy, tmp_path / f"w{w}", workers=w, render=False) for w in (1, 2, 3)
+    ]
+    for name in FILES:
+        one = (tmp_path / "w1" / f"{name}.jsonl").read_bytes()
+        assert one == (tmp_path / "w2" / f"{name}.jsonl").read_bytes(), name
+        assert one == (tmp_path / "w3" / f"{name}.jsonl").read_bytes(), name
+    assert _metrics(tmp_path / "w1") == _metrics(tmp_path / "w2") == _metrics(tmp_path / "w3")
+    errors = [(e["line"], e["code"]) for e in metrics[0]["input"]["errors"]]
+    assert errors == [(127, "invalid_json"), (129, "invalid_sample")]
+    assert metrics[0]["input"]["subsystems"] == 4 and metrics[0]["input"]["samples"] == 240 + 5
+    windows = [orjson.loads(x) for x in (tmp_path / "w1" / "windows.jsonl").read_bytes().split()]
+    assert sum(w["samples"] for w in windows) == 240 + 5 - 2  # two rejected, none late
+
+
+def test_stage2_streams_while_stage1_runs(
+    tmp_path: Path, policy: FleetPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.backtest._BLOCK_BYTES", 4096)  # many blocks, many watermarks
+    m = run_backtest(DATA / "input.jsonl", policy, tmp_path, workers=2, render=False)
+    assert m["runtime"]["stage2_overlapped"] is True
+    for name in FILES:
+        assert (tmp_path / f"{name}.jsonl").read_bytes() == (
+            EXPECTED / f"{name}.jsonl"
+        ).read_bytes()
+    assert _metrics(tmp_path) == orjson.loads((EXPECTED / "metrics.json").read_bytes())
+
+
+def test_a_late_newcomer_with_old_windows_restarts_stage2(
+    tmp_path: Path, policy: FleetPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Watermarks only cover subsystems already seen: a subsystem that first shows up at the
+    # end with the oldest windows breaks the streamed order, so stage 2 must start over.
+    monkeypatch.setattr("app.backtest._BLOCK_BYTES", 4096)
+    lines = (DATA / "input.jsonl").read_bytes().splitlines()
+    late = [x.replace(b'"checkout"', b'"newcomer"') for x in lines[:90] if b'"checkout"' in x]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join([*lines, *late]) + b"\n")
+    one = run_backtest(source, policy, tmp_path / "w1", workers=1, render=False)
+    two = run_backtest(source, policy, tmp_path / "w2", workers=2, render=False)
+    assert two["runtime"]["stage2_overlapped"] is False
+    assert two["input"]["subsystems"] == 4
+    for name in FILES:
+        a = (tmp_path / "w1" / f"{name}.jsonl").read_bytes()
+        assert a == (tmp_path / "w2" / f"{name}.jsonl").read_bytes(), name
+    assert _metrics(tmp_path / "w1") == _metrics(tmp_path / "w2")
+    assert one["input"]["windows"] == two["input"]["windows"]
+
+
 def test_malformed_lines_are_reported_with_line_numbers(
     tmp_path: Path, policy: FleetPolicy
 ) -> None:

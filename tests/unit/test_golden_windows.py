@@ -51,3 +51,103 @@ def test_every_sample_lands_once() -> None:
     dead = sum(1 for e in expected if "dead" in e)
     # 15 samples in the file (lines, with batch elements counted one by one).
     assert windowed + dead == 15
+
+
+# ------------------------------------------------- batched folds == one sample at a time
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from app.core import windows as windows_module  # noqa: E402
+from app.core.windows import SeriesAggregate, WindowedLoad, window_start  # noqa: E402
+from app.events import LoadWindow, ms_to_iso  # noqa: E402
+
+
+class OneByOne:
+    """The reference: every sample folded into `SeriesAggregate.add` as it arrives."""
+
+    def __init__(self, size_ms: int, lateness_ms: int) -> None:
+        self.size_ms, self.lateness_ms = size_ms, lateness_ms
+        self.max_ts: int | None = None
+        self.closed_until: int | None = None
+        self.open: dict[int, list] = {}  # start -> [samples, metrics aggs, resources aggs]
+
+    def add(self, ts: int, metrics: dict, resources: dict) -> tuple[bool, list[LoadWindow]]:
+        start = window_start(ts, self.size_ms)
+        if self.closed_until is not None and start + self.size_ms <= self.closed_until:
+            return False, []
+        window = self.open.setdefault(start, [0, {}, {}])
+        window[0] += 1
+        for aggs, values in ((window[1], metrics), (window[2], resources)):
+            for name, value in values.items():
+                aggs.setdefault(name, SeriesAggregate()).add(value, ts)
+        if self.max_ts is not None and ts <= self.max_ts:
+            return True, []
+        self.max_ts = ts
+        watermark = ts - self.lateness_ms
+        if self.closed_until is None or watermark > self.closed_until:
+            self.closed_until = window_start(watermark, self.size_ms)
+        ready = sorted(s for s in self.open if s + self.size_ms <= self.closed_until)
+        return True, [self.close(s) for s in ready]
+
+    def close(self, start: int) -> LoadWindow:
+        samples, metrics, resources = self.open.pop(start)
+        end = start + self.size_ms
+        return LoadWindow(
+            event_id=f"load:api:{start}",
+            subsystem="api",
+            window_start_ms=start,
+            window_end_ms=end,
+            window_start=ms_to_iso(start),
+            window_end=ms_to_iso(end),
+            samples=samples,
+            metrics={k: metrics[k].result() for k in sorted(metrics)},
+            resources={k: resources[k].result() for k in sorted(resources)},
+        )
+
+    def state(self) -> list:
+        return [
+            [s, n, {k: a.to_state() for k, a in m.items()}, {k: a.to_state() for k, a in r.items()}]
+            for s, (n, m, r) in sorted(self.open.items())
+        ]
+
+
+values = st.sampled_from([0.0, -0.0, 0.0, -0.0, 1.0, -1.0, 2.5, 1e300, 1e-300, 0.1, 0.2, 0.3])
+samples = st.lists(
+    st.tuples(
+        st.integers(-150, 400),  # seconds around a moving base: out of order, ties, late
+        st.dictionaries(st.sampled_from(["cpu", "rps", "q"]), values, max_size=3),
+        st.dictionaries(st.sampled_from(["db", "gpu"]), values.map(abs), max_size=2),
+        st.booleans(),  # persist (to_state / from_state) after this sample
+    ),
+    max_size=300,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(samples, st.integers(0, 3), st.sampled_from([1, 2, 5, 64]))
+def test_windowing_equals_folding_one_sample_at_a_time(
+    stream: list, lateness_windows: int, fold_every: int
+) -> None:
+    size = 60_000
+    ref = OneByOne(size, lateness_windows * size)
+    got = WindowedLoad("api", size, lateness_windows * size)
+    saved = windows_module.FOLD_EVERY
+    windows_module.FOLD_EVERY = fold_every  # exercise folds across many row batches
+    try:
+        base = 1_795_586_400_000
+        for i, (offset, metrics, resources, persist) in enumerate(stream):
+            ts = base + i * 1_500 + offset * 1_000
+            accepted, closed = ref.add(ts, metrics, resources)
+            outcome = got.add(ts, metrics, resources)
+            assert outcome.accepted == accepted
+            assert [w.to_json() for w in outcome.closed] == [w.to_json() for w in closed]
+            if persist:
+                state = got.to_state()
+                opened = [[w["start"], w["n"], w["m"], w["r"]] for w in state["open"]]
+                assert orjson.dumps(opened) == orjson.dumps(ref.state())
+                got = WindowedLoad.from_state("api", orjson.loads(orjson.dumps(state)))
+        flushed = got.flush()
+        assert [w.to_json() for w in flushed] == [ref.close(s).to_json() for s in sorted(ref.open)]
+    finally:
+        windows_module.FOLD_EVERY = saved
