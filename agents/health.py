@@ -60,8 +60,9 @@ def refresh(app: faust.App, health: WorkerHealth) -> HealthSnapshot:
     """Read the consumer's cached high-water marks (no broker round trip) and snapshot."""
     consumer = app.consumer
     assigned = consumer.assignment()
+    owned = {(tp.topic, tp.partition) for tp in assigned}
     for topic, partition in list(health.position):
-        if not any(tp.topic == topic and tp.partition == partition for tp in assigned):
+        if (topic, partition) not in owned:
             health.forget_partition(topic, partition)
     for tp in assigned:
         try:

@@ -443,6 +443,7 @@ class ResourcePredictor:
     def __init__(self, resource: str, config: EngineConfig, policy: FleetPolicy) -> None:
         self.resource = resource
         self.config = config
+        self.base_policy = policy  # pso.yaml; `policy` is it with the runtime record applied
         self.policy = policy
         declared = frozenset(name for name, sub in policy.subsystems.items() if resource in sub.min)
         self.join: ResourceJoin[ResourceShare] = ResourceJoin(declared=declared)
@@ -463,9 +464,7 @@ class ResourcePredictor:
 
         Each record replaces the previous one; an empty record reverts to ``pso.yaml``.
         """
-        base = getattr(self, "base_policy", self.policy)
-        self.base_policy = base
-        self.policy = overlay(base, update)
+        self.policy = overlay(self.base_policy, update)
         configured = self.policy.resources.get(self.resource)
         self.capacity = configured.capacity if configured else None
 
