@@ -79,7 +79,6 @@ _PROFILE, _HOLT, _AR = 0, 1, 2
 _N = len(CANDIDATES)  # the combined forecast is stored as row _N of the ring
 MAX_ABS = 1e100
 _TINY = 1e-300
-_ONES_N: FloatArray = np.ones(_N)
 # The reductions ``ndarray.sum``/``min`` run, without their Python-level wrapper.
 _SUM = np.add.reduce
 _MIN = np.minimum.reduce
@@ -444,7 +443,9 @@ class SeriesForecaster:
         self._origin[slot] = n
         if not self._mature or self.n_learned % _REWEIGHT_EVERY == 1:
             self._update_weights()
-        np.dot(_ONES_N, cands * self._weights, out=point)  # column sums
+        weighted = cands * self._weights  # column sums, element-wise (no BLAS: see residual)
+        np.add(weighted[0], weighted[1], out=point)
+        point += weighted[2]
         self._conformal.half_widths_into(self._mae_comb, half)
         if self._warming:
             if int(self._scored.min()) >= self.warmup_residuals:

@@ -9,6 +9,10 @@ breaches capacity in 2 episodes, the first predicted 35 min ahead (recall 0.5, p
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -46,6 +50,26 @@ def test_golden_event_files_match_expected(golden_run: Path) -> None:
     for name in FILES:
         got = (golden_run / f"{name}.jsonl").read_bytes()
         assert got == (EXPECTED / f"{name}.jsonl").read_bytes(), name
+
+
+# OpenBLAS picks its kernels by processor; the engine must not depend on them (no BLAS or
+# LAPACK on its path), or live workers and backtests on different machines would disagree.
+_CORES = ["Prescott", "Sandybridge"] if platform.machine() in ("x86_64", "AMD64") else [""]
+
+
+@pytest.mark.parametrize("core", _CORES)
+def test_golden_events_do_not_depend_on_the_blas_kernel(tmp_path: Path, core: str) -> None:
+    code = (
+        "import sys; from pathlib import Path; from app.backtest import run_backtest; "
+        "from app.settings import load_policy; d = Path(sys.argv[1]); "
+        "run_backtest(d / 'input.jsonl', load_policy(d / 'pso.yaml'), Path(sys.argv[2]), "
+        "workers=1, render=False)"
+    )
+    env = {**os.environ, "OPENBLAS_CORETYPE": core}
+    subprocess.run([sys.executable, "-c", code, str(DATA), str(tmp_path)], env=env, check=True)
+    for name in ("forecasts", "conflicts", "rebalance", "accuracy"):
+        got = (tmp_path / f"{name}.jsonl").read_bytes()
+        assert got == (EXPECTED / f"{name}.jsonl").read_bytes(), (core, name)
 
 
 def test_golden_metrics_match_expected(golden_run: Path) -> None:

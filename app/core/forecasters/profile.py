@@ -9,8 +9,6 @@ import numpy as np
 
 from app.core.forecasters.phase import DAY_MS, FloatArray, SeasonalGrid, log_keep
 
-_ONES4: FloatArray = np.ones(4)
-
 
 class SeasonalProfile:
     """Level + time-of-day + time-of-week profile, each knot an exponentially weighted average.
@@ -113,7 +111,10 @@ class SeasonalProfile:
             vals = self._vals = np.empty(idx.shape)
         self._view.take(idx, out=vals, mode="wrap")
         vals *= wt
-        np.dot(vals, _ONES4, out=out)  # row sums; a dot is cheaper than a reduce here
+        # Row sums, element-wise (BLAS kernels round differently from one processor to another).
+        np.add(vals[:, 0], vals[:, 1], out=out)
+        out += vals[:, 2]
+        out += vals[:, 3]
         out += self.level
 
     def forecast(self, n_first: int, count: int) -> FloatArray:

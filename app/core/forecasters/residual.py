@@ -10,9 +10,7 @@ from app.core.forecasters.phase import FloatArray, IntArray
 N_FEATURES = 3
 _N_PAIRS = N_FEATURES * (N_FEATURES + 1) // 2
 # Upper-triangle storage order (00, 01, 02, 11, 12, 22) -> full 3x3, row-major; and diagonal.
-_SYM = np.array([0, 1, 2, 1, 3, 4, 2, 4, 5])
 _DIAG = np.array([0, 3, 5])
-_EYE = np.eye(N_FEATURES)
 
 
 class ResidualRegression:
@@ -148,17 +146,31 @@ class ResidualRegression:
             self._solve()
 
     def _solve(self) -> None:
-        h = self.horizon
+        """Solve every horizon's 3x3 ridge system at once, by its adjugate (Cramer's rule).
+
+        Plain element-wise arithmetic, not LAPACK: BLAS kernels differ between processors
+        (AVX2, AVX-512...) in the last bits, and the same windows must give the same event
+        bytes on every machine, live or replayed.
+        """
         sxx = self.sxx
-        xtx = sxx.take(_SYM, axis=0).T.reshape(h, N_FEATURES, N_FEATURES)
+        a, b, c, d, e, f = sxx  # X'X per horizon: rows 00, 01, 02, 11, 12, 22
         lam = sxx.take(_DIAG, axis=0).sum(axis=0)  # trace of each X'X
         lam *= self.ridge / N_FEATURES
         lam += 1e-300
-        xtx += lam[:, None, None] * _EYE
-        try:
-            coef = np.linalg.solve(xtx, self._sums[:N_FEATURES].T[:, :, None])[:, :, 0].T
-        except np.linalg.LinAlgError:
-            return
+        r0, r1, r2 = self._sums[:N_FEATURES]
+        # Overflowing or singular systems give non-finite coefficients, which are skipped.
+        with np.errstate(all="ignore"):
+            a, d, f = a + lam, d + lam, f + lam
+            c00, c01, c02 = d * f - e * e, c * e - b * f, b * e - c * d
+            c11, c12, c22 = a * f - c * c, b * c - a * e, a * d - b * b
+            det = a * c00 + b * c01 + c * c02
+            coef = np.array(
+                [
+                    (c00 * r0 + c01 * r1 + c02 * r2) / det,
+                    (c01 * r0 + c11 * r1 + c12 * r2) / det,
+                    (c02 * r0 + c12 * r1 + c22 * r2) / det,
+                ]
+            )
         if np.isfinite(coef).all():
             self.coef = np.clip(coef, -self.max_coef, self.max_coef)
 
@@ -180,7 +192,11 @@ class ResidualRegression:
 
     def forecast_into(self, out: FloatArray) -> None:
         """Write the predicted residual for horizons 1..``horizon`` into ``out``."""
-        np.dot(self.features, self.coef, out=out)
+        f0, f1, f2 = self.features  # element-wise, not BLAS: see `_solve`
+        coef = self.coef
+        np.multiply(coef[0], f0, out=out)
+        out += coef[1] * f1
+        out += coef[2] * f2
 
     def forecast(self) -> FloatArray:
         """Predicted residual for horizons 1..``horizon`` from the current features."""
