@@ -61,6 +61,7 @@ def build_app(settings: Settings, bootstrap: str, **overrides: Any) -> faust.App
             settings.heartbeat_interval_s, settings.session_timeout_s / 3
         ),
         "producer_linger_ms": 5,
+        "broker_commit_interval": settings.commit_interval_s,
     }
     options.update(overrides)
     app = PsoApp(settings.app_id, **options)  # exactly-once fixes: agents/faust_fixes.py

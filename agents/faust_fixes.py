@@ -163,15 +163,19 @@ class PsoApp(faust.App):
         return PsoTransport(self.conf.broker_consumer, self)
 
 
-async def put(table: Any, key: Any, value: Any) -> None:
+async def put(table: Any, key: Any, value: Any, keep: Any = None) -> None:
     """``table[key] = value`` with the changelog record produced now, in this event's
     transaction (Faust's ``__setitem__`` defers it to a buffer an exactly-once commit does
-    not flush). Call it from an agent, for the partition of the event being processed."""
+    not flush). Call it from an agent, for the partition of the event being processed.
+
+    ``keep``: what the local store holds instead of ``value`` (the changelog still gets
+    ``value``, and recovery restores ``value``): a memory-store caller that keeps the live
+    object itself need not hold its serialised copy too."""
     event = current_event()
     if event is None:
         raise RuntimeError("table writes belong to an agent processing an event")
     table._verify_source_topic_partitions(event.message.topic)  # as __setitem__ does
-    table.data[key] = value
+    table.data[key] = value if keep is None else keep
     owners = getattr(table.data, "_key_partition", None)
     if owners is not None:
         # The memory store drops keys of partitions no longer assigned after a rebalance, but

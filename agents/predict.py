@@ -7,10 +7,10 @@ topic ``{app_id}-resource-shares``, keyed by resource. Stage 2
 (``{app_id}-predict-resources``) reads the shares, runs `ResourcePredictor` and publishes
 conflicts, rebalance plans and accuracy reports.
 
-Model state lives in changelog-backed tables as sealed snapshots (pickle + HMAC-SHA256 under
-``PSO_SNAPSHOT_KEY``): a changelog anyone can write to is refused unless the MAC verifies.
-The live object is cached next to the bytes it was restored from, so a snapshot is only
-unsealed after recovery or a rebalance.
+Model state lives in changelog-backed tables as sealed checkpoints (pickle + HMAC-SHA256 under
+``PSO_SNAPSHOT_KEY``), written every ``PSO_CHECKPOINT_EVERY`` windows; after a restart or a
+rebalance a predictor is rebuilt from its checkpoint plus its input records since then
+(`agents.checkpoints`). A changelog anyone can write to is refused unless the MAC verifies.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 import faust
 import orjson
 
+from agents.checkpoints import CheckpointedStates, TopicRangeReader
 from agents.faust_fixes import put
 from agents.policy import register_policy
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
-from app.core.snapshot import SnapshotRejected, seal, unseal
 from app.events import (
     AccuracyReport,
     AnomalyDetected,
@@ -41,49 +41,9 @@ from app.events import (
     SaturationPredicted,
 )
 from app.settings import Settings
-from app.topics import EVENT_TIME_TOPIC_CONFIG
+from app.topics import event_time_topic_config
 
 log = logging.getLogger("pso.predict")
-
-
-class SealedStates:
-    """name -> live predictor, persisted as sealed snapshots in a Faust table."""
-
-    def __init__(self, table: Any, key: bytes, make: Any) -> None:
-        self.table = table
-        self.key = key
-        self.make = make
-        self._live: dict[str, tuple[Any, bytes]] = {}
-
-    def get(self, name: str) -> Any:
-        stored = self.table.get(name)
-        live = self._live.get(name)
-        if live is not None and stored is not None and live[1] is stored:
-            return live[0]
-        if stored is None:
-            obj = self.make(name)
-        else:
-            try:
-                obj = unseal(stored, self.key)
-            except SnapshotRejected:
-                log.error("snapshot of %s failed authentication: starting fresh", name)
-                obj = self.make(name)
-        self._live[name] = (obj, stored or b"")
-        return obj
-
-    def live_items(self) -> list[tuple[str, Any]]:
-        """Predictors this worker holds in memory (its partitions, recently used)."""
-        return [
-            (name, live[0])
-            for name, live in sorted(self._live.items())
-            if self.table.get(name) is live[1]  # still ours: not revoked by a rebalance
-        ]
-
-    async def save(self, name: str, obj: Any) -> None:
-        """Persist last, after the event's outputs: see `agents.faust_fixes`."""
-        blob = seal(obj, self.key)
-        await put(self.table, name, blob)
-        self._live[name] = (obj, blob)
 
 
 def topic_for(event: OutputEvent, settings: Settings) -> tuple[str, str]:
@@ -104,6 +64,40 @@ def topic_for(event: OutputEvent, settings: Settings) -> tuple[str, str]:
     raise TypeError(f"no topic for {type(event).__name__}")
 
 
+ResourceRecord = ResourceShare | ResourcePolicy | ContributorsDeparted
+
+
+def decode_resource_record(value: bytes) -> ResourceRecord:
+    """One record of ``{app_id}-resource-shares``: a share, a policy or a departure."""
+    doc = orjson.loads(value)
+    kind = doc.get("type")
+    if kind == "resource_policy":
+        return ResourcePolicy.model_validate(doc)
+    if kind == "contributors_departed":
+        return ContributorsDeparted.model_validate(doc)
+    return ResourceShare.model_validate(doc)
+
+
+def apply_resource_record(
+    predictor: ResourcePredictor, record: ResourceRecord
+) -> tuple[list[OutputEvent], int]:
+    """Stage 2 on one record: (events, their record timestamp in ms). Live and rebuild alike."""
+    if isinstance(record, ResourcePolicy):
+        predictor.apply_policy(record)
+        return [], 0
+    if isinstance(record, ContributorsDeparted):
+        pending = predictor.join.pending
+        oldest_ms = min(pending) * predictor.config.step_ms if pending else None
+        if oldest_ms != record.waiting_window_start_ms:
+            return [], 0  # stale: that window was judged meanwhile
+        return predictor.depart(record.subsystems), record.waiting_window_start_ms
+    return predictor.add(record), record.window_start_ms + record.step_s * 1000
+
+
+def _bootstrap(app: faust.App) -> str:
+    return ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
+
+
 def register_predict(app: faust.App, settings: Settings) -> None:
     """Declare the two prediction stages, their tables and topics on ``app``."""
     policy = settings.policy()
@@ -115,7 +109,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         f"{settings.app_id}-resource-shares",
         partitions=partitions,
         internal=True,
-        config=EVENT_TIME_TOPIC_CONFIG,
+        config=event_time_topic_config(settings.topic_policy),
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -124,7 +118,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         for name in settings.topics.all()
     }
     # Bumped when the sealed state's shape changes: old snapshots are never restored.
-    version = f"v2-{config.step_ms // 1000}s-h{config.horizon}"
+    version = f"v3-{config.step_ms // 1000}s-h{config.horizon}"
     subsystem_table = app.Table(
         f"subsystem-models-{version}",
         default=None,
@@ -144,10 +138,49 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         sub = policy.subsystems.get(name)
         return SubsystemPredictor(name, config, sub.limits if sub else {})
 
-    subsystems = SealedStates(subsystem_table, key, make_subsystem)
-    resources = SealedStates(
-        resource_table, key, lambda name: ResourcePredictor(name, config, policy)
+    bootstrap = _bootstrap(app)
+    load_reader = TopicRangeReader(settings, bootstrap, settings.topics.load)
+    shares_reader = TopicRangeReader(settings, bootstrap, shares_topic.get_topic_name())
+    keep_blobs = not settings.store.startswith("memory")  # other stores persist what they hold
+    every = settings.checkpoint_every
+
+    def replay_window(predictor: SubsystemPredictor, value: bytes) -> None:
+        predictor.process(LoadWindow.model_validate(orjson.loads(value)))
+
+    def replay_resource(predictor: ResourcePredictor, value: bytes) -> None:
+        apply_resource_record(predictor, decode_resource_record(value))
+
+    def writer(table: Any) -> Any:
+        async def write(name: str, blob: bytes, keep: Any) -> None:
+            await put(table, name, blob, keep=keep)
+
+        return write
+
+    subsystems = CheckpointedStates(
+        subsystem_table,
+        writer(subsystem_table),
+        key,
+        make_subsystem,
+        load_reader,
+        replay_window,
+        every=every,
+        progress=lambda p: p.windows,
+        max_updates=every,
+        keep_blobs=keep_blobs,
     )
+    resources = CheckpointedStates(
+        resource_table,
+        writer(resource_table),
+        key,
+        lambda name: ResourcePredictor(name, config, policy),
+        shares_reader,
+        replay_resource,
+        every=every,
+        progress=lambda p: p.windows,
+        max_updates=every * 1000,
+        keep_blobs=keep_blobs,
+    )
+    setattr(app, "pso_states", (subsystems, resources))  # noqa: B010  # health and tests read it
 
     async def publish(events: list[OutputEvent], timestamp_ms: int) -> None:
         for event in events:
@@ -158,13 +191,14 @@ def register_predict(app: faust.App, settings: Settings) -> None:
 
     @app.agent(load_topic, name=f"{settings.app_id}-predict-subsystems")
     async def predict_subsystems(stream: Any) -> None:
-        async for value in stream:
+        async for event in stream.events():
+            message = event.message
             try:
-                window = LoadWindow.model_validate(orjson.loads(value))
+                window = LoadWindow.model_validate(orjson.loads(event.value))
             except ValueError:  # PSO writes this topic; anything else there is noise
                 log.warning("skipping a pso.load record that is not a LoadWindow")
                 continue
-            predictor = subsystems.get(window.subsystem)
+            predictor = await subsystems.get(window.subsystem, message.partition, message.offset)
             out = predictor.process(window)
             await publish(out.events, window.window_end_ms)
             for share in out.shares:
@@ -173,7 +207,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
                     value=share.to_json(),
                     timestamp=window.window_end_ms / 1000,
                 )
-            await subsystems.save(window.subsystem, predictor)
+            await subsystems.updated(window.subsystem, predictor, message.offset)
 
     # Liveness decisions found by the timer, sent from inside the agent (a transactional
     # producer only sends within an event's transaction).
@@ -181,32 +215,26 @@ def register_predict(app: faust.App, settings: Settings) -> None:
 
     @app.agent(shares_topic, name=f"{settings.app_id}-predict-resources")
     async def predict_resources(stream: Any) -> None:
-        async for value in stream:
+        async for event in stream.events():
+            message = event.message
             for name in sorted(due):
                 await shares_topic.send(key=name.encode(), value=due.pop(name).to_json())
-            doc = orjson.loads(value)
-            if doc.get("type") == "resource_policy":
-                update = ResourcePolicy.model_validate(doc)
-                predictor = resources.get(update.resource)
-                predictor.apply_policy(update)
-                await resources.save(update.resource, predictor)
-                continue
-            if doc.get("type") == "contributors_departed":
-                departed = ContributorsDeparted.model_validate(doc)
-                predictor = resources.get(departed.resource)
-                pending = predictor.join.pending
-                oldest_ms = min(pending) * config.step_ms if pending else None
-                if oldest_ms != departed.waiting_window_start_ms:
-                    continue  # stale: that window was judged meanwhile
-                events = predictor.depart(departed.subsystems)
-                await publish(events, departed.waiting_window_start_ms)
-                await resources.save(departed.resource, predictor)
-                continue
-            share = ResourceShare.model_validate(doc)
-            predictor = resources.get(share.resource)
-            events = predictor.add(share)
-            await publish(events, share.window_start_ms + share.step_s * 1000)
-            await resources.save(share.resource, predictor)
+            record = decode_resource_record(event.value)
+            predictor = await resources.get(record.resource, message.partition, message.offset)
+            events, timestamp_ms = apply_resource_record(predictor, record)
+            await publish(events, timestamp_ms)
+            await resources.updated(record.resource, predictor, message.offset)
+
+    @app.timer(120.0)
+    async def forget_replayed_ranges() -> None:
+        """Rebuilds happen right after a restart or rebalance: drop their read-ahead."""
+        load_reader.forget()
+        shares_reader.forget()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types it positional-only
+    async def stop_readers(sender: Any, **kwargs: Any) -> None:
+        await load_reader.stop()
+        await shares_reader.stop()
 
     register_policy(app, settings, shares_topic, outputs[settings.topics.deadletter])
 

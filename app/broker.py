@@ -167,8 +167,11 @@ def render_server_properties(
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "auto.create.topics.enable": "false",
-        # PSO stamps records with event time, which a replay may put in the future.
+        # PSO stamps records with event time, which a replay may put in the future, or far
+        # in the past: time retention would delete replayed data at once (see TopicPolicy).
         "log.message.timestamp.after.max.ms": str(2**63 - 1),
+        "log.retention.ms": "-1",
+        "log.retention.bytes": str(1 << 30),
     }
     for key, value in (extra or {}).items():
         props[key] = str(value)

@@ -128,7 +128,16 @@ class TopicPolicy(_Strict):
 
     partitions: int = Field(default=4, ge=1, le=10_000)
     replication: int = Field(default=1, ge=1, le=16)
-    retention_ms: int = Field(default=7 * 86_400_000, ge=-1)
+    # Record timestamps are event time, and Kafka's time retention reads them: replayed or
+    # back-filled telemetry older than ``retention_ms`` would be deleted minutes after it was
+    # written, before a worker read it (or re-read it to rebuild state). So PSO's topics
+    # expire by size unless told otherwise.
+    retention_ms: int = Field(
+        default=-1, ge=-1, description="time retention (-1: none; see the README before setting)"
+    )
+    retention_bytes: int = Field(
+        default=1 << 30, ge=-1, description="size retention per partition (-1: none)"
+    )
 
 
 class PredictionConfig(_Strict):
@@ -201,6 +210,19 @@ class Settings(BaseSettings):
         default=30.0,
         gt=0,
         description="wall-clock wait for a silent contributor before judging a resource without it",
+    )
+    checkpoint_every: int = Field(
+        default=30,
+        ge=1,
+        le=100_000,
+        description="seal a predictor's state every N windows; a restart replays at most N",
+    )
+    commit_interval_s: float = Field(
+        default=0.1,
+        gt=0,
+        le=60,
+        description="how often a worker commits (ends its transactions): under exactly-once, "
+        "outputs become visible to read_committed consumers only then",
     )
     health_interval_s: float = Field(
         default=60.0, gt=0, description="how often a worker logs its health line"

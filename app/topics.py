@@ -1,7 +1,8 @@
 """`pso topics create`: make PSO's topics, idempotently, with the configured policy.
 
-Input and event topics are partitioned by key (subsystem or resource) and expire by
-retention; ``pso.capacity`` is compacted (the latest capacity per resource is what matters).
+Input and event topics are partitioned by key (subsystem or resource) and expire by size
+(see `event_time_topic_config`); ``pso.capacity`` is compacted (the latest capacity per
+resource is what matters).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from app.kafka_io import BrokerUnreachable, client_kwargs
-from app.settings import Settings
+from app.settings import Settings, TopicPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,16 +31,27 @@ class TopicSpec:
 EVENT_TIME_TOPIC_CONFIG = {"message.timestamp.after.max.ms": str(2**63 - 1)}
 
 
+def event_time_topic_config(policy: TopicPolicy) -> dict[str, str]:
+    """Config of a topic whose record timestamps are event time: future stamps allowed, and
+    retention as configured (by size by default: time retention would measure event time)."""
+    return {
+        **EVENT_TIME_TOPIC_CONFIG,
+        "cleanup.policy": "delete",
+        "retention.ms": str(policy.retention_ms),
+        "retention.bytes": str(policy.retention_bytes),
+    }
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The topics PSO needs, with partitions, replication, retention and compaction."""
     policy = settings.topic_policy
-    retention = {"retention.ms": str(policy.retention_ms), "cleanup.policy": "delete"}
     specs = []
     for name in settings.topics.all():
         config = (
-            {"cleanup.policy": "compact"} if name == settings.topics.capacity else dict(retention)
+            {**EVENT_TIME_TOPIC_CONFIG, "cleanup.policy": "compact"}
+            if name == settings.topics.capacity
+            else event_time_topic_config(policy)
         )
-        config.update(EVENT_TIME_TOPIC_CONFIG)
         specs.append(TopicSpec(name, policy.partitions, policy.replication, config))
     return specs
 

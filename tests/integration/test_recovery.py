@@ -62,6 +62,7 @@ def test_sigkill_mid_stream_then_restart_with_empty_data_dir(
     pso_env: PsoEnv, tmp_path: Path
 ) -> None:
     messages, expected = _configure(pso_env, tmp_path)
+    pso_env.worker_env["PSO_CHECKPOINT_EVERY"] = "7"
     half, tail = len(messages) // 2, len(messages) * 8 // 10
     enough = len(expected) // 4  # committed events before the kill: half the file yields more
     first = pso_env.start_worker()
@@ -86,6 +87,9 @@ def test_sigkill_mid_stream_then_restart_with_empty_data_dir(
         read_outputs(pso_env, until=lambda ids: len(ids) >= len(expected), timeout_s=90)
     )
     assert_same_events(expected, records)
+    # The models were checkpointed every 7 windows, so the restarted worker rebuilt them from a
+    # checkpoint plus the windows after it (`agents.checkpoints`), not from a per-window save.
+    assert b"rebuilt from its checkpoint and" in pso_env.log_path(1).read_bytes()
     _kill_all(pso_env)
 
 

@@ -88,12 +88,19 @@ def test_server_properties_are_a_single_node_kraft_broker(tmp_path: Path) -> Non
 
 
 def test_extra_properties_replace_in_place_and_append_new(tmp_path: Path) -> None:
-    extra = {"num.partitions": "3", "log.retention.ms": "60000"}
+    extra = {"num.partitions": "3", "log.segment.bytes": "60000"}
     text = render_server_properties(1, 2, tmp_path, extra)
     props = parse_props(text)  # asserts every key appears once
     assert props["num.partitions"] == "3"
-    assert props["log.retention.ms"] == "60000"
-    assert list(props)[-1] == "log.retention.ms"
+    assert props["log.segment.bytes"] == "60000"
+    assert list(props)[-1] == "log.segment.bytes"
+
+
+def test_no_time_retention_by_default(tmp_path: Path) -> None:
+    # Records carry event time: replayed data from last month must not expire on arrival.
+    props = parse_props(render_server_properties(1, 2, tmp_path))
+    assert props["log.retention.ms"] == "-1"
+    assert int(props["log.retention.bytes"]) >= 1 << 30
 
 
 def test_rendering_is_deterministic(tmp_path: Path) -> None:

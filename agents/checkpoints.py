@@ -1,0 +1,248 @@
+"""Model state on Faust: sealed checkpoints every few updates, rebuilt from the input topic.
+
+Sealing a subsystem's predictor (pickle + HMAC, ~250 KB for 5 series) on every window, and a
+resource's predictor (pending shares included) on every share, made the changelogs carry
+~30x the telemetry's bytes and cost most of a worker's CPU. So a predictor is sealed into its
+table only every ``every`` updates (and on its first), together with the input offset it is
+good up to. When a worker holds a table entry it has no live object for — after a restart
+or a rebalance — it unseals the checkpoint and replays, from the input topic itself, that
+key's records between the checkpoint and the record now being processed. Their events were
+already published (they sit below the committed offset), so the replay only rebuilds state;
+replayed records go through the very same code as live ones, so the rebuilt state equals
+the state the lost worker had.
+
+The memory store keeps a few bytes per key instead of the sealed blob (the changelog keeps
+the blob, and recovery restores it from there): a second, pickled copy of every model would
+double a worker's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
+
+from app.core.snapshot import SnapshotRejected, seal, unseal
+from app.kafka_io import client_kwargs
+from app.settings import Settings
+
+log = logging.getLogger("pso.checkpoints")
+
+#: (offset, key, value) of one record of the input topic
+Record = tuple[int, bytes | None, bytes | None]
+#: apply one replayed record's value to a live object (its events are dropped)
+ReplayFn = Callable[[Any, bytes], None]
+#: write(name, sealed blob, what the local store keeps): the table write, changelog included
+WriteFn = Callable[[str, bytes, Any], Awaitable[None]]
+
+
+class ReplayStalled(RuntimeError):
+    """The input topic did not deliver the records a rebuild needs in time."""
+
+
+class TopicRangeReader:
+    """Reads offsets ``[start, end)`` of one partition of a topic, committed records only.
+
+    One consumer (no group: it never commits) is started on first use and reused. The last
+    range read per partition is kept, because every key of that partition rebuilds from about
+    the same checkpoint offset right after a restart; it is dropped by `forget`.
+    """
+
+    def __init__(self, settings: Settings, bootstrap: str, topic: str, timeout_s: float = 60.0):
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._cache: dict[int, tuple[int, int, list[Record]]] = {}
+        self.records_read = 0
+        self.gaps = 0  # ranges found (partly) deleted
+
+    async def read(self, partition: int, start: int, end: int) -> list[Record]:
+        """Records of ``partition`` with ``start <= offset < end``, in offset order."""
+        if end <= start:
+            return []
+        async with self._lock:
+            cached = self._cache.get(partition)
+            if cached is None or not cached[0] <= start <= cached[1]:
+                cached = (start, start, [])
+            lo, hi, records = cached
+            if end > hi:
+                records = records + await self._fetch(partition, hi, end)
+                hi = end
+            self._cache[partition] = (lo, hi, records)
+        return [r for r in records if start <= r[0] < end]
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+            self._consumer = None
+
+    async def _fetch(self, partition: int, start: int, end: int) -> list[Record]:
+        consumer = await self._started()
+        tp = TopicPartition(self.topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        out: list[Record] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        # Offsets of transaction markers and aborted records are skipped: the position, not
+        # the last record, says when ``end`` is reached.
+        while await consumer.position(tp) < end:
+            if loop.time() > deadline:
+                raise ReplayStalled(
+                    f"{self.topic}[{partition}]: offsets {start}..{end} not readable "
+                    f"within {self.timeout_s:.0f} s"
+                )
+            try:
+                batch = await consumer.getmany(tp, timeout_ms=200, max_records=10_000)
+            except OffsetOutOfRangeError:
+                first = (await consumer.beginning_offsets([tp]))[tp]
+                log.error(
+                    "%s[%d]: offsets %d..%d were deleted (retention) before a rebuild needed "
+                    "them: state rebuilt from offset %d on, with a gap",
+                    self.topic, partition, start, first, first,
+                )
+                self.gaps += 1
+                consumer.seek(tp, max(first, start + 1))
+                continue
+            for record in batch.get(tp, []):
+                if record.offset < end:
+                    out.append((record.offset, record.key, record.value))
+        self.records_read += len(out)
+        return out
+
+    async def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                **client_kwargs(self.settings, self.bootstrap),
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+                auto_offset_reset="none",  # a deleted range is reported, not skipped
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+
+@dataclass(slots=True)
+class _Live:
+    obj: Any
+    token: Any  # what the table holds for this key while ``obj`` is current
+    updates: int  # updates since the last checkpoint
+    progress: int  # ``progress(obj)`` at the last checkpoint
+
+
+class CheckpointedStates:
+    """name -> live predictor, checkpointed (sealed) into a Faust table every few updates.
+
+    ``progress(obj)`` measures work done (windows learned or judged); a checkpoint is due when
+    it has advanced by ``every``, or after ``max_updates`` records in any case (so a resource
+    whose windows wait on a silent contributor does not replay an unbounded backlog).
+    ``replay(obj, value)`` applies one input record exactly as the agent does, minus publishing.
+    ``table`` is read (``get``, and ``data`` to swap a restored blob for a token); ``write``
+    writes it (`agents.faust_fixes.put` on a worker).
+    """
+
+    def __init__(
+        self,
+        table: Any,
+        write: WriteFn,
+        key: bytes,
+        make: Callable[[str], Any],
+        reader: TopicRangeReader,
+        replay: ReplayFn,
+        *,
+        every: int,
+        progress: Callable[[Any], int],
+        max_updates: int,
+        keep_blobs: bool,
+    ) -> None:
+        self.table = table
+        self.write = write
+        self.key = key
+        self.make = make
+        self.reader = reader
+        self.replay = replay
+        self.every = every
+        self.progress = progress
+        self.max_updates = max_updates
+        self.keep_blobs = keep_blobs
+        self._live: dict[str, _Live] = {}
+        self.rebuilt = 0
+        self.replayed = 0
+
+    async def get(self, name: str, partition: int, offset: int) -> Any:
+        """The live object for ``name``, current up to (not including) input ``offset``."""
+        stored = self.table.get(name)
+        live = self._live.get(name)
+        if live is not None and stored is not None and live.token is stored:
+            return live.obj
+        if stored is None:  # never checkpointed: new, and its first update checkpoints it
+            obj = self.make(name)
+            self._live[name] = _Live(obj, None, self.max_updates, self.progress(obj))
+            return obj
+        self._live[name] = await self._restore(name, stored, partition, offset)
+        return self._live[name].obj
+
+    async def updated(self, name: str, obj: Any, offset: int) -> None:
+        """``obj`` took the record at ``offset``: checkpoint it if due (call last: see
+        `agents.faust_fixes`)."""
+        live = self._live[name]
+        live.updates += 1
+        if live.updates < self.max_updates and self.progress(obj) - live.progress < self.every:
+            return
+        blob = seal((offset + 1, obj), self.key)
+        token = blob if self.keep_blobs else _token(offset + 1)
+        await self.write(name, blob, token)
+        self._live[name] = _Live(obj, token, 0, self.progress(obj))
+
+    def live_items(self) -> list[tuple[str, Any]]:
+        """Predictors this worker holds in memory (its partitions, recently used)."""
+        return [
+            (name, live.obj)
+            for name, live in sorted(self._live.items())
+            if self.table.get(name) is live.token  # still ours: not revoked by a rebalance
+        ]
+
+    async def _restore(self, name: str, stored: Any, partition: int, offset: int) -> _Live:
+        """Unseal ``name``'s checkpoint and replay its input records up to ``offset``."""
+        try:
+            good_to, obj = unseal(stored, self.key)
+        except SnapshotRejected:
+            log.error("checkpoint of %s failed authentication: starting fresh", name)
+            obj = self.make(name)
+            return _Live(obj, None, self.max_updates, self.progress(obj))
+        at_checkpoint = self.progress(obj)
+        key = name.encode()
+        replayed = 0
+        for _offset, record_key, value in await self.reader.read(partition, good_to, offset):
+            if record_key == key and value is not None:
+                self.replay(obj, value)
+                replayed += 1
+        self.rebuilt += 1
+        self.replayed += replayed
+        if replayed:
+            log.info("%s: rebuilt from its checkpoint and %d input records", name, replayed)
+        token = stored
+        if not self.keep_blobs:  # the unsealed object replaces the blob in memory
+            token = self.table.data[name] = _token(good_to)
+        return _Live(obj, token, replayed, at_checkpoint)
+
+
+def _token(offset: int) -> bytes:
+    """What the memory store holds in place of a sealed blob: a fresh object per write (the
+    live cache recognises its own write by identity), a few bytes long."""
+    return b"checkpoint@%d" % offset

@@ -1,0 +1,195 @@
+"""Checkpointed predictor state: a worker that restarts from a checkpoint and the input topic
+publishes what an uninterrupted one would (no Kafka here: the topic is a list of records; the
+real broker path is `tests/integration/test_recovery.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import cache
+from typing import Any
+
+import orjson
+import pytest
+
+from agents.checkpoints import CheckpointedStates, Record
+from agents.predict import apply_resource_record, decode_resource_record
+from app.codec import SourceRef
+from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
+from app.core.ingest import TelemetryIngest
+from app.core.snapshot import seal
+from app.events import ContributorsDeparted, LoadWindow, ResourcePolicy
+from app.settings import FleetPolicy
+from app.simulator import FleetSimulator
+
+KEY = b"k" * 32
+
+
+@cache
+def scenario() -> tuple[FleetPolicy, tuple[LoadWindow, ...]]:
+    sim = FleetSimulator(subsystems=3, seed=5, interval_ms=30_000)
+    policy = sim.policy(headroom=0.7)
+    ingest = TelemetryIngest(policy.window)
+    windows: list[LoadWindow] = []
+    for i, sample in enumerate(sim.samples(6 * 3_600_000)):
+        windows.extend(ingest.process(orjson.dumps(sample), SourceRef("t", 0, i)).windows)
+    return policy, tuple(windows)
+
+
+class Table:
+    """What a worker's memory store holds (``data``) and what its changelog holds."""
+
+    def __init__(self, changelog: dict[str, bytes] | None = None) -> None:
+        self.changelog: dict[str, bytes] = dict(changelog or {})
+        self.data: dict[str, Any] = dict(self.changelog)  # recovery restores the blobs
+        self.writes = 0
+
+    def get(self, name: str) -> Any:
+        return self.data.get(name)
+
+    async def write(self, name: str, blob: bytes, keep: Any) -> None:
+        self.writes += 1
+        self.changelog[name] = blob
+        self.data[name] = keep
+
+
+class Topic:
+    """One partition of an input topic; reads are counted."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.records = records
+        self.reads: list[tuple[int, int]] = []
+
+    async def read(self, partition: int, start: int, end: int) -> list[Record]:
+        self.reads.append((start, end))
+        return [r for r in self.records if start <= r[0] < end]
+
+
+def states(table: Table, topic: Topic, make: Any, replay: Any, every: int) -> CheckpointedStates:
+    return CheckpointedStates(
+        table,
+        table.write,
+        KEY,
+        make,
+        topic,  # type: ignore[arg-type]
+        replay,
+        every=every,
+        progress=lambda p: p.windows,
+        max_updates=every * 10,
+        keep_blobs=False,
+    )
+
+
+def _stage1(
+    windows: tuple[LoadWindow, ...], policy: FleetPolicy, every: int, kill_at: int | None
+) -> tuple[list[bytes], Table, Topic]:
+    """Stage 1 over ``windows`` as records of one partition; 'restart' before ``kill_at``."""
+    config = EngineConfig.from_policy(policy)
+    records = [(i, w.subsystem.encode(), w.to_json()) for i, w in enumerate(windows)]
+    topic = Topic(records)
+
+    def make(name: str) -> SubsystemPredictor:
+        return SubsystemPredictor(name, config, {})
+
+    def replay(p: SubsystemPredictor, value: bytes) -> None:
+        p.process(LoadWindow.model_validate_json(value))
+
+    async def run() -> tuple[list[bytes], Table]:
+        table = Table()
+        live = states(table, topic, make, replay, every)
+        out: list[bytes] = []
+        for offset, _key, value in records:
+            if offset == kill_at:  # a new worker: the changelog is all that is left
+                table = Table(table.changelog)
+                live = states(table, topic, make, replay, every)
+            window = LoadWindow.model_validate_json(value)
+            predictor = await live.get(window.subsystem, 0, offset)
+            out += [e.to_json() for e in predictor.process(window).events]
+            await live.updated(window.subsystem, predictor, offset)
+        return out, table
+
+    events, table = asyncio.run(run())
+    return events, table, topic
+
+
+@pytest.mark.parametrize("every", [1, 7, 40])
+def test_restart_rebuilds_from_checkpoint_and_topic(every: int) -> None:
+    policy, windows = scenario()
+    reference, _, _ = _stage1(windows, policy, every, kill_at=None)
+    kill_at = len(windows) * 2 // 3
+    events, _, topic = _stage1(windows, policy, every, kill_at=kill_at)
+    # What the restarted worker publishes from the kill on is what the reference published.
+    assert events == reference
+    if every > 1:
+        assert topic.reads, "a restart between checkpoints must replay input records"
+        assert all(end <= kill_at + 3 for _start, end in topic.reads)
+
+
+def test_checkpoints_are_written_every_n_windows_and_memory_keeps_tokens() -> None:
+    policy, windows = scenario()
+    _, table, _ = _stage1(windows, policy, every=10, kill_at=None)
+    subsystems = {w.subsystem for w in windows}
+    per_subsystem = len(windows) / len(subsystems)
+    # One on each subsystem's first window, then one per 10.
+    assert table.writes == pytest.approx(len(subsystems) * (1 + per_subsystem // 10), abs=3)
+    for name in subsystems:
+        assert len(table.data[name]) < 64  # a token, not a second copy of the model
+        assert len(table.changelog[name]) > 10_000  # the sealed model
+
+
+def test_forged_checkpoint_is_refused_and_the_predictor_starts_fresh() -> None:
+    policy, windows = scenario()
+    config = EngineConfig.from_policy(policy)
+    name = windows[0].subsystem
+    forged = seal((0, SubsystemPredictor(name, config, {})), b"x" * 32)  # wrong key
+    table = Table({name: forged})
+    live = states(table, Topic([]), lambda n: SubsystemPredictor(n, config, {}), None, 5)
+    predictor = asyncio.run(live.get(name, 0, 100))
+    assert predictor.windows == 0
+
+
+def test_stage2_rebuild_replays_shares_policies_and_departures() -> None:
+    policy, windows = scenario()
+    config = EngineConfig.from_policy(policy)
+    resource = "db-main"
+    subsystems = {w.subsystem: SubsystemPredictor(w.subsystem, config, {}) for w in windows}
+    values: list[bytes] = []
+    for i, w in enumerate(windows):
+        values += [s.to_json() for s in subsystems[w.subsystem].process(w).shares]
+        if i == len(windows) // 3:
+            values.append(ResourcePolicy(resource=resource, capacity=5.0).to_json())
+        if i == len(windows) // 2:
+            values.append(
+                ContributorsDeparted(
+                    event_id="d",
+                    resource=resource,
+                    subsystems=[windows[0].subsystem],
+                    waiting_window_start_ms=w.window_start_ms,
+                ).to_json()
+            )
+    values = [v for v in values if orjson.loads(v)["resource"] == resource]
+    records = [(i, resource.encode(), v) for i, v in enumerate(values)]
+
+    def make(name: str) -> ResourcePredictor:
+        return ResourcePredictor(name, config, policy)
+
+    def replay(p: ResourcePredictor, value: bytes) -> None:
+        apply_resource_record(p, decode_resource_record(value))
+
+    async def run(kill_at: int | None) -> list[bytes]:
+        table = Table()
+        live = states(table, Topic(records), make, replay, every=5)
+        out: list[bytes] = []
+        for offset, _key, value in records:
+            if offset == kill_at:
+                table = Table(table.changelog)
+                live = states(table, Topic(records), make, replay, every=5)
+            record = decode_resource_record(value)
+            predictor = await live.get(resource, 0, offset)
+            events, _ts = apply_resource_record(predictor, record)
+            out += [e.to_json() for e in events]
+            await live.updated(resource, predictor, offset)
+        return out
+
+    reference = asyncio.run(run(None))
+    assert any(orjson.loads(e)["type"] == "conflict_predicted" for e in reference)
+    assert asyncio.run(run(len(records) * 3 // 4)) == reference
