@@ -56,12 +56,11 @@ with the read_uncommitted consumer instead (it leaves out waiting for the commit
 ``rss_mb_2000_subsystems``: a fresh interpreter runs the same code as the worker's agents
 (`TelemetryIngest.process` on the client's bytes, every closed window through
 `PredictionEngine`) for ``--rss-subsystems`` (2,000) × 5 series, three closed windows each, and
-also holds what a worker's memory-store tables hold (each subsystem's window state and each
-predictor's sealed snapshot); VmRSS at the end. Not a worker: stage 2 seals the whole
-per-resource state, pending shares included, on every share, so a worker catching up on 2,000
-subsystems that share a resource writes O(n²) bytes and takes far too long for a benchmark.
-The same measurement at ``--subsystems`` is given next to the real worker's RSS at that size
-(Faust's own share). A series' state grows by about 7 % more by its 17th window.
+also holds what a worker's memory-store tables hold: each subsystem's window state and a token
+per predictor (checkpoints are sealed, sent to the changelog and dropped: `agents.checkpoints`;
+their size is reported). Not a worker, so Faust's own share is not in it: the same measurement
+at ``--subsystems`` is given next to the real worker's RSS at that size. A series' state grows
+by about 7 % more by its 17th window.
 
 ``--profile DIR`` writes a CPU-time cProfile of each worker (``DIR/<mode>.prof``);
 ``--app-option KEY=VALUE`` passes a `build_app` override to the PSO workers, to try a fix.
@@ -1082,7 +1081,8 @@ def rss_main(argv: list[str]) -> None:
     Same code as the worker's agents: the client's bytes through `TelemetryIngest.process`, every
     closed window through `PredictionEngine` (stage 1 and stage 2 classes). Besides the live
     objects, it keeps what the worker's memory-store tables hold: each subsystem's window state
-    (``WindowedLoad.to_state()``) and each predictor's sealed snapshot. Prints one JSON line.
+    (``WindowedLoad.to_state()``) and a token per predictor (its sealed checkpoint goes to the
+    changelog, `agents.checkpoints`). Prints one JSON line.
     """
     import gc
 
@@ -1122,14 +1122,18 @@ def rss_main(argv: list[str]) -> None:
             engine.process(window)
     samples = sum(m.samples for m in messages)
     del messages
+    # A checkpoint is sealed, sent to the changelog and dropped; the memory store keeps a token.
     key = b"rss-bench-snapshot-key-0123456789"
-    sealed = {name: seal(p, key) for name, p in engine.subsystems.items()}
-    sealed.update({name: seal(p, key) for name, p in engine.resources.items()})
+    sealed_bytes = 0
+    tokens = {}
+    for name, p in [*engine.subsystems.items(), *engine.resources.items()]:
+        sealed_bytes += len(seal(p, key))
+        tokens[name] = b"checkpoint@%d" % windows
     gc.collect()
     mem = proc_memory(os.getpid())
     series = sum(len(p.series) for p in engine.subsystems.values())
-    sealed_mb = sum(map(len, sealed.values())) / 2**20
-    live_mb = mem.get("VmRSS", 0.0) - baseline - sealed_mb
+    sealed_mb = sealed_bytes / 2**20
+    live_mb = mem.get("VmRSS", 0.0) - baseline
     print(
         json.dumps(
             {
@@ -1140,7 +1144,7 @@ def rss_main(argv: list[str]) -> None:
                 "rss_mb": round(mem.get("VmRSS", 0.0), 1),
                 "peak_rss_mb": round(mem.get("VmHWM", 0.0), 1),
                 "interpreter_and_imports_mb": round(baseline, 1),
-                "sealed_mb": round(sealed_mb, 1),
+                "checkpoints_mb_on_changelog": round(sealed_mb, 1),
                 "live_kb_per_series": round(live_mb * 1024 / max(1, series), 1),
                 "sealed_kb_per_series": round(sealed_mb * 1024 / max(1, series), 1),
                 "seconds": round(time.perf_counter() - started, 1),

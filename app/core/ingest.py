@@ -82,6 +82,10 @@ class TelemetryIngest:
             items, elements = parse_envelope(raw, source, result.dead)
             result.items += items
         late: list[DeadLetter] | None = None
+        # A batch is usually one subsystem's: look its state up once (on a worker the mapping
+        # is a Faust table, whose lookups cost as much as windowing the sample).
+        current: str | None = None
+        state: WindowedLoad | None = None
         for index, element in elements:
             fields = fast_fields(element)
             if fields is not None:
@@ -92,9 +96,11 @@ class TelemetryIngest:
                     continue
                 subsystem, ts = sample.subsystem, sample.ts
                 metrics, resources = sample.metrics, sample.resources
-            state = self.windows.get(subsystem)
-            if state is None:
-                state = self.windows_for(subsystem)
+            if subsystem != current or state is None:
+                state = self.windows.get(subsystem)
+                if state is None:
+                    state = self.windows_for(subsystem)
+                current = subsystem
             outcome = state.add(ts, metrics, resources)
             result.touched.add(subsystem)
             if outcome.accepted:
