@@ -48,7 +48,6 @@ from app.events import (
     Forecast,
     OutputEvent,
     RebalanceRecommended,
-    ResourceShare,
     SaturationPredicted,
     TelemetrySample,
     ms_to_iso,
@@ -450,7 +449,7 @@ def _stage1(
     no window of a subsystem seen so far can start before it from then on (a new window is
     accepted only if it ends after the subsystem's ``closed_until``). None: no subsystem yet.
     """
-    from app.core.engine import PredictionEngine  # scipy: only when a backtest runs
+    from app.core.engine import PredictionEngine, share_values  # scipy: only when needed
 
     policy = FleetPolicy.model_validate_json(policy_json)
     size_ms = policy.window.size_ms
@@ -468,7 +467,7 @@ def _stage1(
                     (
                         window.to_json(),
                         [(_event_file(e), e.to_json()) for e in result.events],
-                        [share.to_json() for share in result.shares],  # JSON: 2x faster back
+                        [share_values(share) for share in result.shares],
                     ),
                     protocol=pickle.HIGHEST_PROTOCOL,
                 )
@@ -565,7 +564,9 @@ class _Stage2:
         self.reset()
 
     def reset(self) -> None:
-        from app.core.engine import PredictionEngine  # scipy: only when a backtest runs
+        from app.core.engine import PredictionEngine, share_from_values  # scipy: only now
+
+        self.share_from_values = share_from_values
 
         for fh in self.files.values():
             fh.seek(0)
@@ -596,8 +597,8 @@ class _Stage2:
             files[name].write(blob + b"\n")
             if name == "anomalies":
                 self.anomaly_events.append((subsystem, orjson.loads(blob)["window_start_ms"]))
-        for blob in shares:
-            share = ResourceShare.model_validate_json(blob)
+        for values in shares:
+            share = self.share_from_values(values)
             self.write(self.engine.resource(share.resource).add(share))
 
     def write(self, events: list[OutputEvent]) -> None:
@@ -637,7 +638,8 @@ def _run_stages(
     2 then starts over once stage 1 is done (same output, no overlap).
     """
     policy_json = policy.model_dump_json().encode()
-    total = _count_lines(path)
+    # Lines, for the progress bar only: a pass over the file that nobody else needs.
+    total = _count_lines(path) if progress is not None else 0
     if workers == 1:
         _init_worker(None)
         result = _stage1(str(path), policy_json, 1, 0, tmpdir)
