@@ -75,8 +75,9 @@ def trusted_model(cls: type[_M], values: dict[str, Any], fields_set: set[str]) -
     bookkeeping, which is most of the cost of a forecast body on the hot path. ``values`` must
     name every field, in declaration order (the serialiser follows that order); ``fields_set``
     is what ``model_fields_set`` reports, shared between instances (frozen models never change
-    it; copies copy it). For data that is valid by construction only: a unit test checks the
-    result equals, and serialises like, a validated instance.
+    it; copies copy it). For data that is valid by construction only, with the types validation
+    would give (a float field holds a float, not an int: ``to_json`` writes ``__dict__`` as it
+    is): a unit test checks the result equals, and serialises like, a validated instance.
     """
     m = _new(cls)
     _set_attr(m, "__dict__", values)
