@@ -24,6 +24,8 @@ from typing import Any
 from app.settings import FleetPolicy, ResourceConfig, SubsystemConfig, WindowConfig
 
 DAY_MS = 86_400_000
+#: series per subsystem in the benchmarks' fleets (see `five_series`)
+SERIES_PER_SUBSYSTEM = 5
 WEEK_MS = 7 * DAY_MS
 HOUR_MS = 3_600_000
 
@@ -245,3 +247,18 @@ class FleetSimulator:
         return FleetPolicy(
             window=window or WindowConfig(), resources=resources, subsystems=subsystems
         )
+
+
+def five_series(sample: dict[str, Any]) -> dict[str, Any]:
+    """Pad a simulator sample to exactly 5 series with metrics derived from its own values.
+
+    The simulator gives a subsystem 3 metrics and 0-2 resource uses; the benchmarks' scenario
+    is 5 series each, so ``in_flight`` (rps × latency) and then ``mem_mb`` fill the gap.
+    """
+    metrics = dict(sample["metrics"])
+    missing = SERIES_PER_SUBSYSTEM - len(metrics) - len(sample["resources"])
+    if missing >= 1:
+        metrics["in_flight"] = round(metrics["rps"] * metrics["latency_ms"] / 1000.0, 3)
+    if missing >= 2:
+        metrics["mem_mb"] = round(256.0 + 0.4 * metrics["rps"], 2)
+    return {**sample, "metrics": metrics}

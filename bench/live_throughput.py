@@ -92,24 +92,13 @@ import yaml
 
 from app.client import TelemetryProducer
 from app.settings import FleetPolicy, Settings, TopicNames, load_settings
-from app.simulator import HOUR_MS, FleetSimulator
+from app.simulator import HOUR_MS, FleetSimulator, five_series
 
 SERIES = 5
 PROFILE_SIGNAL = signal.SIGRTMIN + 2  # mode's worker owns SIGUSR1/SIGUSR2
 
 
 # --------------------------------------------------------------------------- scenario
-
-
-def five_series(sample: dict[str, Any]) -> dict[str, Any]:
-    """Pad a simulator sample to exactly 5 series with metrics derived from its own values."""
-    metrics = dict(sample["metrics"])
-    missing = SERIES - len(metrics) - len(sample["resources"])
-    if missing >= 1:
-        metrics["in_flight"] = round(metrics["rps"] * metrics["latency_ms"] / 1000.0, 3)
-    if missing >= 2:
-        metrics["mem_mb"] = round(256.0 + 0.4 * metrics["rps"], 2)
-    return {**sample, "metrics": metrics}
 
 
 @dataclass(slots=True)

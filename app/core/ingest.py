@@ -125,6 +125,36 @@ class TelemetryIngest:
             result.dead.extend(late)
         return result
 
+    def process_plain(self, raw: bytes, into: IngestResult) -> bool:
+        """`process` of the common message alone: one plainly valid sample object, accepted.
+
+        Returns False, having changed nothing, for anything else (a batch, invalid JSON, a
+        sample that needs the model, a late sample): the caller then runs `process`, which
+        handles and words every case. Spares a replay loop, which feeds one sample per line,
+        the envelope and bookkeeping of the general path (same windows, same counts).
+        """
+        if raw[:1] != b"{" or len(raw) > MAX_MESSAGE_BYTES:
+            return False
+        try:
+            fields = fast_fields(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            return False
+        if fields is None:
+            return False
+        subsystem, ts, metrics, resources = fields
+        state = self.windows.get(subsystem)
+        if state is None:
+            state = self.windows_for(subsystem)
+        outcome = state.add(ts, metrics, resources)
+        if not outcome.accepted:
+            return False  # late: nothing was changed, `process` dead-letters it
+        into.items += 1
+        into.accepted += 1
+        into.touched.add(subsystem)
+        if outcome.closed:
+            into.windows.extend(outcome.closed)
+        return True
+
     def flush(self, subsystems: Iterable[str] | None = None) -> list[LoadWindow]:
         """Close all open windows (end of a finite input), in subsystem order."""
         names = sorted(self.windows) if subsystems is None else sorted(subsystems)

@@ -107,11 +107,36 @@ class ResourceJoin(Generic[T]):
             waiting.append(name)
         return waiting
 
+    def _any_waiting(self, index: int) -> bool:
+        """Whether `_waiting_for` ``index`` (the oldest pending window) is non-empty.
+
+        The same test, stopped at the first contributor still waited for, newest-seen first:
+        shares of a window mostly come in first-seen order, so until its last one arrives a
+        contributor seen late is still missing (one check, not one per contributor).
+        """
+        assert self.newest is not None
+        idle_before = self.newest - self.idle_windows
+        last_of, departed, first_of = self.last, self.departed, self.first
+        ready_by = index - self.join_delay
+        for name in reversed(first_of):
+            if name in departed or (name not in self.declared and first_of[name] > ready_by):
+                continue
+            last = last_of.get(name, index - 1)
+            if last < index and last >= idle_before:
+                return True
+        for name in self.declared:
+            if name in first_of or name in departed:
+                continue
+            last = last_of.get(name, index - 1)  # never seen: one behind the oldest pending
+            if last < index and last >= idle_before:
+                return True
+        return False
+
     def _drain(self) -> list[ReadyWindow[T]]:
         ready: list[ReadyWindow[T]] = []
         while self.pending:
             index = min(self.pending)
-            if self._waiting_for(index):
+            if self._any_waiting(index):
                 break
             shares = self.pending.pop(index)
             used = {n: shares[n] for n in sorted(shares) if self._expected(n, index)}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
 from collections import Counter
 from functools import cache
+from typing import Any
 
 import jsonschema
 import orjson
@@ -11,7 +13,7 @@ import pytest
 
 from app.cli import SCHEMA_DIR, render_schemas
 from app.codec import SourceRef
-from app.core.engine import PredictionEngine, iso_ms
+from app.core.engine import PredictionEngine, iso_ms, share_from_values, share_values
 from app.core.ingest import TelemetryIngest
 from app.core.snapshot import SnapshotRejected
 from app.events import SCHEMAS, Forecast, LoadWindow, ResourceShare, SeriesForecastBody, ms_to_iso
@@ -142,6 +144,38 @@ def test_hot_path_events_equal_validated_ones() -> None:
             for part in body.values():
                 assert part.model_fields_set == set(SeriesForecastBody.model_fields)
     assert seen == {"forecast", "resource_share"}
+
+
+def test_share_values_round_trip() -> None:
+    """The backtest hands shares between processes as `share_values`: nothing may change."""
+    policy, windows = scenario()
+    engine = PredictionEngine(policy)
+    shares = [s for w in windows[:200] for s in engine.subsystem(w.subsystem).process(w).shares]
+    assert shares
+    for share in shares:
+        again = share_from_values(pickle.loads(pickle.dumps(share_values(share))))
+        assert again == share and again.to_json() == share.to_json()
+        assert again.model_fields_set == share.model_fields_set
+
+
+def test_to_json_is_the_bytes_of_model_dump() -> None:
+    """`to_json` serialises ``__dict__`` directly: the bytes of the pydantic dump, every type."""
+    policy, windows = scenario()
+    engine = PredictionEngine(policy)
+    ingest = TelemetryIngest(policy.window)
+    models: list[Any] = list(windows[:200])
+    for w in windows:
+        out = engine.subsystem(w.subsystem).process(w)
+        models += [*out.events, *out.shares]
+        for share in out.shares:
+            models += engine.resource(share.resource).add(share)
+    models += ingest.process(b'[{"subsystem": "a", "ts": "x"}, 3]', SourceRef("t", 0, 1)).dead
+    models += ingest.process(b"{not json", SourceRef("t", 0, 2)).dead
+    kinds = Counter(type(m).__name__ for m in models)
+    assert {"LoadWindow", "Forecast", "ResourceShare", "ConflictPredicted"} <= kinds.keys()
+    assert {"RebalanceRecommended", "AccuracyReport", "DeadLetter"} <= kinds.keys()
+    for m in models:
+        assert m.to_json() == orjson.dumps(m.model_dump(mode="json")), type(m).__name__
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """ResourceJoin: windows are judged when every expected contributor reported, in any order."""
 
 import itertools
+import random
 
 from app.core.join import ResourceJoin
 
@@ -58,3 +59,30 @@ def test_event_time_idleness_is_a_safety_net() -> None:
         (4, ["a"]),
         (5, ["a"]),
     ]
+
+
+class _ListJoin(ResourceJoin[str]):
+    """The join deciding from the full waiting list, as `_drain` did before `_any_waiting`."""
+
+    def _any_waiting(self, index: int) -> bool:
+        return bool(self._waiting_for(index))
+
+
+def test_the_early_exit_test_decides_like_the_waiting_list() -> None:
+    """`_drain` asks `_any_waiting`, which stops early: same windows, same contributors."""
+    rng = random.Random(7)
+    names = [f"s{k}" for k in range(8)]
+    for trial in range(40):
+        declared = frozenset(rng.sample(names, trial % 4))
+        joins = [ResourceJoin[str](declared=declared, idle_windows=6), _ListJoin(declared, 2, 6)]
+        clock = dict.fromkeys(names, 0)
+        for _ in range(200):
+            if rng.random() < 0.05:
+                gone = rng.sample(names, 2)
+                outs = [j.depart(gone) for j in joins]
+            else:
+                name = rng.choice(names)
+                clock[name] += rng.choice((1, 1, 1, 2, 9))
+                outs = [j.add(name, clock[name], name) for j in joins]
+            assert outs[0] == outs[1]
+        assert joins[0].drain_all() == joins[1].drain_all()
