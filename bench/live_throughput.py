@@ -53,14 +53,15 @@ subsystem using R, and counts from the last of them to close. p99 over the forec
 conflict-topic events of the paced phase; ``latency.append_to_append_p99_ms`` stamps events
 with the read_uncommitted consumer instead (it leaves out waiting for the commit).
 
-``rss_mb_2000_subsystems``: a fresh interpreter runs the same code as the worker's agents
-(`TelemetryIngest.process` on the client's bytes, every closed window through
-`PredictionEngine`) for ``--rss-subsystems`` (2,000) × 5 series, three closed windows each, and
-also holds what a worker's memory-store tables hold: each subsystem's window state and a token
-per predictor (checkpoints are sealed, sent to the changelog and dropped: `agents.checkpoints`;
-their size is reported). Not a worker, so Faust's own share is not in it: the same measurement
-at ``--subsystems`` is given next to the real worker's RSS at that size. A series' state grows
-by about 7 % more by its 17th window.
+``rss_mb_2000_subsystems``: the full worker's VmRSS (`worker_rss`) once it has caught up on a
+fleet of ``--rss-subsystems`` (2,000) × 5 series, one sample a minute for 6 minutes (three
+closed windows each: every model exists and has learned), every expected window and event
+readable; reported only if nothing is missing. Beside it, ``rss.same_code_in_process``: a fresh
+interpreter runs the same code as the worker's agents (`TelemetryIngest.process` on the
+client's bytes, every closed window through `PredictionEngine`) on the same fleet and holds
+what a worker's memory-store tables hold (window state, a token per predictor: checkpoints are
+sealed, sent to the changelog and dropped, `agents.checkpoints`; their size is reported), so
+the difference is Faust's own share. A series' state grows by about 7 % more by its 17th window.
 
 ``--profile DIR`` writes a CPU-time cProfile of each worker (``DIR/<mode>.prof``);
 ``--app-option KEY=VALUE`` passes a `build_app` override to the PSO workers, to try a fix.
@@ -998,10 +999,12 @@ async def bench(args: argparse.Namespace, broker: Any, tmp: Path) -> dict[str, A
     # worker that held the 100 above).
     rss: dict[str, Any] = {}
     if args.rss_subsystems:
-        rss = rss_run(args.rss_subsystems, args.seed)
+        rss = {"worker": await worker_rss(args, broker, tmp, run, guarantee, options)}
+        rss["same_code_in_process"] = rss_run(args.rss_subsystems, args.seed)
         small = rss_run(args.subsystems, args.seed)
         rss[f"same_code_in_process_mb_at_{args.subsystems}"] = small["rss_mb"]
         rss[f"worker_mb_at_{args.subsystems}"] = e2e_info["rss_mb_100_subsystems"]
+    rss_mb = rss["worker"]["rss_mb"] if rss and not rss["worker"]["missing"] else None
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 3) if a and b else None
@@ -1017,7 +1020,7 @@ async def bench(args: argparse.Namespace, broker: Any, tmp: Path) -> dict[str, A
         "pso_ingest_eps": round(ingest_eps, 1) if ingest_eps else None,
         "pso_eps": round(pso_eps, 1) if pso_eps else None,
         "p99_window_to_event_ms": p99,
-        "rss_mb_2000_subsystems": rss.get("rss_mb"),
+        "rss_mb_2000_subsystems": rss_mb,
         "broker": broker_description(broker),
         "ratios": {
             "ingest_vs_ceiling": ratio(ingest_eps, ceiling),
@@ -1039,7 +1042,7 @@ async def bench(args: argparse.Namespace, broker: Any, tmp: Path) -> dict[str, A
             "pso_ge_15pct_ceiling": bool(pso_eps and pso_eps >= 0.15 * ceiling),
             "pso_ge_10x_naive": bool(pso_eps and naive_eps and pso_eps >= 10 * naive_eps),
             "p99_lt_500ms": bool(p99 is not None and p99 < 500),
-            "rss_lt_1GiB": bool(rss.get("rss_mb") is not None and rss["rss_mb"] < 1024),
+            "rss_lt_1GiB": bool(rss_mb is not None and rss_mb < 1024),
         },
         "scenario": scenario,
         "ceiling": {
@@ -1062,6 +1065,61 @@ async def bench(args: argparse.Namespace, broker: Any, tmp: Path) -> dict[str, A
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     return result
+
+
+async def worker_rss(
+    args: argparse.Namespace,
+    broker: Any,
+    tmp: Path,
+    run: str,
+    guarantee: str,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """The full worker itself holding ``--rss-subsystems`` × 5 series: VmRSS once it has caught
+    up on one sample a minute for 6 minutes of each (three closed windows per subsystem, as in
+    `rss_main`) and every expected window and event is readable."""
+    from app.topics import create_topics
+
+    bootstrap = broker.bootstrap
+    sim = FleetSimulator(
+        subsystems=args.rss_subsystems,
+        seed=args.seed,
+        interval_ms=60_000,
+        start_ms=1_795_564_800_000 + 10 * HOUR_MS,
+    )
+    policy = sim.policy(headroom=0.7)
+    config = tmp / "pso-rss.yaml"
+    config.write_text(yaml.safe_dump(policy.model_dump(mode="json", exclude={"prediction"})))
+    dep = deployment(bootstrap, f"{run}-rss", args.partitions, config)
+    await create_topics(dep, bootstrap)
+    messages, _ = await build_messages(dep, sim.samples(6 * 60_000), batch=1)
+    expected = Offline(policy, dep).run(messages)
+    await produce(dep, bootstrap, dep.topics.telemetry, messages)
+    t = dep.topics
+    out_topics = [t.load, t.forecasts, t.anomalies, t.conflicts, t.rebalance, t.accuracy]
+    want = expected.windows | expected.all_events()
+    tail = Tail(dep, bootstrap, out_topics, committed=True)
+    await tail.start()
+    w = Worker("pso", dep, t.telemetry, tmp, guarantee, None, app_options=options)
+    try:
+        m = await measure(w, lambda: want <= tail.seen.keys(), args.timeout, broker.pid)
+        mem = w.rss()
+        st = m["stats"]
+        caught_up = time.time() - st["first_in"] if m["ok"] and st.get("first_in") else None
+    finally:
+        await asyncio.to_thread(w.stop)
+        await tail.stop()
+    return {
+        "subsystems": args.rss_subsystems,
+        "series": args.rss_subsystems * SERIES,
+        "samples": sum(m.samples for m in messages),
+        "windows": len(expected.windows),
+        "events": len(expected.all_events()),
+        "missing": len(want - tail.seen.keys()),
+        "rss_mb": round(mem.get("VmRSS", 0.0), 1),
+        "peak_rss_mb": round(mem.get("VmHWM", 0.0), 1),
+        "caught_up_s": round(caught_up, 1) if caught_up else None,
+    }
 
 
 def rss_main(argv: list[str]) -> None:
