@@ -436,15 +436,24 @@ def accuracy_chart(run: RunData) -> bytes:
     fig = Figure(figsize=(11, 3.6))
     ax1, ax2 = fig.subplots(1, 2)
     mase = overall.get("mase_by_horizon", [])
-    hs = list(range(1, len(mase) + 1))
-    ax1.plot(hs, [math.nan if m is None else m for m in mase], "o-", color="tab:blue",
-             label="MASE (overall)")
-    ax1.axhline(1.0, color="grey", ls="--", lw=1, label="seasonal naive (= 1)")
-    ax1.set_xlabel("horizon (windows ahead)")
-    ax1.set_ylabel("MASE (lower is better)")
-    ax1.set_title("Forecast error by horizon")
     finite = [m for m in mase if m is not None]
-    ax1.set_ylim(0, max([1.15, *(1.1 * m for m in finite)]))
+    if finite:
+        hs = list(range(1, len(mase) + 1))
+        ax1.plot(hs, [math.nan if m is None else m for m in mase], "o-", color="tab:blue",
+                 label="MASE (overall)")
+        ax1.axhline(1.0, color="grey", ls="--", lw=1, label="seasonal naive (= 1)")
+        ax1.set_ylabel("MASE (lower is better)")
+        ax1.set_title("Forecast error by horizon")
+        ax1.set_ylim(0, max([1.15, *(1.1 * m for m in finite)]))
+    else:  # the naive baseline is the same window a day earlier: no MASE before day 2
+        mae = overall.get("mae_by_horizon", [])
+        hs = list(range(1, len(mae) + 1))
+        ax1.plot(hs, [math.nan if m is None else m for m in mae], "o-", color="tab:blue",
+                 label="MAE (overall)")
+        ax1.set_ylabel("MAE (lower is better)")
+        ax1.set_title("Forecast error by horizon (MASE needs over a day of input)")
+        ax1.set_ylim(bottom=0)
+    ax1.set_xlabel("horizon (windows ahead)")
     ax1.legend(loc="upper left")
     colors = ["tab:green", "tab:purple", "tab:orange", "tab:brown"]
     for k, (key, values) in enumerate(sorted(overall.get("coverage", {}).items())):
