@@ -27,6 +27,13 @@ an empty data dir; two workers sharing partitions). Each fix names what it preve
   delivered while the flow was still suspended, skipped, and never fetched again (the first
   telemetry message after a restart vanished). `SeekFirstRecovery` seeks first.
 
+* **State not restored at all.** Under exactly-once, Faust takes a changelog partition's
+  highwater from the consumer's *cached* last stable offset, which is None until that
+  partition has been fetched once; None counts as an empty changelog. A worker started right
+  after a crash could thus skip restoring every table and run on fresh state (seen as
+  "highwater -1" for every changelog, then wrong or missing events). `LsoConsumerThread` asks
+  the broker (ListOffsets, read_committed: the last stable offset) for partitions not cached.
+
 What remains by design: between computing the offsets to commit and committing, records of
 the next, half-processed message may ride along in the transaction. Agents therefore write
 their state last and are idempotent on replay (`agents.ingest` keeps the offset it has
@@ -35,6 +42,7 @@ processed; the core skips duplicate windows and shares).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -45,8 +53,10 @@ from faust.streams import current_event
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import TransactionManager
-from faust.transport.drivers.aiokafka import Transport
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 from faust.types import TP
+
+log = logging.getLogger("pso.faust_fixes")
 
 
 class SourceTransactionManager(TransactionManager):
@@ -93,10 +103,40 @@ class SourceTransactionManager(TransactionManager):
         return await super().send(topic, key, value, partition, timestamp, headers)
 
 
+class LsoConsumerThread(AIOKafkaConsumerThread):
+    """Highwaters for recovery from the broker when the consumer has not cached them yet."""
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        consumer: Any = self._ensure_consumer()
+        if not self.consumer.in_transaction:
+            return await super()._highwaters(partitions)
+        offsets: dict[TP, int] = {}
+        unknown = []
+        for tp in partitions:
+            lso = consumer.last_stable_offset(tp)
+            if lso is None:
+                unknown.append(tp)
+            else:
+                offsets[tp] = lso
+        if unknown:  # a read_committed consumer's ListOffsets answers the last stable offset
+            offsets.update(await consumer.end_offsets(unknown))
+            log.info("highwaters of %d changelog partitions not fetched yet: asked the broker",
+                     len(unknown))
+        return offsets
+
+
+class PsoConsumer(Consumer):
+    """Faust's aiokafka consumer on `LsoConsumerThread`."""
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return LsoConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
 class PsoTransport(Transport):
-    """The aiokafka transport with `SourceTransactionManager`."""
+    """The aiokafka transport with `SourceTransactionManager` and `PsoConsumer`."""
 
     TransactionManager = SourceTransactionManager
+    Consumer = PsoConsumer
 
 
 @contextmanager
