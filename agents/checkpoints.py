@@ -3,13 +3,13 @@
 Sealing a subsystem's predictor (pickle + HMAC, ~250 KB for 5 series) on every window, and a
 resource's predictor (pending shares included) on every share, made the changelogs carry
 ~30x the telemetry's bytes and cost most of a worker's CPU. So a predictor is sealed into its
-table only every ``every`` updates (and on its first), together with the input offset it is
-good up to. When a worker holds a table entry it has no live object for — after a restart
-or a rebalance — it unseals the checkpoint and replays, from the input topic itself, that
-key's records between the checkpoint and the record now being processed. Their events were
-already published (they sit below the committed offset), so the replay only rebuilds state;
-replayed records go through the very same code as live ones, so the rebuilt state equals
-the state the lost worker had.
+table only every ``every`` updates, together with the input offset it is good up to; a new
+one records just its birth (fresh state before its first record), a few bytes. When a worker
+holds a table entry it has no live object for — after a restart or a rebalance — it unseals
+the checkpoint and replays, from the input topic itself, that key's records between the
+checkpoint and the record now being processed. Their events were already published (they sit
+below the committed offset), so the replay only rebuilds state; replayed records go through
+the very same code as live ones, so the rebuilt state equals the state the lost worker had.
 
 The memory store keeps a few bytes per key instead of the sealed blob (the changelog keeps
 the blob, and recovery restores it from there): a second, pickled copy of every model would
@@ -190,9 +190,10 @@ class CheckpointedStates:
         live = self._live.get(name)
         if live is not None and stored is not None and live.token is stored:
             return live.obj
-        if stored is None:  # never checkpointed: new, and its first update checkpoints it
+        if stored is None:  # new: record its birth (fresh before this record), not its bytes
             obj = self.make(name)
-            self._live[name] = _Live(obj, None, self.max_updates, self.progress(obj))
+            token = await self._checkpoint(name, None, offset)
+            self._live[name] = _Live(obj, token, 0, self.progress(obj))
             return obj
         self._live[name] = await self._restore(name, stored, partition, offset)
         return self._live[name].obj
@@ -204,10 +205,15 @@ class CheckpointedStates:
         live.updates += 1
         if live.updates < self.max_updates and self.progress(obj) - live.progress < self.every:
             return
-        blob = seal((offset + 1, obj), self.key)
-        token = blob if self.keep_blobs else _token(offset + 1)
-        await self.write(name, blob, token)
+        token = await self._checkpoint(name, obj, offset + 1)
         self._live[name] = _Live(obj, token, 0, self.progress(obj))
+
+    async def _checkpoint(self, name: str, obj: Any, good_to: int) -> Any:
+        """Seal ``obj`` (None: a fresh one) as the state before input offset ``good_to``."""
+        blob = seal((good_to, obj), self.key)
+        token = blob if self.keep_blobs else _token(good_to)
+        await self.write(name, blob, token)
+        return token
 
     def live_items(self) -> list[tuple[str, Any]]:
         """Predictors this worker holds in memory (its partitions, recently used)."""
@@ -225,6 +231,8 @@ class CheckpointedStates:
             log.error("checkpoint of %s failed authentication: starting fresh", name)
             obj = self.make(name)
             return _Live(obj, None, self.max_updates, self.progress(obj))
+        if obj is None:  # born at ``good_to``: fresh state, then every record since
+            obj = self.make(name)
         at_checkpoint = self.progress(obj)
         key = name.encode()
         replayed = 0
