@@ -115,7 +115,7 @@ class TopicRangeReader:
                     self.topic, partition, start, first, first,
                 )
                 self.gaps += 1
-                consumer.seek(tp, max(first, start + 1))
+                consumer.seek(tp, max(first, start))
                 continue
             for record in batch.get(tp, []):
                 if record.offset < end:

@@ -22,7 +22,7 @@ from typing import Any
 import faust
 import orjson
 
-from agents.checkpoints import CheckpointedStates, TopicRangeReader
+from agents.checkpoints import CheckpointedStates, ReplayStalled, TopicRangeReader
 from agents.faust_fixes import put
 from agents.policy import register_policy
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
@@ -182,6 +182,16 @@ def register_predict(app: faust.App, settings: Settings) -> None:
     )
     setattr(app, "pso_states", (subsystems, resources))  # noqa: B010  # health and tests read it
 
+    async def rebuilt(states: CheckpointedStates, name: str, message: Any) -> Any:
+        """The live predictor; if its rebuild cannot read its input, the worker stops (a
+        restart retries from the committed offsets) rather than acknowledging the record."""
+        try:
+            return await states.get(name, message.partition, message.offset)
+        except ReplayStalled as exc:
+            log.critical("%s", exc)
+            await app.crash(exc)
+            raise
+
     async def publish(events: list[OutputEvent], timestamp_ms: int) -> None:
         for event in events:
             topic, event_key = topic_for(event, settings)
@@ -198,7 +208,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
             except ValueError:  # PSO writes this topic; anything else there is noise
                 log.warning("skipping a pso.load record that is not a LoadWindow")
                 continue
-            predictor = await subsystems.get(window.subsystem, message.partition, message.offset)
+            predictor = await rebuilt(subsystems, window.subsystem, message)
             out = predictor.process(window)
             await publish(out.events, window.window_end_ms)
             for share in out.shares:
@@ -220,7 +230,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
             for name in sorted(due):
                 await shares_topic.send(key=name.encode(), value=due.pop(name).to_json())
             record = decode_resource_record(event.value)
-            predictor = await resources.get(record.resource, message.partition, message.offset)
+            predictor = await rebuilt(resources, record.resource, message)
             events, timestamp_ms = apply_resource_record(predictor, record)
             await publish(events, timestamp_ms)
             await resources.updated(record.resource, predictor, message.offset)
