@@ -180,7 +180,8 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         max_updates=every * 1000,
         keep_blobs=keep_blobs,
     )
-    setattr(app, "pso_states", (subsystems, resources))  # noqa: B010  # health and tests read it
+    # Rebuild counters (`rebuilt`, `replayed`), for the ops surface to export.
+    setattr(app, "pso_states", (subsystems, resources))  # noqa: B010
 
     async def rebuilt(states: CheckpointedStates, name: str, message: Any) -> Any:
         """The live predictor; if its rebuild cannot read its input, the worker stops (a
