@@ -93,9 +93,9 @@ import yaml
 
 from app.client import TelemetryProducer
 from app.settings import FleetPolicy, Settings, TopicNames, load_settings
-from app.simulator import HOUR_MS, FleetSimulator, five_series
+from app.simulator import HOUR_MS, SERIES_PER_SUBSYSTEM, FleetSimulator, five_series
 
-SERIES = 5
+SERIES = SERIES_PER_SUBSYSTEM
 PROFILE_SIGNAL = signal.SIGRTMIN + 2  # mode's worker owns SIGUSR1/SIGUSR2
 
 
