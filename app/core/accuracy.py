@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from app.core.forecasters.kernels import accuracy_score
 from app.core.types import SeriesForecast
 from app.events import ConflictObserved, ConflictPredicted
 
@@ -41,6 +42,7 @@ DAY_MS = 86_400_000
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+_NO_MASK = np.ones(1, dtype=np.bool_)  # what the compiled loop gets for ``valid=None``
 
 
 @dataclass(slots=True)
@@ -147,32 +149,10 @@ class ForecastAccuracy:
     def reset(self) -> None:
         """Forget the scores so far (keeps pending forecasts and the baseline history)."""
         horizon, n_levels = self.horizon, len(self.levels)
-        # Per horizon: targets scored, those with a baseline, abs error of the baseline (the
-        # rows a window with a baseline adds ``_step`` to: one operation), then abs error of the
-        # model, the same on targets with a baseline; then targets inside each level's
-        # interval. Counts are exact in float64 (up to 2**53): float adds are the cheap ones.
+        # Per horizon: targets scored, those with a baseline, abs error of the baseline, then
+        # abs error of the model, the same on targets with a baseline; then targets inside
+        # each level's interval. Counts are exact in float64 (up to 2**53).
         self._sums = np.zeros((5 + n_levels, horizon))
-        self._bind()
-
-    def _bind(self) -> None:
-        """Views and scratch (not pickled). Whole-row operations only: numpy broadcasting a
-        horizon vector over several rows costs several times a plain operation."""
-        sums = self._sums
-        self._rows = list(sums)
-        self._with_naive = sums[:3]
-        self._hits = sums[5:]
-        self._step = np.ones((3, self.horizon))
-        self._naive_err_step = self._step[2]
-
-    def __getstate__(self) -> dict[str, object]:
-        state = self.__dict__.copy()
-        for key in ("_rows", "_with_naive", "_hits", "_step", "_naive_err_step"):
-            del state[key]
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._bind()
 
     @property
     def totals(self) -> list[HorizonTotals]:
@@ -216,28 +196,16 @@ class ForecastAccuracy:
         """
         naive = self._naive(index)
         known = naive == naive
-        if known:
-            self._naive_err_step.fill(abs(naive - y))
-        if valid is None:
-            n, _, _, model_err, vs_naive = self._rows[:5]
-            if known:
-                self._with_naive += self._step  # targets, with a baseline, baseline error
-                model_err += abs_err
-                vs_naive += abs_err
-            else:
-                n += 1.0
-                model_err += abs_err
-            self._hits += inside
-            return
-        sums = self._sums
-        hs = valid.nonzero()[0]
-        if known:
-            sums[:3, hs] += self._step[:, hs]
-            sums[3:5, hs] += abs_err[hs]
-        else:
-            sums[0, hs] += 1.0
-            sums[3, hs] += abs_err[hs]
-        self._hits[:, hs] += inside[:, hs]
+        has_valid = valid is not None
+        accuracy_score(
+            self._sums,
+            abs_err,
+            inside,
+            valid if has_valid else _NO_MASK,
+            has_valid,
+            known,
+            abs(naive - y) if known else 0.0,
+        )
 
     def remember(self, index: int, y: float) -> None:
         """Keep ``y`` of window ``index`` as a future seasonal-naive forecast."""

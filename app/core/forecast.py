@@ -62,10 +62,10 @@ from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
 
 from app.core.forecasters.conformal import HorizonConformal
 from app.core.forecasters.holt import DampedHolt
+from app.core.forecasters.kernels import blend_weights, combine, gather_issued, learn_errors
 from app.core.forecasters.phase import FloatArray, IntArray, grid_for
 from app.core.forecasters.profile import SeasonalProfile
 from app.core.forecasters.residual import ResidualRegression
@@ -265,8 +265,7 @@ class SeriesForecaster:
         """Cache views into the state arrays (not pickled: a pickled view becomes a copy)."""
         lo0, hi0, cal0 = self._lo0, self._hi0, self._cal0
         # The candidates' block, their rows and the combination's, then the lower, upper and
-        # calibrated half-width rows (one per level) of the current forecast. Row by row on
-        # purpose: numpy broadcasting a horizon vector over level rows costs several plain ops.
+        # calibrated half-width rows (one per level) of the current forecast.
         cur = self._cur
         self._cur_rows = (
             cur[:_N],
@@ -275,28 +274,22 @@ class SeriesForecaster:
             list(cur[hi0:cal0]),
             list(cur[cal0:]),
         )
-        self._cur_t = cur.T  # what is copied into the ring
+        self._cur_half = cur[cal0:]
         self._mae_comb = self._mae[_N]
         self._mae_cand = self._mae[:_N]
-        # Scratch for `_score` (what was issued for the arriving window) and fixed views of it:
-        # no allocation and no slicing per window.
+        # Scratch for `_score`: what was issued for the arriving window (rows as in ``cur``;
+        # the first _N + 1 become the errors), which horizons count, coverage per level.
         buf = self._buf = np.empty(cur.shape)
-        self._buf_views = (
-            buf[:cal0],  # errors of the candidates and the combination, then bounds - y
-            buf[: _N + 1],  # the errors alone
-            buf[_PROFILE],
-            buf[_N],
-            buf[lo0:hi0],
-            buf[hi0:cal0],
-            buf[cal0:],  # the calibrated half-widths issued
-        )
-        self._above_lo = np.empty((len(self.levels), self.horizon), dtype=np.bool_)
-        self._below_hi = np.empty((len(self.levels), self.horizon), dtype=np.bool_)
+        self._buf_profile = buf[_PROFILE]
+        self._buf_comb = buf[_N]
+        self._buf_issued = buf[cal0:]  # the calibrated half-widths issued
+        self._valid = np.empty(self.horizon, dtype=np.bool_)
         self._inside = np.empty((len(self.levels), self.horizon))
+        self._z_flat = np.ascontiguousarray(self._z[:, 0])
 
-    _SCRATCH: tuple[str, ...] = ("_cur_rows", "_cur_t", "_mae_comb", "_mae_cand", "_cache")
-    _SCRATCH += ("_rows",)
-    _SCRATCH += ("_buf", "_buf_views", "_above_lo", "_below_hi", "_inside")
+    _SCRATCH: tuple[str, ...] = ("_cur_rows", "_cur_half", "_mae_comb", "_mae_cand", "_cache")
+    _SCRATCH += ("_rows", "_buf", "_buf_profile", "_buf_comb", "_buf_issued", "_valid")
+    _SCRATCH += ("_inside", "_z_flat")
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -378,51 +371,56 @@ class SeriesForecaster:
         """
         index = self._index
         slots = index.slot_rows[slot]
-        valid: npt.NDArray[np.bool_] | None = None
-        if gap != 1 or self._run < self.horizon:
-            valid = self._origin.take(slots) == n - index.h
-            if not valid.any():
-                return
-        self._ring.take(index.flat_rows[slot], out=self._buf, mode="wrap")  # what was issued
-        both, err, err_profile, err_comb, lo, hi, issued = self._buf_views
-        if accuracy is not None and (not trusted or y != raw):  # rare: accuracy alone
-            d = both - raw
+        rare = accuracy is not None and (not trusted or y != raw)  # accuracy alone, first
+        n_err = _N + 1 if trusted and not rare else 0  # rows whose error is taken now
+        state = gather_issued(
+            self._ring,
+            slots,
+            self._origin,
+            n,
+            gap != 1 or self._run < self.horizon,
+            self._valid,
+            self._buf,
+            n_err,
+            y,
+        )
+        if state < 0:
+            return  # no origin of this window was learned
+        valid = self._valid if state == 0 else None
+        buf = self._buf
+        if rare:
+            assert accuracy is not None
+            d = buf[: self._cal0] - raw
             n_levels = len(self.levels)
             inside = d[_N + 1 : _N + 1 + n_levels] <= 0.0  # lower - y <= 0 iff lower <= y
             inside &= d[_N + 1 + n_levels :] >= 0.0
             accuracy.score(n, raw, np.abs(d[_N]), inside, valid)
             accuracy = None
-        if not trusted:
-            return
-        if accuracy is None:
-            err -= y  # forecast errors; the profile's, negated, is the residual model's target
-        else:
-            both -= y  # and the bounds minus y, for the coverage of the issued intervals
-        self._resid.learn(slots, err_profile, valid, negate=True)
-        np.abs(err, out=err)
+            if not trusted:
+                return
+            buf[: _N + 1] -= y
+        self._resid.learn(slots, self._buf_profile, valid, negate=True)
+        masked = valid is not None
+        self._mature = learn_errors(
+            buf,
+            _N + 1,
+            y,
+            self._lo0,
+            len(self.levels),
+            self._inside,
+            accuracy is not None,
+            self._mae,
+            self._scored,
+            masked,
+            self._valid,
+            self._mature,
+            self.error_rate,
+            self._mature_after,
+        )
+        err_comb = self._buf_comb
         if accuracy is not None:
-            inside = np.logical_and(  # lower - y <= 0 iff lower <= y (IEEE); as 0/1 floats
-                np.less_equal(lo, 0.0, out=self._above_lo),
-                np.greater_equal(hi, 0.0, out=self._below_hi),
-                out=self._inside,
-            )
-            accuracy.score(n, y, err_comb, inside, valid)
-        mae = self._mae
-        self._conformal.learn(err_comb, issued, valid)
-        err -= mae
-        if self._mature and valid is None:
-            err *= self.error_rate
-        else:
-            rate = 1.0 / (self._scored + 1.0)
-            np.maximum(rate, self.error_rate, out=rate)
-            if valid is None:
-                self._scored += 1
-            else:
-                rate *= valid
-                self._scored += valid
-            err *= rate
-            self._mature = int(self._scored.min()) >= self._mature_after
-        mae += err
+            accuracy.score(n, y, err_comb, self._inside, valid)
+        self._conformal.learn(err_comb, self._buf_issued, valid)
 
     def _observe_spread(self, y: float) -> None:
         self._n += 1
@@ -435,58 +433,44 @@ class SeriesForecaster:
 
     def _refresh(self, n: int, slot: int) -> None:
         """Forecast all candidates from origin ``n``, combine, size intervals; keep in the ring."""
-        cands, p_profile, p_holt, p_ar, point, lo, hi, half = self._cur_rows
+        _, p_profile, p_holt, p_ar, *_ = self._cur_rows
         self._profile.forecast_into(n + 1, p_profile)
         self._holt.forecast_into(p_holt)
-        self._resid.forecast_into(p_ar)
-        p_ar += p_profile
+        self._resid.forecast_plus_into(p_profile, p_ar)
         self._origin[slot] = n
         if not self._mature or self.n_learned % _REWEIGHT_EVERY == 1:
             self._update_weights()
-        weighted = cands * self._weights  # column sums, element-wise (no BLAS: see residual)
-        np.add(weighted[0], weighted[1], out=point)
-        point += weighted[2]
-        self._conformal.half_widths_into(self._mae_comb, half)
+        self._conformal.half_widths(self._mae_comb, self._cur_half)
+        fallback = False
         if self._warming:
             if int(self._scored.min()) >= self.warmup_residuals:
                 self._warming = False
             else:  # the ring keeps the calibrated widths too: the tracker judges those
-                half = list(np.maximum(half, self._fallback_half()))
-        for k, width in enumerate(half):
-            np.subtract(point, width, out=lo[k])
-            np.add(point, width, out=hi[k])
-        self._ring[slot] = self._cur_t
+                fallback = True
+        combine(
+            self._cur,
+            self._weights,
+            _N,
+            self._lo0,
+            self._cal0,
+            fallback,
+            self._spread,
+            self._jump,
+            self._mean,
+            self._z_flat,
+            self._index.sqrt_h,
+            self._ring,
+            slot,
+        )
         self._cache = None
         self._rows = None
 
     def _update_weights(self) -> None:
-        mae = self._mae_cand
-        if self.blend_power <= 0.0:
-            w = np.zeros_like(mae)
-            w[mae.argmin(axis=0), self._index.h - 1] = 1.0
-        else:
-            w = mae + _TINY
-            np.divide(_MIN(mae, axis=0) + _TINY, w, out=w)  # in (0, 1], 1 for the best
-            if self.blend_power == 4.0:
-                w *= w
-                w *= w
-            else:
-                w **= self.blend_power
-            w /= _SUM(w, axis=0)
-        if not self._mature and int(self._scored.min()) < _MIN_SCORED:
-            cold = self._scored < _MIN_SCORED
-            w[:, cold] = 0.0
-            w[_HOLT, cold] = 1.0
-        self._weights = w
-        self._model = self._model_name(w)
+        # Until a horizon has _MIN_SCORED errors its weights are holt's (not once mature).
+        cold_below = 0 if self._mature else _MIN_SCORED
+        blend_weights(self._mae_cand, self.blend_power, self._scored, cold_below, self._weights)
+        self._model = self._model_name(self._weights)
         self._recent = float(_SUM(self._mae_comb)) / self.horizon
-
-    def _fallback_half(self) -> FloatArray:
-        """Warm-up widths: wide enough for a forecaster that knows only the data's spread."""
-        base = 1.5 * self._spread + 1.25 * self._jump * self._index.sqrt_h
-        base += 0.01 * abs(self._mean)
-        fb: FloatArray = self._z * base
-        return fb
 
     def _substitute(self, n: int, y: float) -> float:
         """What an untrusted window teaches instead of ``y``."""

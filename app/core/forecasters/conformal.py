@@ -7,6 +7,7 @@ from statistics import NormalDist
 import numpy as np
 import numpy.typing as npt
 
+from app.core.forecasters.kernels import conformal_half_widths, conformal_learn
 from app.core.forecasters.phase import FloatArray
 
 
@@ -70,18 +71,13 @@ class HorizonConformal:
         self._bind()
 
     def _bind(self) -> None:
-        """Scratch and row views (not pickled). Operations go row by row on purpose: numpy
-        broadcasting a horizon vector over the level rows costs several times a plain op."""
-        n_levels, horizon = len(self.levels), self.horizon
-        self._q_rows = list(self._q)
-        self._acc = np.empty_like(self._q)
-        self._acc_rows = list(self._acc)
-        self._miss = np.empty((n_levels, horizon), dtype=np.bool_)
-        self._miss_rows = list(self._miss)
+        """Scratch (not pickled)."""
+        horizon = self.horizon
         self._up_full = np.repeat(self._up, horizon, axis=1)
         self._down_full = np.repeat(self._down, horizon, axis=1)
+        self._all_valid = np.ones(horizon, dtype=np.bool_)
 
-    _SCRATCH = ("_q_rows", "_acc", "_acc_rows", "_miss", "_miss_rows", "_up_full", "_down_full")
+    _SCRATCH = ("_up_full", "_down_full", "_all_valid")
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -103,39 +99,29 @@ class HorizonConformal:
         """Take the absolute errors revealed now (one per horizon) and the half-widths that were
         issued for them (``(levels, horizon)``, from `half_widths` at the forecast's origin).
         ``valid`` masks horizons with nothing revealed (e.g. after gaps)."""
-        q = self.q
-        for k, miss in enumerate(self._miss_rows):
-            np.greater(abs_err, issued[k], out=miss)
-        upd = np.where(self._miss, self._up_full, self._down_full)
-        if not self._informed or valid is not None:
-            active = self.count >= self._informed_after
-            if valid is not None:
-                active &= valid
-                self.count += valid
-            else:
-                self.count += 1
-            upd *= active
-            self._informed = bool((self.count >= self._informed_after).all())
-        q += upd
+        has_valid = valid is not None
+        self._informed = conformal_learn(
+            self.q,
+            abs_err,
+            issued,
+            self._up_full,
+            self._down_full,
+            self.count,
+            self._informed_after,
+            valid if has_valid else self._all_valid,
+            has_valid,
+            self._informed,
+        )
         self._n += 1
         if self._n % 8 == 0:
             # q only goes below 0 while the scale is exactly 0 (a constant series); outputs
             # are clamped anyway, this keeps it from drifting down for ever meanwhile.
-            np.maximum(q, 0.0, out=q)
+            np.maximum(self.q, 0.0, out=self.q)
 
     def half_widths(self, scale: FloatArray, out: FloatArray | None = None) -> FloatArray:
         """Half-widths ``(levels, horizon)`` for the current ``scale`` (per horizon): >= 0 and
         non-decreasing across (sorted) levels. Written into ``out`` if given."""
         if out is None:
             out = np.empty((len(self.levels), self.horizon))
-        self.half_widths_into(scale, list(out))
+        conformal_half_widths(self._q, scale, out)
         return out
-
-    def half_widths_into(self, scale: FloatArray, rows: list[FloatArray]) -> None:
-        """`half_widths` written into ``rows`` (one horizon vector per level)."""
-        acc = self._acc_rows
-        q = self._q_rows
-        prev = q[0]  # the constant 0 row: the running max clamps at 0 and nests the levels
-        for k, row in enumerate(rows, start=1):
-            prev = np.maximum(prev, q[k], out=acc[k])
-            np.multiply(prev, scale, out=row)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from array import array
 
 import numpy as np
 
+from app.core.forecasters.kernels import profile_forecast, profile_learn
 from app.core.forecasters.phase import DAY_MS, FloatArray, SeasonalGrid, log_keep
 
 
@@ -78,18 +78,21 @@ class SeasonalProfile:
         self._keep_daily = log_keep(daily_rate, grid.daily_windows)
         self._keep_weekly = log_keep(weekly_rate, grid.weekly_windows)
         self._day_windows = max(1, DAY_MS // grid.step_ms)
+        self._bind()
+
+    def _bind(self) -> None:
+        """numpy views of the knot arrays, for the compiled loops (not pickled)."""
         self._view: FloatArray = np.frombuffer(self.knots)
-        self._vals: FloatArray = np.empty((0, 4))  # scratch of `forecast_into`
+        self._mass_view: FloatArray = np.frombuffer(self.mass)
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
-        del state["_view"], state["_vals"]  # a view of ``knots``, scratch: rebuilt on load
+        del state["_view"], state["_mass_view"]  # views: rebuilt on load
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
-        self._view = np.frombuffer(self.knots)
-        self._vals = np.empty((0, 4))
+        self._bind()
 
     def predict_window(self, n: int) -> float:
         """Profile value of window ``n`` (``start_ms = n * step_ms``)."""
@@ -106,16 +109,7 @@ class SeasonalProfile:
     def forecast_into(self, n_first: int, out: FloatArray) -> None:
         """Write the profile values of windows ``n_first, n_first + 1, ...`` into ``out``."""
         idx, wt = self.grid.rows(n_first, len(out))
-        vals = self._vals
-        if vals.shape != idx.shape:
-            vals = self._vals = np.empty(idx.shape)
-        self._view.take(idx, out=vals, mode="wrap")
-        vals *= wt
-        # Row sums, element-wise (BLAS kernels round differently from one processor to another).
-        np.add(vals[:, 0], vals[:, 1], out=out)
-        out += vals[:, 2]
-        out += vals[:, 3]
-        out += self.level
+        profile_forecast(self._view, idx, wt, self.level, out)
 
     def forecast(self, n_first: int, count: int) -> FloatArray:
         """Profile values of windows ``n_first .. n_first + count - 1`` (vectorised)."""
@@ -125,40 +119,28 @@ class SeasonalProfile:
 
     def learn_window(self, n: int, y: float) -> float:
         """Learn window ``n``'s value; return its residual against the pre-update profile."""
-        idx, wt = self.grid.row(n)
-        i0, i1, j0, j1 = idx
-        a, b, c, d = wt
-        k = self.knots
-        m = self.mass
-        d_part = k[i0] * a + k[i1] * b
-        w_part = k[j0] * c + k[j1] * d
-        pred = self.level + d_part + w_part
-        resid = y - pred
+        (i0, i1, j0, j1), (a, b, c, d) = self.grid.row(n)
         self.n += 1
-        r = resid
-        if self.n > 10:
-            lim = self.clip * self.scale
-            r = lim if r > lim else (-lim if r < -lim else r)
-        self.scale += max(self.scale_rate, 1.0 / self.n) * (abs(resid) - self.scale)
-        y_c = pred + r
-        self.level += max(self.level_rate, 1.0 / self.n) * r
-        # Daily knots learn what the level and the weekly knots do not explain...
-        target = y_c - self.level - w_part
-        keep = self._keep_daily
-        for i, w in ((i0, a), (i1, b)):
-            if w > 0.0:
-                mass = m[i] * math.exp(keep * w) + w
-                m[i] = mass
-                k[i] += (w / mass) * (target - k[i])
-        # ...then the weekly knots learn what is left after the updated daily shape, but only
-        # once a day has been seen: on day one the daily knots are still being filled, and the
-        # weekly knots would steal the shape from them (and hand it to one weekday only).
-        if self.n > self._day_windows:
-            target = y_c - self.level - (k[i0] * a + k[i1] * b)
-            keep = self._keep_weekly
-            for i, w in ((j0, c), (j1, d)):
-                if w > 0.0:
-                    mass = m[i] * math.exp(keep * w) + w
-                    m[i] = mass
-                    k[i] += (w / mass) * (target - k[i])
+        resid, self.level, self.scale = profile_learn(
+            self._view,
+            self._mass_view,
+            i0,
+            i1,
+            j0,
+            j1,
+            a,
+            b,
+            c,
+            d,
+            y,
+            self.n,
+            self.level,
+            self.scale,
+            self.clip,
+            self.scale_rate,
+            self.level_rate,
+            self._keep_daily,
+            self._keep_weekly,
+            self._day_windows,
+        )
         return resid

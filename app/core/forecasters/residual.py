@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from app.core.forecasters.kernels import residual_forecast, residual_learn
 from app.core.forecasters.phase import FloatArray, IntArray
 
 N_FEATURES = 3
 _N_PAIRS = N_FEATURES * (N_FEATURES + 1) // 2
 # Upper-triangle storage order (00, 01, 02, 11, 12, 22) -> full 3x3, row-major; and diagonal.
 _DIAG = np.array([0, 3, 5])
+_NO_MASK = np.ones(1, dtype=np.bool_)  # what the compiled loop gets for ``valid=None``
 
 
 class ResidualRegression:
@@ -92,20 +94,6 @@ class ResidualRegression:
         self.n_obs = 0
         self.n_fit = 0
         self._grow = 1.0
-        self._bind()
-
-    def _bind(self) -> None:
-        self._z: FloatArray = np.empty((N_FEATURES + _N_PAIRS, self.horizon))  # scratch
-        self._zx = list(self._z[:N_FEATURES])  # row by row: cheaper than a broadcast
-
-    def __getstate__(self) -> dict[str, object]:
-        state = self.__dict__.copy()
-        del state["_z"], state["_zx"]
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._bind()
 
     @property
     def sxy(self) -> FloatArray:
@@ -131,16 +119,12 @@ class ResidualRegression:
         ``negate=True`` says ``targets`` holds minus the residuals (profile forecast errors, as
         the caller has them at hand: saves it an array operation).
         """
-        z = self.history.take(slots, axis=1, out=self._z, mode="wrap")
-        if valid is not None:
-            if not valid.any():
-                return
-            z *= valid
-        for xs in self._zx:
-            xs *= targets
-            if not negate:
-                np.negative(xs, out=xs)  # exact: a - (-b) == a + b
-        self._sums -= z
+        has_valid = valid is not None
+        mask = valid if has_valid else _NO_MASK
+        if not residual_learn(
+            self.history, slots, targets, mask, has_valid, negate, N_FEATURES, self._sums
+        ):
+            return
         self.n_fit += 1
         if self.n_fit % self.refit_every == 0:
             self._solve()
@@ -192,11 +176,13 @@ class ResidualRegression:
 
     def forecast_into(self, out: FloatArray) -> None:
         """Write the predicted residual for horizons 1..``horizon`` into ``out``."""
-        f0, f1, f2 = self.features  # element-wise, not BLAS: see `_solve`
-        coef = self.coef
-        np.multiply(coef[0], f0, out=out)
-        out += coef[1] * f1
-        out += coef[2] * f2
+        f0, f1, f2 = self.features.tolist()
+        residual_forecast(self.coef, f0, f1, f2, out, False, out)
+
+    def forecast_plus_into(self, base: FloatArray, out: FloatArray) -> None:
+        """Write ``base`` + the predicted residual (horizons 1..``horizon``) into ``out``."""
+        f0, f1, f2 = self.features.tolist()
+        residual_forecast(self.coef, f0, f1, f2, base, True, out)
 
     def forecast(self) -> FloatArray:
         """Predicted residual for horizons 1..``horizon`` from the current features."""
