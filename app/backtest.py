@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,6 +47,7 @@ from app.events import (
     ConflictPredicted,
     DeadLetter,
     Forecast,
+    LoadWindow,
     OutputEvent,
     RebalanceRecommended,
     SaturationPredicted,
@@ -71,6 +73,11 @@ _FAST_PREFIX = b'{"subsystem":"'
 _FAST_LEN = len(_FAST_PREFIX)
 _BLOCK_BYTES = 1 << 20
 _IO_BUFFER = 1 << 20  # spool and output files: ~8 KB records, one system call per megabyte
+# Stage 1 predicts closed windows in batches of this many per subsystem (at most _BATCH_MAX
+# windows: memory), grouped by subsystem: see `_stage1`.
+_BATCH_PER_SUBSYSTEM = 8
+_BATCH_MAX = 20_000
+_subsystem_of = attrgetter("subsystem")
 _CSV_ERROR = b"\x00csv:"  # a CSV row that cannot become a sample (never valid JSON)
 
 #: progress(stage, done, total): stage is "ingest" (lines) or "conflicts" (windows)
@@ -445,9 +452,10 @@ def _stage1(
 ) -> Stage1Result:
     """Ingest and stage-1 predict every subsystem ``worker`` owns; spool records to disk.
 
-    With ``emit``, after each input block the new index entries go out with a watermark:
-    no window of a subsystem seen so far can start before it from then on (a new window is
-    accepted only if it ends after the subsystem's ``closed_until``). None: no subsystem yet.
+    With ``emit``, after an input block that leaves no window pending, the new index entries
+    go out with a watermark: no window of a subsystem seen so far can start before it from
+    then on (a new window is accepted only if it ends after the subsystem's ``closed_until``).
+    None: no subsystem yet.
     """
     from app.core.engine import PredictionEngine, share_values  # scipy: only when needed
 
@@ -457,11 +465,17 @@ def _stage1(
     engine = PredictionEngine(policy)
     out = Stage1Result(records=os.path.join(tmpdir, f"stage1-{worker}.bin"))
     anomalous: set[tuple[str, int]] = set()
+    pending: list[LoadWindow] = []  # closed windows not yet predicted, see `predict`
     sent = 0
     with open(out.records, "wb", buffering=_IO_BUFFER) as fh:
 
-        def spool(windows: list[Any]) -> None:
-            for window in windows:
+        def predict() -> None:
+            """Predict the pending windows subsystem by subsystem (a stable sort keeps each
+            one's windows in event-time order): a subsystem's models then stay in the
+            processor's caches across its windows, ~20 % faster than in time order. Same
+            records: stage 1 is independent per subsystem, and the index is sorted."""
+            pending.sort(key=_subsystem_of)
+            for window in pending:
                 result = engine.subsystem(window.subsystem).process(window)
                 record = pickle.dumps(
                     (
@@ -473,28 +487,28 @@ def _stage1(
                 )
                 out.index.append((window.window_start_ms, window.subsystem, fh.tell(), len(record)))
                 fh.write(record)
+            pending.clear()
 
         def on_block() -> None:
+            """After each input block: predict once enough windows wait, then stream what is
+            final (only with no window pending: those would start before the watermark)."""
             nonlocal sent
-            assert emit is not None
+            batch = min(_BATCH_MAX, _BATCH_PER_SUBSYSTEM * max(1, len(ingest.windows)))
+            if len(pending) >= batch:
+                predict()
+            if emit is None or pending:
+                return
             fh.flush()  # the parent reads these records while this process writes more
             closed = [w.closed_until for w in ingest.windows.values()]
             emit(out.index[sent:], min((c for c in closed if c is not None), default=None))
             sent = len(out.index)
 
         acc = _ingest(
-            Path(source),
-            workers,
-            worker,
-            ingest,
-            size_ms,
-            out,
-            anomalous,
-            spool,
-            None if emit is None else on_block,
+            Path(source), workers, worker, ingest, size_ms, out, anomalous, pending.extend, on_block
         )
         out.samples += acc.items
-        spool(ingest.flush())
+        pending.extend(ingest.flush())
+        predict()
         if emit is not None:
             fh.flush()
             emit(out.index[sent:], None)

@@ -207,6 +207,13 @@ class ForecastAccuracy:
             abs(naive - y) if known else 0.0,
         )
 
+    def baseline(self, index: int, y: float) -> tuple[FloatArray, bool, float]:
+        """For a caller adding `score`'s terms itself (the forecaster's fused loop): the sums
+        to add into, whether window ``index`` has a seasonal-naive value, and its error."""
+        naive = self._naive(index)
+        known = naive == naive
+        return self._sums, known, abs(naive - y) if known else 0.0
+
     def remember(self, index: int, y: float) -> None:
         """Keep ``y`` of window ``index`` as a future seasonal-naive forecast."""
         last = self._last_index

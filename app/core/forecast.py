@@ -65,7 +65,12 @@ import numpy as np
 
 from app.core.forecasters.conformal import HorizonConformal
 from app.core.forecasters.holt import DampedHolt
-from app.core.forecasters.kernels import blend_weights, combine, gather_issued, learn_errors
+from app.core.forecasters.kernels import (
+    gather_issued,
+    learn_errors,
+    refresh_forecast,
+    score_trusted,
+)
 from app.core.forecasters.phase import FloatArray, IntArray, grid_for
 from app.core.forecasters.profile import SeasonalProfile
 from app.core.forecasters.residual import ResidualRegression
@@ -88,7 +93,9 @@ STATE_VERSION = 2  # bump when the pickled state changes shape; restore only the
 
 
 class _RingIndex:
-    """Index tables of the forecast ring for one horizon (shared, never pickled)."""
+    """Index tables of the forecast ring for one horizon, and the scratch arrays of
+    `SeriesForecaster._score` (shared by every forecaster of this shape, never pickled: a
+    window's scratch is dead once its update returns, and shared scratch stays in cache)."""
 
     def __init__(self, horizon: int, rows: int) -> None:
         self.horizon = horizon
@@ -97,18 +104,15 @@ class _RingIndex:
         self.h = h
         # slots[r, h-1]: ring slot of the origin h windows before a window with n % H == r.
         self.slots: IntArray = (np.arange(horizon, dtype=np.int64)[:, None] - h[None, :]) % horizon
-        c = np.arange(rows, dtype=np.int64)
-        # flat[r, c, h-1]: where row c (a forecast, or an issued width) for that window sits in
-        # the ring, laid out (origin slot, h-1, row): what one window gathers is 15 runs of
-        # ``rows`` contiguous numbers, not 15 x rows scattered ones (cache lines, when cold).
-        self.flat: IntArray = (
-            self.slots[:, None, :] * (rows * horizon)
-            + (h - 1)[None, None, :] * rows
-            + c[None, :, None]
-        )
         self.sqrt_h: FloatArray = np.sqrt(h.astype(np.float64))
         self.slot_rows: list[IntArray] = list(self.slots)
-        self.flat_rows: list[IntArray] = list(self.flat)
+        n_levels = (rows - _N - 1) // 3  # rows: candidates, combination, lower, upper, widths
+        # What was issued for the arriving window (rows as in the forecast; the first _N + 1
+        # become the errors), which horizons count, coverage per level.
+        self.buf: FloatArray = np.empty((rows, horizon))
+        self.valid = np.empty(horizon, dtype=np.bool_)
+        self.inside: FloatArray = np.empty((n_levels, horizon))
+        self.no_accuracy: FloatArray = np.zeros((5 + n_levels, horizon))  # never read
 
     def __reduce__(self) -> tuple[object, tuple[int, int]]:
         return (_ring_index, (self.horizon, self.rows))
@@ -262,34 +266,23 @@ class SeriesForecaster:
         self._bind()
 
     def _bind(self) -> None:
-        """Cache views into the state arrays (not pickled: a pickled view becomes a copy)."""
-        lo0, hi0, cal0 = self._lo0, self._hi0, self._cal0
-        # The candidates' block, their rows and the combination's, then the lower, upper and
-        # calibrated half-width rows (one per level) of the current forecast.
-        cur = self._cur
-        self._cur_rows = (
-            cur[:_N],
-            *cur[: _N + 1],
-            list(cur[lo0:hi0]),
-            list(cur[hi0:cal0]),
-            list(cur[cal0:]),
-        )
-        self._cur_half = cur[cal0:]
+        """Cache views into the state arrays, and the shared scratch (not pickled: a pickled
+        view becomes a copy)."""
         self._mae_comb = self._mae[_N]
         self._mae_cand = self._mae[:_N]
-        # Scratch for `_score`: what was issued for the arriving window (rows as in ``cur``;
-        # the first _N + 1 become the errors), which horizons count, coverage per level.
-        buf = self._buf = np.empty(cur.shape)
+        index = self._index
+        self._buf = buf = index.buf
         self._buf_profile = buf[_PROFILE]
         self._buf_comb = buf[_N]
-        self._buf_issued = buf[cal0:]  # the calibrated half-widths issued
-        self._valid = np.empty(self.horizon, dtype=np.bool_)
-        self._inside = np.empty((len(self.levels), self.horizon))
+        self._buf_issued = buf[self._cal0 :]  # the calibrated half-widths issued
+        self._valid = index.valid
+        self._inside = index.inside
+        self._no_accuracy = index.no_accuracy
         self._z_flat = np.ascontiguousarray(self._z[:, 0])
 
-    _SCRATCH: tuple[str, ...] = ("_cur_rows", "_cur_half", "_mae_comb", "_mae_cand", "_cache")
-    _SCRATCH += ("_rows", "_buf", "_buf_profile", "_buf_comb", "_buf_issued", "_valid")
-    _SCRATCH += ("_inside", "_z_flat")
+    _SCRATCH: tuple[str, ...] = ("_mae_comb", "_mae_cand", "_cache", "_rows", "_buf")
+    _SCRATCH += ("_buf_profile", "_buf_comb", "_buf_issued", "_valid", "_inside")
+    _SCRATCH += ("_no_accuracy", "_z_flat")
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -369,36 +362,29 @@ class SeriesForecaster:
         ``y`` is what the forecaster learns, ``raw`` the actual value (they differ for clipped
         or untrusted values): ``accuracy``, if given, scores the issued forecasts against it.
         """
-        index = self._index
-        slots = index.slot_rows[slot]
-        rare = accuracy is not None and (not trusted or y != raw)  # accuracy alone, first
-        n_err = _N + 1 if trusted and not rare else 0  # rows whose error is taken now
+        slots = self._index.slot_rows[slot]
+        check = gap != 1 or self._run < self.horizon  # some origins may never have been learned
+        if trusted and (accuracy is None or y == raw):
+            self._score_trusted(n, slots, check, y, accuracy)
+            return
+        # An untrusted or clipped value: accuracy scores ``raw`` first, then (if trusted) the
+        # model learns ``y``. The same steps as `_score_trusted`, one kernel at a time.
         state = gather_issued(
-            self._ring,
-            slots,
-            self._origin,
-            n,
-            gap != 1 or self._run < self.horizon,
-            self._valid,
-            self._buf,
-            n_err,
-            y,
+            self._ring, slots, self._origin, n, check, self._valid, self._buf, 0, y
         )
         if state < 0:
             return  # no origin of this window was learned
         valid = self._valid if state == 0 else None
         buf = self._buf
-        if rare:
-            assert accuracy is not None
+        if accuracy is not None:
             d = buf[: self._cal0] - raw
             n_levels = len(self.levels)
             inside = d[_N + 1 : _N + 1 + n_levels] <= 0.0  # lower - y <= 0 iff lower <= y
             inside &= d[_N + 1 + n_levels :] >= 0.0
             accuracy.score(n, raw, np.abs(d[_N]), inside, valid)
-            accuracy = None
-            if not trusted:
-                return
-            buf[: _N + 1] -= y
+        if not trusted:
+            return
+        buf[: _N + 1] -= y
         self._resid.learn(slots, self._buf_profile, valid, negate=True)
         masked = valid is not None
         self._mature = learn_errors(
@@ -408,7 +394,7 @@ class SeriesForecaster:
             self._lo0,
             len(self.levels),
             self._inside,
-            accuracy is not None,
+            False,
             self._mae,
             self._scored,
             masked,
@@ -417,10 +403,59 @@ class SeriesForecaster:
             self.error_rate,
             self._mature_after,
         )
-        err_comb = self._buf_comb
-        if accuracy is not None:
-            accuracy.score(n, y, err_comb, self._inside, valid)
-        self._conformal.learn(err_comb, self._buf_issued, valid)
+        self._conformal.learn(self._buf_comb, self._buf_issued, valid)
+
+    def _score_trusted(
+        self,
+        n: int,
+        slots: IntArray,
+        check: bool,
+        y: float,
+        accuracy: ForecastAccuracy | None,
+    ) -> None:
+        """`_score` of a trusted, unclipped value, in one compiled call (`score_trusted`).
+
+        Reaches into its own components' arrays: they are the forecaster's, and one call
+        instead of five is most of what the kernels save.
+        """
+        resid, conformal = self._resid, self._conformal
+        if accuracy is None:
+            acc_sums, known, naive_err = self._no_accuracy, False, 0.0
+        else:
+            acc_sums, known, naive_err = accuracy.baseline(n, y)
+        state, self._mature, conformal._informed, learned = score_trusted(
+            self._ring,
+            slots,
+            self._origin,
+            n,
+            check,
+            self._valid,
+            self._buf,
+            y,
+            resid.history,
+            resid._sums,
+            self._lo0,
+            self._inside,
+            accuracy is not None,
+            self._mae,
+            self._scored,
+            self._mature,
+            self.error_rate,
+            self._mature_after,
+            acc_sums,
+            known,
+            naive_err,
+            conformal.q,
+            conformal._up_full,
+            conformal._down_full,
+            conformal.count,
+            conformal._informed_after,
+            conformal._informed,
+        )
+        if state >= 0:
+            if learned:
+                resid.learned()
+            conformal.stepped()
 
     def _observe_spread(self, y: float) -> None:
         self._n += 1
@@ -433,44 +468,47 @@ class SeriesForecaster:
 
     def _refresh(self, n: int, slot: int) -> None:
         """Forecast all candidates from origin ``n``, combine, size intervals; keep in the ring."""
-        _, p_profile, p_holt, p_ar, *_ = self._cur_rows
-        self._profile.forecast_into(n + 1, p_profile)
-        self._holt.forecast_into(p_holt)
-        self._resid.forecast_plus_into(p_profile, p_ar)
-        self._origin[slot] = n
-        if not self._mature or self.n_learned % _REWEIGHT_EVERY == 1:
-            self._update_weights()
-        self._conformal.half_widths(self._mae_comb, self._cur_half)
-        fallback = False
-        if self._warming:
-            if int(self._scored.min()) >= self.warmup_residuals:
-                self._warming = False
-            else:  # the ring keeps the calibrated widths too: the tracker judges those
-                fallback = True
-        combine(
-            self._cur,
+        profile, holt, resid = self._profile, self._holt, self._resid
+        idx, wt = profile.grid.rows(n + 1, self.horizon)
+        reweight = not self._mature or self.n_learned % _REWEIGHT_EVERY == 1
+        self._warming = refresh_forecast(
+            profile._view,
+            idx,
+            wt,
+            profile.level,
+            holt._damp,
+            holt.level,
+            holt.trend,
+            resid.coef,
+            resid.features,
+            reweight,
+            self._mae_cand,
+            self.blend_power,
+            self._scored,
+            0 if self._mature else _MIN_SCORED,  # until then a horizon's weights are holt's
             self._weights,
-            _N,
-            self._lo0,
-            self._cal0,
-            fallback,
+            self._conformal._q,
+            self._mae_comb,
+            self._warming,
+            self.warmup_residuals,
             self._spread,
             self._jump,
             self._mean,
             self._z_flat,
             self._index.sqrt_h,
+            self._cur,
+            self._lo0,
+            self._cal0,
             self._ring,
+            self._origin,
             slot,
+            n,
         )
+        if reweight:
+            self._model = self._model_name(self._weights)
+            self._recent = float(_SUM(self._mae_comb)) / self.horizon
         self._cache = None
         self._rows = None
-
-    def _update_weights(self) -> None:
-        # Until a horizon has _MIN_SCORED errors its weights are holt's (not once mature).
-        cold_below = 0 if self._mature else _MIN_SCORED
-        blend_weights(self._mae_cand, self.blend_power, self._scored, cold_below, self._weights)
-        self._model = self._model_name(self._weights)
-        self._recent = float(_SUM(self._mae_comb)) / self.horizon
 
     def _substitute(self, n: int, y: float) -> float:
         """What an untrusted window teaches instead of ``y``."""

@@ -112,6 +112,10 @@ class HorizonConformal:
             has_valid,
             self._informed,
         )
+        self.stepped()
+
+    def stepped(self) -> None:
+        """Count a learnt window (by `learn`, or by the forecaster's fused loop)."""
         self._n += 1
         if self._n % 8 == 0:
             # q only goes below 0 while the scale is exactly 0 (a constant series); outputs

@@ -36,6 +36,7 @@ _f8, _i8, _b1 = nt.float64, nt.int64, nt.boolean
 _F1, _F2, _F3 = nt.float64[::1], nt.float64[:, ::1], nt.float64[:, :, ::1]
 _I1, _B1 = nt.int64[::1], nt.boolean[::1]
 _F8x3: Any = nt.UniTuple(_f8, 3)  # type: ignore[no-untyped-call]
+_SCORED: Any = nt.Tuple((_i8, _b1, _b1, _b1))  # type: ignore[no-untyped-call]
 
 
 def _RO(dtype: Any, ndim: int) -> Any:
@@ -523,3 +524,157 @@ def accuracy_score(
             sums[4, h] += abs_err[h]
         for k in range(rows - 5):
             sums[5 + k, h] += inside[k, h]
+
+
+# ------------------------------------------------------------------ one window, fused
+# `SeriesForecaster` calls these two per window instead of the ten kernels above one by one:
+# the same loops in the same order, minus ~2 µs of Python per call saved.
+
+
+@_compiled(
+    _SCORED(
+        *(_F3, _I1, _I1, _i8, _b1, _B1, _F2, _f8),  # gather_issued
+        *(_F2, _F2),  # residual_learn (history, sums)
+        *(_i8, _F2, _b1, _F2, _I1, _b1, _f8, _i8),  # learn_errors
+        *(_F2, _b1, _f8),  # accuracy_score (sums, known, naive error)
+        *(_F2, _F2, _F2, _I1, _I1, _b1),  # conformal_learn
+    )
+)
+def score_trusted(
+    ring: FloatArray,
+    slots: Any,
+    origin: Any,
+    n: int,
+    check: bool,
+    valid: Any,
+    buf: FloatArray,
+    y: float,
+    history: FloatArray,
+    resid_sums: FloatArray,
+    lo0: int,
+    inside: FloatArray,
+    with_accuracy: bool,
+    mae: FloatArray,
+    scored: Any,
+    mature: bool,
+    error_rate: float,
+    mature_after: int,
+    accuracy_sums: FloatArray,
+    known: bool,
+    naive_err: float,
+    q: FloatArray,
+    up: FloatArray,
+    down: FloatArray,
+    count: Any,
+    informed_after: Any,
+    informed: bool,
+) -> tuple[int, bool, bool, bool]:
+    """`SeriesForecaster._score` of a trusted value: gather what was issued for window ``n``,
+    then the residual regression, the error averages, the accuracy sums (``with_accuracy``)
+    and the conformal tracker learn from it. Returns ``(state, mature, informed, learned)``:
+    `gather_issued`'s state (-1: nothing to score), and whether the regression learnt."""
+    n_cand = mae.shape[0]  # the candidates and the combination: the error rows
+    n_levels = q.shape[0]
+    state = gather_issued(ring, slots, origin, n, check, valid, buf, n_cand, y)
+    if state < 0:
+        return state, mature, informed, False
+    masked = state == 0
+    learned = residual_learn(history, slots, buf[0], valid, masked, True, 3, resid_sums)
+    mature = learn_errors(
+        buf,
+        n_cand,
+        y,
+        lo0,
+        n_levels,
+        inside,
+        with_accuracy,
+        mae,
+        scored,
+        masked,
+        valid,
+        mature,
+        error_rate,
+        mature_after,
+    )
+    comb = buf[n_cand - 1]
+    if with_accuracy:
+        accuracy_score(accuracy_sums, comb, inside, valid, masked, known, naive_err)
+    cal0 = lo0 + 2 * n_levels
+    informed = conformal_learn(
+        q, comb, buf[cal0:], up, down, count, informed_after, valid, masked, informed
+    )
+    return state, mature, informed, learned
+
+
+_REFRESH_ARGS = (
+    _f8,  # the profile's level (its knots and grid rows come first)
+    *(_F1, _f8, _f8),  # holt (damp, level, trend)
+    *(_F2, _F1),  # residual (coef, features)
+    *(_b1, _F2, _f8, _I1, _i8, _F2),  # blend_weights (when reweighting)
+    *(_F2, _F1),  # conformal (q with its 0 row, scale)
+    *(_b1, _i8, _f8, _f8, _f8, _F1, _F1),  # warm-up fallback
+    *(_F2, _i8, _i8, _F3, _I1, _i8, _i8),  # cur, lo0, cal0, ring, origin, slot, n
+)
+
+
+@_compiled(
+    _b1(_F1, nt.int64[:, ::1], _F2, *_REFRESH_ARGS),
+    _b1(_F1, _RO(nt.int64, 2), _RO(nt.float64, 2), *_REFRESH_ARGS),  # the shared grid table
+)
+def refresh_forecast(
+    knots: FloatArray,
+    idx: Any,
+    wt: FloatArray,
+    profile_level: float,
+    damp: FloatArray,
+    holt_level: float,
+    holt_trend: float,
+    coef: FloatArray,
+    features: FloatArray,
+    reweight: bool,
+    mae_cand: FloatArray,
+    power: float,
+    scored: Any,
+    cold_below: int,
+    weights: FloatArray,
+    q_all: FloatArray,
+    mae_comb: FloatArray,
+    warming: bool,
+    warmup: int,
+    spread: float,
+    jump: float,
+    mean: float,
+    z: FloatArray,
+    sqrt_h: FloatArray,
+    cur: FloatArray,
+    lo0: int,
+    cal0: int,
+    ring: FloatArray,
+    origin: Any,
+    slot: int,
+    n: int,
+) -> bool:
+    """`SeriesForecaster._refresh`: the candidates forecast from origin ``n`` into ``cur``
+    (rows profile, holt, profile_ar), the weights if ``reweight``, the calibrated half-widths,
+    then the combination and its bounds, into the ring. Returns the new ``warming``."""
+    horizon = cur.shape[1]
+    profile_forecast(knots, idx, wt, profile_level, cur[0])
+    for h in range(horizon):
+        cur[1, h] = damp[h] * holt_trend + holt_level
+    residual_forecast(coef, features[0], features[1], features[2], cur[0], True, cur[2])
+    origin[slot] = n
+    if reweight:
+        blend_weights(mae_cand, power, scored, cold_below, weights)
+    conformal_half_widths(q_all, mae_comb, cur[cal0:])
+    fallback = False
+    if warming:
+        least = scored[0]
+        for h in range(1, horizon):
+            least = min(least, scored[h])
+        if least >= warmup:
+            warming = False
+        else:
+            fallback = True
+    n_cand = weights.shape[0]
+    combine(cur, weights, n_cand, lo0, cal0, fallback, spread, jump, mean, z, sqrt_h, ring, slot)
+    return warming

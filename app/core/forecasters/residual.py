@@ -125,6 +125,11 @@ class ResidualRegression:
             self.history, slots, targets, mask, has_valid, negate, N_FEATURES, self._sums
         ):
             return
+        self.learned()
+
+    def learned(self) -> None:
+        """Count an arrival whose terms are in the sums (by `learn`, or by the forecaster's
+        fused loop); refit every ``refit_every``."""
         self.n_fit += 1
         if self.n_fit % self.refit_every == 0:
             self._solve()
@@ -178,11 +183,6 @@ class ResidualRegression:
         """Write the predicted residual for horizons 1..``horizon`` into ``out``."""
         f0, f1, f2 = self.features.tolist()
         residual_forecast(self.coef, f0, f1, f2, out, False, out)
-
-    def forecast_plus_into(self, base: FloatArray, out: FloatArray) -> None:
-        """Write ``base`` + the predicted residual (horizons 1..``horizon``) into ``out``."""
-        f0, f1, f2 = self.features.tolist()
-        residual_forecast(self.coef, f0, f1, f2, base, True, out)
 
     def forecast(self) -> FloatArray:
         """Predicted residual for horizons 1..``horizon`` from the current features."""
