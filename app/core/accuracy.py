@@ -155,22 +155,15 @@ class ForecastAccuracy:
         self._sums = np.zeros((5 + n_levels, horizon))
 
     @property
+    def sums(self) -> FloatArray:
+        """The per-horizon sums as one array (a copy; compact to ship between processes):
+        `totals_of` turns them into `HorizonTotals`."""
+        return self._sums.copy()
+
+    @property
     def totals(self) -> list[HorizonTotals]:
         """Per-horizon sums as mergeable `HorizonTotals` (a copy)."""
-        n, n_naive, naive_err, abs_err, vs_naive, *by_level = self._sums.tolist()
-        hits = [[int(c[h]) for c in by_level] for h in range(self.horizon)]
-        return [
-            HorizonTotals(
-                levels=self.levels,
-                n=int(n[h]),
-                abs_err=abs_err[h],
-                n_naive=int(n_naive[h]),
-                abs_err_model_vs_naive=vs_naive[h],
-                abs_err_naive=naive_err[h],
-                hits=hits[h],
-            )
-            for h in range(self.horizon)
-        ]
+        return totals_of(self._sums, self.levels)
 
     def _naive(self, index: int) -> float:
         """y one season before window ``index`` (NaN if unknown)."""
@@ -257,6 +250,23 @@ class ForecastAccuracy:
             row[1 + k] = forecast.lower[level]
             row[1 + n_levels + k] = forecast.upper[level]
         self._origins[slot] = origin_index
+
+
+def totals_of(sums: FloatArray, levels: tuple[float, ...]) -> list[HorizonTotals]:
+    """`ForecastAccuracy.totals` of the array ``sums`` (from `ForecastAccuracy.sums`)."""
+    n, n_naive, naive_err, abs_err, vs_naive, *by_level = sums.tolist()
+    return [
+        HorizonTotals(
+            levels=levels,
+            n=int(n[h]),
+            abs_err=abs_err[h],
+            n_naive=int(n_naive[h]),
+            abs_err_model_vs_naive=vs_naive[h],
+            abs_err_naive=naive_err[h],
+            hits=[int(c[h]) for c in by_level],
+        )
+        for h in range(len(n))
+    ]
 
 
 @dataclass(slots=True)

@@ -125,35 +125,47 @@ class TelemetryIngest:
             result.dead.extend(late)
         return result
 
-    def process_plain(self, raw: bytes, into: IngestResult) -> bool:
-        """`process` of the common message alone: one plainly valid sample object, accepted.
+    def process_plain_run(self, lines: Sequence[bytes], first: int, into: IngestResult) -> int:
+        """`process` of ``lines[first:]``, one message each, while each is the common message:
+        one plainly valid sample object, accepted. Returns the index of the first line it
+        declined, having changed nothing for it (``len(lines)`` if none): a batch, invalid
+        JSON, a sample that needs the model, a late sample. The caller runs `process` on that
+        one, which handles and words every case, then resumes after it.
 
-        Returns False, having changed nothing, for anything else (a batch, invalid JSON, a
-        sample that needs the model, a late sample): the caller then runs `process`, which
-        handles and words every case. Spares a replay loop, which feeds one sample per line,
-        the envelope and bookkeeping of the general path (same windows, same counts).
+        A replay's inner loop: spares it the envelope and bookkeeping of the general path
+        (same windows, same counts).
         """
-        if raw[:1] != b"{" or len(raw) > MAX_MESSAGE_BYTES:
-            return False
+        windows = self.windows
+        closed = into.windows
+        touched = into.touched
+        loads = orjson.loads
+        n, end = first, len(lines)
         try:
-            fields = fast_fields(orjson.loads(raw))
-        except orjson.JSONDecodeError:
-            return False
-        if fields is None:
-            return False
-        subsystem, ts, metrics, resources = fields
-        state = self.windows.get(subsystem)
-        if state is None:
-            state = self.windows_for(subsystem)
-        outcome = state.add(ts, metrics, resources)
-        if not outcome.accepted:
-            return False  # late: nothing was changed, `process` dead-letters it
-        into.items += 1
-        into.accepted += 1
-        into.touched.add(subsystem)
-        if outcome.closed:
-            into.windows.extend(outcome.closed)
-        return True
+            while n < end:
+                raw = lines[n]
+                if not raw.startswith(b"{") or len(raw) > MAX_MESSAGE_BYTES:
+                    return n
+                try:
+                    fields = fast_fields(loads(raw))
+                except orjson.JSONDecodeError:
+                    return n
+                if fields is None:
+                    return n
+                subsystem, ts, metrics, resources = fields
+                state = windows.get(subsystem)
+                if state is None:
+                    state = self.windows_for(subsystem)
+                outcome = state.add(ts, metrics, resources)
+                if not outcome.accepted:
+                    return n  # late: nothing was changed, `process` dead-letters it
+                touched.add(subsystem)
+                if outcome.closed:
+                    closed.extend(outcome.closed)
+                n += 1
+            return n
+        finally:
+            into.items += n - first
+            into.accepted += n - first
 
     def flush(self, subsystems: Iterable[str] | None = None) -> list[LoadWindow]:
         """Close all open windows (end of a finite input), in subsystem order."""
