@@ -37,7 +37,7 @@ import yaml
 from pydantic import ValidationError
 
 from app.codec import SourceRef
-from app.core.accuracy import ConflictScorer, FloatArray, HorizonTotals, totals_of
+from app.core.accuracy import ConflictScorer, FloatArray
 from app.core.ingest import IngestResult, TelemetryIngest
 from app.errors import UsageError
 from app.events import (
@@ -871,9 +871,7 @@ def _backtest_once(
         (e for r in results for e in r.errors), key=lambda e: (e.line, e.index or -1, e.code)
     )[:MAX_ERRORS]
     levels = engine.config.levels
-    accuracy = {
-        key: totals_of(sums, levels) for result in results for key, sums in result.accuracy.items()
-    }
+    accuracy = {key: sums for result in results for key, sums in result.accuracy.items()}
     labelled_windows = sorted({w for r in results for w in r.anomalous_windows})
     metrics: dict[str, Any] = {
         "input": {
@@ -929,42 +927,63 @@ def _levels_key(level: float) -> str:
     return f"{level:g}"
 
 
-def _horizon_block(totals: Sequence[HorizonTotals], levels: tuple[float, ...]) -> dict[str, Any]:
-    return {
-        "n": totals[0].n if totals else 0,
-        "mae_by_horizon": [t.mae if t.n else None for t in totals],
-        "mase_by_horizon": [t.mase for t in totals],
-        "coverage": {_levels_key(lv): [t.coverage(lv) for t in totals] for lv in levels},
-    }
+def _nullable(values: list[float]) -> list[float | None]:
+    return [None if v != v else v for v in values]  # NaN marks "no target"
 
 
-def forecast_metrics(
-    accuracy: dict[str, list[HorizonTotals]], levels: tuple[float, ...]
-) -> dict[str, Any]:
-    """Per series and overall MAE / MASE / coverage per horizon (`HorizonTotals` definitions).
+def _horizon_blocks(sums: FloatArray, levels: tuple[float, ...]) -> list[dict[str, Any]]:
+    """MAE, MASE and coverage per horizon of each ``sums[s]`` (`ForecastAccuracy.sums`
+    layout), as `HorizonTotals` defines them; None where a horizon has no target."""
+    import numpy as np  # not at import: the CLI starts without it
+
+    n, n_naive, naive_err, abs_err, vs_naive = (sums[:, row] for row in range(5))
+    nan = math.nan
+    with np.errstate(all="ignore"):
+        mae = np.where(n > 0, abs_err / n, nan).tolist()
+        mase = np.where((n_naive > 0) & (naive_err > 0.0), vs_naive / naive_err, nan).tolist()
+        cover = np.where(n[:, None, :] > 0, sums[:, 5:] / n[:, None, :], nan).tolist()
+    counts = n[:, 0].tolist() if sums.shape[2] else [0.0] * len(sums)
+    keys = [_levels_key(lv) for lv in levels]
+    return [
+        {
+            "n": int(counts[s]),
+            "mae_by_horizon": _nullable(mae[s]),
+            "mase_by_horizon": _nullable(mase[s]),
+            "coverage": {key: _nullable(cover[s][k]) for k, key in enumerate(keys)},
+        }
+        for s in range(len(sums))
+    ]
+
+
+def forecast_metrics(accuracy: dict[str, FloatArray], levels: tuple[float, ...]) -> dict[str, Any]:
+    """Per series and overall MAE / MASE / coverage per horizon (`HorizonTotals` definitions),
+    from each series' `ForecastAccuracy.sums`.
 
     Overall MAE and coverage pool every target; overall MASE is the mean of per-series MASE
     over series with at least 30 baseline targets at that horizon (pooling MASE across series
     of different units would let the largest series dominate).
     """
-    series = {key: _horizon_block(accuracy[key], levels) for key in sorted(accuracy)}
-    horizon = max((len(t) for t in accuracy.values()), default=0)
-    pooled = [HorizonTotals(levels) for _ in range(horizon)]
-    for key in sorted(accuracy):
-        for h, t in enumerate(accuracy[key]):
-            pooled[h].merge(t)
-    overall = _horizon_block(pooled, levels)
+    import numpy as np  # not at import: the CLI starts without it
+
+    keys = sorted(accuracy)
+    if not keys:
+        empty: dict[str, Any] = {"mae_by_horizon": [], "mase_by_horizon": []}
+        empty["coverage"] = {_levels_key(lv): [] for lv in levels}
+        return {"overall": empty, "series": {}}
+    stack = np.stack([accuracy[key] for key in keys])  # (series, rows, horizon)
+    series = dict(zip(keys, _horizon_blocks(stack, levels), strict=True))
+    pooled = np.add.reduce(stack, axis=0)  # series after series, in key order
+    overall = _horizon_blocks(pooled[None], levels)[0]
+    del overall["n"]
+    n_naive, naive_err = stack[:, 1], stack[:, 2]
+    with np.errstate(all="ignore"):
+        ratio = stack[:, 4] / naive_err
+    usable = (n_naive >= MIN_BASELINE_TARGETS) & (naive_err > 0.0)
     mase: list[float | None] = []
-    for h in range(horizon):
-        values = [
-            m
-            for key in sorted(accuracy)
-            if accuracy[key][h].n_naive >= MIN_BASELINE_TARGETS
-            and (m := accuracy[key][h].mase) is not None
-        ]
+    for h in range(stack.shape[2]):
+        values = ratio[usable[:, h], h].tolist()
         mase.append(math.fsum(values) / len(values) if values else None)
     overall["mase_by_horizon"] = mase
-    del overall["n"]
     return {"overall": overall, "series": series}
 
 

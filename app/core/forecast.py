@@ -83,10 +83,6 @@ CANDIDATES: tuple[str, ...] = ("profile", "holt", "profile_ar")
 _PROFILE, _HOLT, _AR = 0, 1, 2
 _N = len(CANDIDATES)  # the combined forecast is stored as row _N of the ring
 MAX_ABS = 1e100
-_TINY = 1e-300
-# The reductions ``ndarray.sum``/``min`` run, without their Python-level wrapper.
-_SUM = np.add.reduce
-_MIN = np.minimum.reduce
 _MIN_SCORED = 3  # errors per horizon before the combination trusts its error estimates
 _REWEIGHT_EVERY = 10  # error averages have a ~100-window memory: reweighting every 10 is enough
 STATE_VERSION = 2  # bump when the pickled state changes shape; restore only the same version
@@ -113,6 +109,7 @@ class _RingIndex:
         self.valid = np.empty(horizon, dtype=np.bool_)
         self.inside: FloatArray = np.empty((n_levels, horizon))
         self.no_accuracy: FloatArray = np.zeros((5 + n_levels, horizon))  # never read
+        self.totals: FloatArray = np.zeros(_N)  # each candidate's weight over horizons
 
     def __reduce__(self) -> tuple[object, tuple[int, int]]:
         return (_ring_index, (self.horizon, self.rows))
@@ -278,11 +275,12 @@ class SeriesForecaster:
         self._valid = index.valid
         self._inside = index.inside
         self._no_accuracy = index.no_accuracy
+        self._totals = index.totals
         self._z_flat = np.ascontiguousarray(self._z[:, 0])
 
     _SCRATCH: tuple[str, ...] = ("_mae_comb", "_mae_cand", "_cache", "_rows", "_buf")
     _SCRATCH += ("_buf_profile", "_buf_comb", "_buf_issued", "_valid", "_inside")
-    _SCRATCH += ("_no_accuracy", "_z_flat")
+    _SCRATCH += ("_no_accuracy", "_z_flat", "_totals")
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -471,7 +469,7 @@ class SeriesForecaster:
         profile, holt, resid = self._profile, self._holt, self._resid
         idx, wt = profile.grid.rows(n + 1, self.horizon)
         reweight = not self._mature or self.n_learned % _REWEIGHT_EVERY == 1
-        self._warming = refresh_forecast(
+        self._warming, recent = refresh_forecast(
             profile._view,
             idx,
             wt,
@@ -503,10 +501,11 @@ class SeriesForecaster:
             self._origin,
             slot,
             n,
+            self._totals,
         )
         if reweight:
-            self._model = self._model_name(self._weights)
-            self._recent = float(_SUM(self._mae_comb)) / self.horizon
+            self._model = self._model_name(self._totals.tolist())
+            self._recent = recent
         self._cache = None
         self._rows = None
 
@@ -585,9 +584,9 @@ class SeriesForecaster:
         """True until every horizon has ``warmup_residuals`` scored errors."""
         return self._warming
 
-    def _model_name(self, weights: FloatArray) -> str:
-        """``"profile_ar"`` or ``"blend(profile_ar:0.71,holt:0.29)"`` (horizon-averaged)."""
-        total = _SUM(weights, axis=1).tolist()
+    def _model_name(self, total: list[float]) -> str:
+        """``"profile_ar"`` or ``"blend(profile_ar:0.71,holt:0.29)"`` (horizon-averaged), from
+        each candidate's weight summed over horizons."""
         h = self.horizon
         parts = sorted(
             ((w / h, name) for w, name in zip(total, CANDIDATES, strict=True) if w >= 0.005 * h),

@@ -614,12 +614,14 @@ _REFRESH_ARGS = (
     *(_F2, _F1),  # conformal (q with its 0 row, scale)
     *(_b1, _i8, _f8, _f8, _f8, _F1, _F1),  # warm-up fallback
     *(_F2, _i8, _i8, _F3, _I1, _i8, _i8),  # cur, lo0, cal0, ring, origin, slot, n
+    _F1,  # out: each candidate's weight summed over horizons (when reweighting)
 )
+_REFRESHED: Any = nt.Tuple((_b1, _f8))  # type: ignore[no-untyped-call]
 
 
 @_compiled(
-    _b1(_F1, nt.int64[:, ::1], _F2, *_REFRESH_ARGS),
-    _b1(_F1, _RO(nt.int64, 2), _RO(nt.float64, 2), *_REFRESH_ARGS),  # the shared grid table
+    _REFRESHED(_F1, nt.int64[:, ::1], _F2, *_REFRESH_ARGS),
+    _REFRESHED(_F1, _RO(nt.int64, 2), _RO(nt.float64, 2), *_REFRESH_ARGS),  # shared grid table
 )
 def refresh_forecast(
     knots: FloatArray,
@@ -653,18 +655,25 @@ def refresh_forecast(
     origin: Any,
     slot: int,
     n: int,
-) -> bool:
+    totals: FloatArray,
+) -> tuple[bool, float]:
     """`SeriesForecaster._refresh`: the candidates forecast from origin ``n`` into ``cur``
     (rows profile, holt, profile_ar), the weights if ``reweight``, the calibrated half-widths,
-    then the combination and its bounds, into the ring. Returns the new ``warming``."""
+    then the combination and its bounds, into the ring. Returns the new ``warming`` and, if
+    ``reweight``, the mean of ``mae_comb`` over horizons (else -1.0); ``totals`` then holds
+    each candidate's weight summed over horizons."""
     horizon = cur.shape[1]
     profile_forecast(knots, idx, wt, profile_level, cur[0])
     for h in range(horizon):
         cur[1, h] = damp[h] * holt_trend + holt_level
     residual_forecast(coef, features[0], features[1], features[2], cur[0], True, cur[2])
     origin[slot] = n
+    recent = -1.0
     if reweight:
         blend_weights(mae_cand, power, scored, cold_below, weights)
+        for c in range(weights.shape[0]):
+            totals[c] = pairwise_sum(weights[c])
+        recent = pairwise_sum(mae_comb) / horizon
     conformal_half_widths(q_all, mae_comb, cur[cal0:])
     fallback = False
     if warming:
@@ -677,4 +686,4 @@ def refresh_forecast(
             fallback = True
     n_cand = weights.shape[0]
     combine(cur, weights, n_cand, lo0, cal0, fallback, spread, jump, mean, z, sqrt_h, ring, slot)
-    return warming
+    return warming, recent
