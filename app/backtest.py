@@ -10,6 +10,12 @@ file with an index, and the parent replays the merged index in
 ``(window_start_ms, subsystem)`` order, feeding shares to stage 2. The output files are the
 same bytes whatever the worker count (a test checks it).
 
+Where the time goes (measured on the 20-minute benchmark): a worker predicts its closed
+windows in batches, each subsystem's few windows in a row, so that its models are still in the
+processor's caches (in time order, cache misses cost ~20 % more); each worker is pinned to a
+CPU of its own when there are enough; stage 2 runs in the parent while stage 1 goes on, on
+what the workers stream as final.
+
 Output directory (the contract with `app.report`): one JSONL file per event family, each
 line ``event.to_json()`` as live publishes it (``windows``, ``forecasts``, ``anomalies``,
 ``conflicts``, ``rebalance``, ``accuracy``, plus ``saturation``), and ``metrics.json``.

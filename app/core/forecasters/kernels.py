@@ -154,7 +154,7 @@ def conformal_learn(
 
 @_compiled(nt.void(_F2, _F1, _F2))
 def conformal_half_widths(q_all: FloatArray, scale: FloatArray, out: FloatArray) -> None:
-    """`HorizonConformal.half_widths_into`: running max down the levels (row 0 of ``q_all`` is
+    """`HorizonConformal.half_widths`: running max down the levels (row 0 of ``q_all`` is
     the constant 0), times ``scale``."""
     n_levels, horizon = out.shape
     for h in range(horizon):
