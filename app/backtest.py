@@ -568,14 +568,23 @@ def _stage1(
     return out
 
 
+def _pin(workers: int, worker: int) -> None:
+    """Keep stage-1 worker ``worker`` on a CPU of its own if there is one per worker (Linux):
+    its models stay in that core's caches (a few per cent faster, measured on 2 cores). Else, or
+    with fewer CPUs than workers, the scheduler decides."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= workers:
+        os.sched_setaffinity(0, {cpus[worker]})
+
+
 def _stage1_process(
     conn: Any, counter: Any, source: str, policy_json: bytes, workers: int, worker: int, tmpdir: str
 ) -> None:
     """A forked stage-1 worker: stream index entries and watermarks, then the result."""
     _init_worker(counter)
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= workers:
-        os.sched_setaffinity(0, {cpus[worker]})
+    _pin(workers, worker)
     try:
 
         def emit(entries: list[tuple[int, str, int, int]], watermark: int | None) -> None:
