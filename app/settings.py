@@ -218,7 +218,7 @@ class Settings(BaseSettings):
         description="seal a predictor's state every N windows; a restart replays at most N",
     )
     commit_interval_s: float = Field(
-        default=0.1,
+        default=0.05,  # live bench: p99 window -> event 287 ms (0.1 s: 505 ms, 11 % more samples/s)
         gt=0,
         le=60,
         description="how often a worker commits (ends its transactions): under exactly-once, "
