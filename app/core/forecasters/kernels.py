@@ -346,6 +346,18 @@ def combine(
 # ------------------------------------------------------------------ candidates
 
 
+@_compiled(nt.void(_F1, _F1, _i8, _f8, _f8, _f8))
+def _visit(
+    knots: FloatArray, mass: FloatArray, i: int, w: float, keep: float, target: float
+) -> None:
+    """Knot ``i`` takes ``target`` with weight ``w``: a kernel running mean whose past mass
+    decays by ``exp(keep * w)``."""
+    if w > 0.0:
+        m = mass[i] * math.exp(keep * w) + w
+        mass[i] = m
+        knots[i] += (w / m) * (target - knots[i])
+
+
 @_compiled(
     _F8x3(
         _F1,
@@ -407,25 +419,13 @@ def profile_learn(
     level += (inv if inv > level_rate else level_rate) * r
     # Daily knots learn what the level and the weekly knots do not explain...
     target = y_c - level - w_part
-    if a > 0.0:
-        m = mass[i0] * math.exp(keep_daily * a) + a
-        mass[i0] = m
-        knots[i0] += (a / m) * (target - knots[i0])
-    if b > 0.0:
-        m = mass[i1] * math.exp(keep_daily * b) + b
-        mass[i1] = m
-        knots[i1] += (b / m) * (target - knots[i1])
+    _visit(knots, mass, i0, a, keep_daily, target)
+    _visit(knots, mass, i1, b, keep_daily, target)
     # ...then the weekly knots what is left, once a day has been seen (see the class).
     if n > day_windows:
         target = y_c - level - (knots[i0] * a + knots[i1] * b)
-        if c > 0.0:
-            m = mass[j0] * math.exp(keep_weekly * c) + c
-            mass[j0] = m
-            knots[j0] += (c / m) * (target - knots[j0])
-        if d > 0.0:
-            m = mass[j1] * math.exp(keep_weekly * d) + d
-            mass[j1] = m
-            knots[j1] += (d / m) * (target - knots[j1])
+        _visit(knots, mass, j0, c, keep_weekly, target)
+        _visit(knots, mass, j1, d, keep_weekly, target)
     return resid, level, scale
 
 
