@@ -377,12 +377,11 @@ def _ingest(
     for numbers, lines in _blocks(path):
         # This worker's lines of the block (where they were, and sub-batch positions of
         # split batches), then the block in runs of common lines.
-        own: list[bytes] = []
-        at: list[int] = []
+        own: list[bytes] = lines
+        at: Sequence[int] = range(len(lines))
         split: dict[int, list[int]] = {}
-        if workers == 1:
-            own, at = lines, list(range(len(lines)))
-        else:
+        if workers > 1:
+            own, at = [], []
             for i, line in enumerate(lines):
                 if line.startswith(prefix):
                     end = line.find(b'"', start)
