@@ -33,7 +33,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,7 +83,6 @@ _IO_BUFFER = 1 << 20  # spool and output files: ~8 KB records, one system call p
 _BATCH_PER_SUBSYSTEM = 8
 _BATCH_MAX = 20_000
 _SLICE_WINDOWS = 4  # windows per subsystem between two streamings to stage 2
-_subsystem_of = attrgetter("subsystem")
 _CSV_ERROR = b"\x00csv:"  # a CSV row that cannot become a sample (never valid JSON)
 
 #: progress(stage, done, total): stage is "ingest" (lines) or "conflicts" (windows)

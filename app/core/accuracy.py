@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from app.core.forecasters.kernels import accuracy_score
+from app.core.forecasters.kernels import NO_MASK, accuracy_score
 from app.core.types import SeriesForecast
 from app.events import ConflictObserved, ConflictPredicted
 
@@ -42,7 +42,6 @@ DAY_MS = 86_400_000
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
-_NO_MASK = np.ones(1, dtype=np.bool_)  # what the compiled loop gets for ``valid=None``
 
 
 @dataclass(slots=True)
@@ -156,14 +155,26 @@ class ForecastAccuracy:
 
     @property
     def sums(self) -> FloatArray:
-        """The per-horizon sums as one array (a copy; compact to ship between processes):
-        `totals_of` turns them into `HorizonTotals`."""
+        """The per-horizon sums as one array, rows as `totals` reads them (a copy; compact to
+        ship between processes)."""
         return self._sums.copy()
 
     @property
     def totals(self) -> list[HorizonTotals]:
         """Per-horizon sums as mergeable `HorizonTotals` (a copy)."""
-        return totals_of(self._sums, self.levels)
+        n, n_naive, naive_err, abs_err, vs_naive, *by_level = self._sums.tolist()
+        return [
+            HorizonTotals(
+                levels=self.levels,
+                n=int(n[h]),
+                abs_err=abs_err[h],
+                n_naive=int(n_naive[h]),
+                abs_err_model_vs_naive=vs_naive[h],
+                abs_err_naive=naive_err[h],
+                hits=[int(c[h]) for c in by_level],
+            )
+            for h in range(self.horizon)
+        ]
 
     def _naive(self, index: int) -> float:
         """y one season before window ``index`` (NaN if unknown)."""
@@ -194,7 +205,7 @@ class ForecastAccuracy:
             self._sums,
             abs_err,
             inside,
-            valid if has_valid else _NO_MASK,
+            valid if has_valid else NO_MASK,
             has_valid,
             known,
             abs(naive - y) if known else 0.0,
@@ -250,23 +261,6 @@ class ForecastAccuracy:
             row[1 + k] = forecast.lower[level]
             row[1 + n_levels + k] = forecast.upper[level]
         self._origins[slot] = origin_index
-
-
-def totals_of(sums: FloatArray, levels: tuple[float, ...]) -> list[HorizonTotals]:
-    """`ForecastAccuracy.totals` of the array ``sums`` (from `ForecastAccuracy.sums`)."""
-    n, n_naive, naive_err, abs_err, vs_naive, *by_level = sums.tolist()
-    return [
-        HorizonTotals(
-            levels=levels,
-            n=int(n[h]),
-            abs_err=abs_err[h],
-            n_naive=int(n_naive[h]),
-            abs_err_model_vs_naive=vs_naive[h],
-            abs_err_naive=naive_err[h],
-            hits=[int(c[h]) for c in by_level],
-        )
-        for h in range(len(n))
-    ]
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ from statistics import NormalDist
 import numpy as np
 import numpy.typing as npt
 
-from app.core.forecasters.kernels import conformal_half_widths, conformal_learn
+from app.core.forecasters.kernels import NO_MASK, conformal_half_widths, conformal_learn
 from app.core.forecasters.phase import FloatArray
 
 
@@ -75,9 +75,8 @@ class HorizonConformal:
         horizon = self.horizon
         self._up_full = np.repeat(self._up, horizon, axis=1)
         self._down_full = np.repeat(self._down, horizon, axis=1)
-        self._all_valid = np.ones(horizon, dtype=np.bool_)
 
-    _SCRATCH = ("_up_full", "_down_full", "_all_valid")
+    _SCRATCH = ("_up_full", "_down_full")
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -108,7 +107,7 @@ class HorizonConformal:
             self._down_full,
             self.count,
             self._informed_after,
-            valid if has_valid else self._all_valid,
+            valid if has_valid else NO_MASK,
             has_valid,
             self._informed,
         )

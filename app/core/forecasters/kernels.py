@@ -38,6 +38,9 @@ _I1, _B1 = nt.int64[::1], nt.boolean[::1]
 _F8x3: Any = nt.UniTuple(_f8, 3)  # type: ignore[no-untyped-call]
 _SCORED: Any = nt.Tuple((_i8, _b1, _b1, _b1))  # type: ignore[no-untyped-call]
 
+#: what a kernel gets for ``valid`` when its caller has no mask (``has_valid=False``: unread)
+NO_MASK = np.ones(1, dtype=np.bool_)
+
 
 def _RO(dtype: Any, ndim: int) -> Any:
     """A read-only C-contiguous array type (shared tables are frozen)."""
@@ -421,7 +424,9 @@ def profile_learn(
     target = y_c - level - w_part
     _visit(knots, mass, i0, a, keep_daily, target)
     _visit(knots, mass, i1, b, keep_daily, target)
-    # ...then the weekly knots what is left, once a day has been seen (see the class).
+    # ...then the weekly knots what is left after the updated daily shape, but only once a
+    # day has been seen: on day one the daily knots are still being filled, and the weekly
+    # knots would steal the shape from them (and hand it to one weekday only).
     if n > day_windows:
         target = y_c - level - (knots[i0] * a + knots[i1] * b)
         _visit(knots, mass, j0, c, keep_weekly, target)

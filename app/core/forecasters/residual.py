@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from app.core.forecasters.kernels import residual_forecast, residual_learn
+from app.core.forecasters.kernels import NO_MASK, residual_forecast, residual_learn
 from app.core.forecasters.phase import FloatArray, IntArray
 
 N_FEATURES = 3
 _N_PAIRS = N_FEATURES * (N_FEATURES + 1) // 2
 # Upper-triangle storage order (00, 01, 02, 11, 12, 22) -> full 3x3, row-major; and diagonal.
 _DIAG = np.array([0, 3, 5])
-_NO_MASK = np.ones(1, dtype=np.bool_)  # what the compiled loop gets for ``valid=None``
 
 
 class ResidualRegression:
@@ -120,7 +119,7 @@ class ResidualRegression:
         the caller has them at hand: saves it an array operation).
         """
         has_valid = valid is not None
-        mask = valid if has_valid else _NO_MASK
+        mask = valid if has_valid else NO_MASK
         if not residual_learn(
             self.history, slots, targets, mask, has_valid, negate, N_FEATURES, self._sums
         ):
