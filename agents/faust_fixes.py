@@ -22,6 +22,12 @@ an empty data dir; two workers sharing partitions). Each fix names what it preve
   between; the agents' last acknowledgements make the second commit fail ("Not in the middle
   of a transaction"), the consumer thread is never stopped and the process does not exit.
   `SourceTransactionManager` begins a transaction again before it commits or produces.
+* **Busy partitions stalled by quiet ones.** Faust fetches with ``fetch_max_wait_ms=1500``,
+  and aiokafka keeps one fetch in flight per broker, for the partitions with nothing
+  buffered. A fetch of only quiet partitions (the changelogs a worker holds, a standby) sat
+  at the broker for up to 1.5 s while the telemetry partitions, drained meanwhile, waited
+  behind it: the live bench's ingest stopped for ~1 s at a time. `PsoApp` takes
+  ``fetch_max_wait_ms`` (``PSO_FETCH_MAX_WAIT_MS``, 100 ms).
 * **Records lost after recovery.** After restoring tables Faust resumes the stream partitions
   and only then seeks them to the committed offsets; records fetched in between were
   delivered while the flow was still suspended, skipped, and never fetched again (the first
@@ -104,7 +110,13 @@ class SourceTransactionManager(TransactionManager):
 
 
 class LsoConsumerThread(AIOKafkaConsumerThread):
-    """Highwaters for recovery from the broker when the consumer has not cached them yet."""
+    """Highwaters for recovery from the broker when the consumer has not cached them yet;
+    fetches held for at most the app's ``fetch_max_wait_ms``."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 1500)
+        return consumer
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         consumer: Any = self._ensure_consumer()
@@ -193,10 +205,16 @@ class PsoTableManager(TableManager):
 
 
 class PsoApp(faust.App):
-    """A Faust app on `PsoTransport` with `PsoTableManager`."""
+    """A Faust app on `PsoTransport` with `PsoTableManager`.
 
-    def __init__(self, id: str, **options: Any) -> None:
+    ``fetch_max_wait_ms``: Faust hard-codes 1500 ms. aiokafka keeps one fetch in flight per
+    broker, made of the partitions with nothing buffered; when only quiet ones are in it (the
+    changelogs a worker holds, standbys), every busy partition waits for it to come back.
+    """
+
+    def __init__(self, id: str, fetch_max_wait_ms: int = 1500, **options: Any) -> None:
         options.setdefault("TableManager", PsoTableManager)
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         super().__init__(id, **options)
 
     def _new_transport(self) -> Any:

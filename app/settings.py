@@ -224,6 +224,13 @@ class Settings(BaseSettings):
         description="how often a worker commits (ends its transactions): under exactly-once, "
         "outputs become visible to read_committed consumers only then",
     )
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        le=30_000,
+        description="how long the broker may hold a worker's fetch for new data; one quiet "
+        "fetch in flight (changelogs, standbys) holds back every partition on that broker",
+    )
     health_interval_s: float = Field(
         default=60.0, gt=0, description="how often a worker logs its health line"
     )
