@@ -1,14 +1,14 @@
 """Telemetry message -> load windows and dead letters: the pure ingest step.
 
-The Faust agent and the offline backtest both call `TelemetryIngest.process` with raw message
-bytes, so live and replay window exactly alike. The caller owns persistence: after each call
-it saves the state of the subsystems listed in ``touched`` (one table write per subsystem per
-message, not per sample).
+The Faust agent and the offline backtest both run `TelemetryIngest` on raw message bytes, so
+live and replay window exactly alike. The caller owns persistence (``touched`` lists the
+subsystems a message changed). The agent splits `process` into `parse` and `apply`: it
+makes sure every subsystem of the message is in memory in between (see ``agents/ingest.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,25 @@ class IngestResult:
     accepted: int = 0
     items: int = 0
     touched: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class ParsedMessage:
+    """One message split into its elements (batch index, decoded JSON), not validated yet."""
+
+    raw: bytes
+    source: SourceRef
+    elements: Sequence[tuple[int | None, Any]]
+
+    def subsystems(self) -> set[str]:
+        """Every subsystem a sample of this message may belong to (valid or not)."""
+        names: set[str] = set()
+        for _index, element in self.elements:
+            if type(element) is dict:
+                name = element.get("subsystem")
+                if type(name) is str:
+                    names.add(name)
+        return names
 
 
 class TelemetryIngest:
@@ -68,25 +87,40 @@ class TelemetryIngest:
         first, then late samples. ``into`` accumulates into an existing result (a replay
         loop reuses one instead of allocating one per message).
         """
-        raw = value or b""
         result = IngestResult() if into is None else into
+        return self.apply(self.parse(value, source, result), result)
+
+    def parse(self, value: bytes | None, source: SourceRef, into: IngestResult) -> ParsedMessage:
+        """The message's elements, not validated yet; message-level rejects go to ``into``."""
+        raw = value or b""
         elements: Sequence[tuple[int | None, Any]]
         try:  # the common case, one sample object: no envelope checks to make
             doc = orjson.loads(raw) if raw[:1] == b"{" and len(raw) <= MAX_MESSAGE_BYTES else None
         except orjson.JSONDecodeError:
             doc = None
         if type(doc) is dict:
-            result.items += 1
+            into.items += 1
             elements = ((None, doc),)
         else:
-            items, elements = parse_envelope(raw, source, result.dead)
-            result.items += items
+            items, elements = parse_envelope(raw, source, into.dead)
+            into.items += items
+        return ParsedMessage(raw, source, elements)
+
+    def apply(
+        self,
+        message: ParsedMessage,
+        result: IngestResult,
+        skip: Callable[[str], bool] | None = None,
+    ) -> IngestResult:
+        """`process` after `parse`. Samples of a subsystem for which ``skip`` is true are left
+        out (a worker's state that already holds this message), late or not; rejects of
+        invalid samples are reported all the same (their ids do not change)."""
+        raw, source = message.raw, message.source
         late: list[DeadLetter] | None = None
-        # A batch is usually one subsystem's: look its state up once (on a worker the mapping
-        # is a Faust table, whose lookups cost as much as windowing the sample).
+        # A batch is usually one subsystem's: look its state up once.
         current: str | None = None
         state: WindowedLoad | None = None
-        for index, element in elements:
+        for index, element in message.elements:
             fields = fast_fields(element)
             if fields is not None:
                 subsystem, ts, metrics, resources = fields
@@ -96,11 +130,15 @@ class TelemetryIngest:
                     continue
                 subsystem, ts = sample.subsystem, sample.ts
                 metrics, resources = sample.metrics, sample.resources
-            if subsystem != current or state is None:
-                state = self.windows.get(subsystem)
-                if state is None:
-                    state = self.windows_for(subsystem)
+            if subsystem != current:
                 current = subsystem
+                state = None
+                if skip is None or not skip(subsystem):
+                    state = self.windows.get(subsystem)
+                    if state is None:
+                        state = self.windows_for(subsystem)
+            if state is None:
+                continue  # skipped
             outcome = state.add(ts, metrics, resources)
             result.touched.add(subsystem)
             if outcome.accepted:
