@@ -36,8 +36,8 @@ log = logging.getLogger("pso.checkpoints")
 
 #: (offset, key, value) of one record of the input topic
 Record = tuple[int, bytes | None, bytes | None]
-#: apply one replayed record's value to a live object (its events are dropped)
-ReplayFn = Callable[[Any, bytes], None]
+#: apply one replayed record (offset, value) to a live object (its events are dropped)
+ReplayFn = Callable[[Any, int, bytes], None]
 #: write(name, sealed blob, what the local store keeps): the table write, changelog included
 WriteFn = Callable[[str, bytes, Any], Awaitable[None]]
 
@@ -143,6 +143,8 @@ class _Live:
     token: Any  # what the table holds for this key while ``obj`` is current
     updates: int  # updates since the last checkpoint
     progress: int  # ``progress(obj)`` at the last checkpoint
+    partition: int  # of the input topic
+    good_to: int  # the last checkpoint holds the state before this input offset
 
 
 class CheckpointedStates:
@@ -154,6 +156,12 @@ class CheckpointedStates:
     ``replay(obj, value)`` applies one input record exactly as the agent does, minus publishing.
     ``table`` is read (``get``, and ``data`` to swap a restored blob for a token); ``write``
     writes it (`agents.faust_fixes.put` on a worker).
+
+    ``keyed``: the input's records are keyed by name, and a rebuild replays only the name's own
+    records; otherwise every record in the range goes to ``replay``, which picks what is its
+    own. ``max_lag``: a checkpoint further than this many input records behind its partition
+    is renewed (same state, later offset) when `renew_stale` sweeps, so a rarely heard-of
+    name never makes a rebuild read a long stretch of a busy partition.
     """
 
     def __init__(
@@ -169,6 +177,9 @@ class CheckpointedStates:
         progress: Callable[[Any], int],
         max_updates: int,
         keep_blobs: bool,
+        keyed: bool = True,
+        max_lag: int | None = None,
+        label: str = "model",
     ) -> None:
         self.table = table
         self.write = write
@@ -180,7 +191,11 @@ class CheckpointedStates:
         self.progress = progress
         self.max_updates = max_updates
         self.keep_blobs = keep_blobs
+        self.keyed = keyed
+        self.max_lag = max_lag
+        self.label = label  # what the objects are, for the log
         self._live: dict[str, _Live] = {}
+        self._next_sweep: dict[int, int] = {}
         self.rebuilt = 0
         self.replayed = 0
 
@@ -193,7 +208,7 @@ class CheckpointedStates:
         if stored is None:  # new: record its birth (fresh before this record), not its bytes
             obj = self.make(name)
             token = await self._checkpoint(name, None, offset)
-            self._live[name] = _Live(obj, token, 0, self.progress(obj))
+            self._live[name] = _Live(obj, token, 0, self.progress(obj), partition, offset)
             return obj
         self._live[name] = await self._restore(name, stored, partition, offset)
         return self._live[name].obj
@@ -206,8 +221,26 @@ class CheckpointedStates:
         if live.updates < self.max_updates and self.progress(obj) - live.progress < self.every:
             return
         token = await self._checkpoint(name, obj, offset + 1)
-        self._live[name] = _Live(obj, token, 0, self.progress(obj))
+        self._live[name] = _Live(obj, token, 0, self.progress(obj), live.partition, offset + 1)
 
+    async def renew_stale(self, partition: int, offset: int) -> int:
+        """Re-checkpoint this partition's live objects whose checkpoint lags ``max_lag``
+        records behind ``offset``, the input record being processed (call it before the
+        record changes any of them: each is then current up to ``offset``). Sweeps once per
+        tenth of ``max_lag`` records; returns how many it renewed."""
+        if self.max_lag is None or offset < self._next_sweep.get(partition, 0):
+            return 0
+        self._next_sweep[partition] = offset + max(1, self.max_lag // 10)
+        renewed = 0
+        for name, live in sorted(self._live.items()):
+            if live.partition != partition or offset - live.good_to < self.max_lag:
+                continue
+            if self.table.get(name) is not live.token:
+                continue  # no longer ours (a rebalance): its new owner checkpoints it
+            live.token = await self._checkpoint(name, live.obj, offset)
+            live.good_to = offset
+            renewed += 1
+        return renewed
     async def _checkpoint(self, name: str, obj: Any, good_to: int) -> Any:
         """Seal ``obj`` (None: a fresh one) as the state before input offset ``good_to``."""
         blob = seal((good_to, obj), self.key)
@@ -228,26 +261,29 @@ class CheckpointedStates:
         try:
             good_to, obj = unseal(stored, self.key)
         except SnapshotRejected:
-            log.error("checkpoint of %s failed authentication: starting fresh", name)
+            log.error("checkpoint of %s %s failed authentication: starting fresh", self.label, name)
             obj = self.make(name)
-            return _Live(obj, None, self.max_updates, self.progress(obj))
+            return _Live(obj, None, self.max_updates, self.progress(obj), partition, offset)
         if obj is None:  # born at ``good_to``: fresh state, then every record since
             obj = self.make(name)
         at_checkpoint = self.progress(obj)
         key = name.encode()
         replayed = 0
-        for _offset, record_key, value in await self.reader.read(partition, good_to, offset):
-            if record_key == key and value is not None:
-                self.replay(obj, value)
+        for record_offset, record_key, value in await self.reader.read(partition, good_to, offset):
+            if value is not None and (record_key == key or not self.keyed):
+                self.replay(obj, record_offset, value)
                 replayed += 1
         self.rebuilt += 1
         self.replayed += replayed
         if replayed:
-            log.info("%s: rebuilt from its checkpoint and %d input records", name, replayed)
+            log.info(
+                "%s of %s: rebuilt from its checkpoint and %d input records",
+                self.label, name, replayed,
+            )
         token = stored
         if not self.keep_blobs:  # the unsealed object replaces the blob in memory
             token = self.table.data[name] = _token(good_to)
-        return _Live(obj, token, replayed, at_checkpoint)
+        return _Live(obj, token, replayed, at_checkpoint, partition, good_to)
 
 
 def _token(offset: int) -> bytes:

@@ -42,8 +42,8 @@ an empty data dir; two workers sharing partitions). Each fix names what it preve
 
 What remains by design: between computing the offsets to commit and committing, records of
 the next, half-processed message may ride along in the transaction. Agents therefore write
-their state last and are idempotent on replay (`agents.ingest` keeps the offset it has
-processed; the core skips duplicate windows and shares).
+their state last and are idempotent on replay (each subsystem's windows in `agents.ingest`
+know the next telemetry offset they take; the core skips duplicate windows and shares).
 """
 
 from __future__ import annotations

@@ -144,10 +144,10 @@ def register_predict(app: faust.App, settings: Settings) -> None:
     keep_blobs = not settings.store.startswith("memory")  # other stores persist what they hold
     every = settings.checkpoint_every
 
-    def replay_window(predictor: SubsystemPredictor, value: bytes) -> None:
+    def replay_window(predictor: SubsystemPredictor, offset: int, value: bytes) -> None:
         predictor.process(LoadWindow.model_validate(orjson.loads(value)))
 
-    def replay_resource(predictor: ResourcePredictor, value: bytes) -> None:
+    def replay_resource(predictor: ResourcePredictor, offset: int, value: bytes) -> None:
         apply_resource_record(predictor, decode_resource_record(value))
 
     def writer(table: Any) -> Any:

@@ -11,6 +11,7 @@ lost. Two workers sharing the partitions must publish that same event set too.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from pathlib import Path
 
@@ -89,7 +90,10 @@ def test_sigkill_mid_stream_then_restart_with_empty_data_dir(
     assert_same_events(expected, records)
     # The models were checkpointed every 7 windows, so the restarted worker rebuilt them from a
     # checkpoint plus the windows after it (`agents.checkpoints`), not from a per-window save.
-    assert b"rebuilt from its checkpoint and" in pso_env.log_path(1).read_bytes()
+    log = pso_env.log_path(1).read_bytes()
+    assert re.search(rb"model of \S+: rebuilt from its checkpoint and", log)
+    # So were the open windows of ingest, from their checkpoint and the telemetry after it.
+    assert re.search(rb"windows of \S+: rebuilt from its checkpoint and [1-9]", log)
     _kill_all(pso_env)
 
 

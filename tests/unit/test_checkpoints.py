@@ -90,7 +90,7 @@ def _stage1(
     def make(name: str) -> SubsystemPredictor:
         return SubsystemPredictor(name, config, {})
 
-    def replay(p: SubsystemPredictor, value: bytes) -> None:
+    def replay(p: SubsystemPredictor, offset: int, value: bytes) -> None:
         p.process(LoadWindow.model_validate_json(value))
 
     async def run() -> tuple[list[bytes], Table]:
@@ -172,7 +172,7 @@ def test_stage2_rebuild_replays_shares_policies_and_departures() -> None:
     def make(name: str) -> ResourcePredictor:
         return ResourcePredictor(name, config, policy)
 
-    def replay(p: ResourcePredictor, value: bytes) -> None:
+    def replay(p: ResourcePredictor, offset: int, value: bytes) -> None:
         apply_resource_record(p, decode_resource_record(value))
 
     async def run(kill_at: int | None) -> list[bytes]:
