@@ -46,6 +46,11 @@ class ReplayStalled(RuntimeError):
     """The input topic did not deliver the records a rebuild needs in time."""
 
 
+def app_bootstrap(app: Any) -> str:
+    """``host:port,...`` of the brokers a Faust app was configured with."""
+    return ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
+
+
 class TopicRangeReader:
     """Reads offsets ``[start, end)`` of one partition of a topic, committed records only.
 
@@ -153,7 +158,8 @@ class CheckpointedStates:
     ``progress(obj)`` measures work done (windows learned or judged); a checkpoint is due when
     it has advanced by ``every``, or after ``max_updates`` records in any case (so a resource
     whose windows wait on a silent contributor does not replay an unbounded backlog).
-    ``replay(obj, value)`` applies one input record exactly as the agent does, minus publishing.
+    ``replay(obj, offset, value)`` applies one input record exactly as the agent does, minus
+    publishing.
     ``table`` is read (``get``, and ``data`` to swap a restored blob for a token); ``write``
     writes it (`agents.faust_fixes.put` on a worker).
 
@@ -241,6 +247,7 @@ class CheckpointedStates:
             live.good_to = offset
             renewed += 1
         return renewed
+
     async def _checkpoint(self, name: str, obj: Any, good_to: int) -> Any:
         """Seal ``obj`` (None: a fresh one) as the state before input offset ``good_to``."""
         blob = seal((good_to, obj), self.key)

@@ -1,7 +1,8 @@
-"""What faust-streaming 0.15 gets wrong for exactly-once recovery, fixed at the edges.
+"""What faust-streaming 0.15 gets wrong for exactly-once recovery and pace, fixed at the edges.
 
 Found by ``tests/integration/test_recovery.py`` (a worker SIGKILLed mid-stream, restarted with
-an empty data dir; two workers sharing partitions). Each fix names what it prevents:
+an empty data dir; two workers sharing partitions) and, the two on pace (stalled partitions,
+commits back to back), by ``bench/live_throughput.py``. Each fix names what it prevents:
 
 * **Transactions by destination.** Faust keeps one transactional producer per assigned source
   partition and commits a partition's offsets in that producer's transaction, but its

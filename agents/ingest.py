@@ -26,7 +26,13 @@ from typing import Any
 import faust
 import orjson
 
-from agents.checkpoints import CheckpointedStates, ReplayStalled, TopicRangeReader, WriteFn
+from agents.checkpoints import (
+    CheckpointedStates,
+    ReplayStalled,
+    TopicRangeReader,
+    WriteFn,
+    app_bootstrap,
+)
 from agents.faust_fixes import put
 from app.codec import SourceRef, dead_letter
 from app.core.ingest import IngestResult, TelemetryIngest
@@ -178,8 +184,7 @@ def register_ingest(app: faust.App, settings: Settings) -> IngestCounters:
     async def write(name: str, blob: bytes, keep: Any) -> None:
         await put(table, name, blob, keep=keep)
 
-    bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
-    reader = TopicRangeReader(settings, bootstrap, topics.telemetry)
+    reader = TopicRangeReader(settings, app_bootstrap(app), topics.telemetry)
     windows = CheckpointedWindows(
         window,
         table,

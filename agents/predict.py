@@ -22,7 +22,12 @@ from typing import Any
 import faust
 import orjson
 
-from agents.checkpoints import CheckpointedStates, ReplayStalled, TopicRangeReader
+from agents.checkpoints import (
+    CheckpointedStates,
+    ReplayStalled,
+    TopicRangeReader,
+    app_bootstrap,
+)
 from agents.faust_fixes import put
 from agents.policy import register_policy
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
@@ -95,16 +100,12 @@ def apply_resource_record(
     return predictor.add(record), record.window_start_ms + record.step_s * 1000
 
 
-def _bootstrap(app: faust.App) -> str:
-    return ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
-
-
 def register_predict(app: faust.App, settings: Settings) -> None:
     """Declare the two prediction stages, their tables and topics on ``app``."""
     policy = settings.policy()
     config = EngineConfig.from_policy(policy)
     # The tables all series share (seasonal grid, ring layout) are built once per process:
-    # now, at startup, rather than inside the first window's latency (~0.2 s).
+    # now, at startup, rather than inside the first window's latency.
     SeriesForecaster(step_ms=config.step_ms, horizon=config.horizon, levels=config.levels)
     key = settings.snapshot_key.get_secret_value().encode()
     partitions = settings.topic_policy.partitions
@@ -142,7 +143,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         sub = policy.subsystems.get(name)
         return SubsystemPredictor(name, config, sub.limits if sub else {})
 
-    bootstrap = _bootstrap(app)
+    bootstrap = app_bootstrap(app)
     load_reader = TopicRangeReader(settings, bootstrap, settings.topics.load)
     shares_reader = TopicRangeReader(settings, bootstrap, shares_topic.get_topic_name())
     keep_blobs = not settings.store.startswith("memory")  # other stores persist what they hold
