@@ -153,16 +153,24 @@ class PsoConsumer(Consumer):
 
     @Service.task
     async def _commit_handler(self) -> None:
-        """Commit every ``commit_interval``, but pause after a commit at least as long as it
-        took: agents cannot send to a transaction while it commits, so commits may take half
-        the time at most. Idle, a commit takes a few ms and the interval holds; catching up,
-        slower commits come less often."""
+        """Commit every ``commit_interval``; while busy, pause after a commit up to
+        ``commit_pause_ratio`` times as long as it took (agents cannot send to a transaction
+        while it commits). Idle, a commit takes a few ms and the interval holds; catching up,
+        slower commits come less often, and the first idle moment ends the pause."""
         interval = self.commit_interval
+        ratio = getattr(self.app, "commit_pause_ratio", 1.0)
         await self.sleep(interval)
         while not self.should_stop:
             started = time.monotonic()
             await self.commit()
-            await self.sleep(max(interval, time.monotonic() - started))
+            now = time.monotonic()
+            pause_until = now + max(interval, ratio * (now - started))
+            await self.sleep(interval)
+            while not self.should_stop and self._unacked_messages:
+                left = pause_until - time.monotonic()
+                if left <= 0:
+                    break
+                await self.sleep(min(left, 0.005))
 
 
 class PsoTransport(Transport):
@@ -233,9 +241,13 @@ class PsoApp(faust.App):
     changelogs a worker holds, standbys), every busy partition waits for it to come back.
     """
 
-    def __init__(self, id: str, fetch_max_wait_ms: int = 1500, **options: Any) -> None:
+    def __init__(
+        self, id: str, fetch_max_wait_ms: int = 1500, commit_pause_ratio: float = 1.0,
+        **options: Any,
+    ) -> None:
         options.setdefault("TableManager", PsoTableManager)
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.commit_pause_ratio = commit_pause_ratio
         super().__init__(id, **options)
 
     def _new_transport(self) -> Any:
