@@ -30,6 +30,7 @@ from agents.checkpoints import (
 )
 from agents.faust_fixes import put
 from agents.policy import register_policy
+from app.codec import SourceRef, dead_letter
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
 from app.core.forecast import SeriesForecaster
 from app.events import (
@@ -38,6 +39,7 @@ from app.events import (
     ConflictObserved,
     ConflictPredicted,
     ContributorsDeparted,
+    DeadLetterReason,
     Forecast,
     LoadWindow,
     OutputEvent,
@@ -73,9 +75,21 @@ def topic_for(event: OutputEvent, settings: Settings) -> tuple[str, str]:
 ResourceRecord = ResourceShare | ResourcePolicy | ContributorsDeparted
 
 
-def decode_resource_record(value: bytes) -> ResourceRecord:
-    """One record of ``{app_id}-resource-shares``: a share, a policy or a departure."""
+def decode_window(value: bytes | None) -> LoadWindow:
+    """One record of ``pso.load`` (ValueError if it is not a `LoadWindow`)."""
+    if value is None:
+        raise ValueError("no value (a tombstone)")
+    return LoadWindow.model_validate(orjson.loads(value))
+
+
+def decode_resource_record(value: bytes | None) -> ResourceRecord:
+    """One record of ``{app_id}-resource-shares``: a share, a policy or a departure
+    (ValueError if it is none of them)."""
+    if value is None:
+        raise ValueError("no value (a tombstone)")
     doc = orjson.loads(value)
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
     kind = doc.get("type")
     if kind == "resource_policy":
         return ResourcePolicy.model_validate(doc)
@@ -149,11 +163,20 @@ def register_predict(app: faust.App, settings: Settings) -> None:
     keep_blobs = not settings.store.startswith("memory")  # other stores persist what they hold
     every = settings.checkpoint_every
 
+    # A rebuild replays what the agent took; records it dead-lettered are skipped again.
     def replay_window(predictor: SubsystemPredictor, offset: int, value: bytes) -> None:
-        predictor.process(LoadWindow.model_validate(orjson.loads(value)))
+        try:
+            window = decode_window(value)
+        except ValueError:
+            return
+        predictor.process(window)
 
     def replay_resource(predictor: ResourcePredictor, offset: int, value: bytes) -> None:
-        apply_resource_record(predictor, decode_resource_record(value))
+        try:
+            record = decode_resource_record(value)
+        except ValueError:
+            return
+        apply_resource_record(predictor, record)
 
     def writer(table: Any) -> Any:
         async def write(name: str, blob: bytes, keep: Any) -> None:
@@ -198,6 +221,17 @@ def register_predict(app: faust.App, settings: Settings) -> None:
             await app.crash(exc)
             raise
 
+    deadletter = outputs[settings.topics.deadletter]
+
+    async def reject(message: Any, value: Any, code: DeadLetterReason, reason: str) -> None:
+        """Dead-letter a record of PSO's own topics that PSO cannot use (written by someone
+        else, or one its core failed on), with its original bytes, in this transaction."""
+        source = SourceRef(message.topic, message.partition, message.offset, message.key)
+        raw = value if isinstance(value, bytes) else b""
+        await deadletter.send(
+            key=message.key, value=dead_letter(source, raw, code, reason[:500]).to_json()
+        )
+
     async def publish(events: list[OutputEvent], timestamp_ms: int) -> None:
         for event in events:
             topic, event_key = topic_for(event, settings)
@@ -210,12 +244,18 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         async for event in stream.events():
             message = event.message
             try:
-                window = LoadWindow.model_validate(orjson.loads(event.value))
-            except ValueError:  # PSO writes this topic; anything else there is noise
-                log.warning("skipping a pso.load record that is not a LoadWindow")
+                window = decode_window(event.value)
+            except ValueError as exc:  # PSO writes this topic; anything else is dead-lettered
+                log.warning("pso.load record %d is not a LoadWindow", message.offset)
+                await reject(message, event.value, "invalid_record", f"not a LoadWindow: {exc}")
                 continue
             predictor = await rebuilt(subsystems, window.subsystem, message)
-            out = predictor.process(window)
+            try:
+                out = predictor.process(window)
+            except Exception as exc:
+                log.exception("stage 1 failed on window %s", window.event_id)
+                await reject(message, event.value, "internal_error", f"{type(exc).__name__}: {exc}")
+                continue
             await publish(out.events, window.window_end_ms)
             for share in out.shares:
                 await shares_topic.send(
@@ -235,9 +275,19 @@ def register_predict(app: faust.App, settings: Settings) -> None:
             message = event.message
             for name in sorted(due):
                 await shares_topic.send(key=name.encode(), value=due.pop(name).to_json())
-            record = decode_resource_record(event.value)
+            try:
+                record = decode_resource_record(event.value)
+            except ValueError as exc:
+                log.warning("resource-shares record %d is not PSO's", message.offset)
+                await reject(message, event.value, "invalid_record", f"not a share: {exc}")
+                continue
             predictor = await rebuilt(resources, record.resource, message)
-            events, timestamp_ms = apply_resource_record(predictor, record)
+            try:
+                events, timestamp_ms = apply_resource_record(predictor, record)
+            except Exception as exc:
+                log.exception("stage 2 failed on %s", getattr(record, "event_id", record.resource))
+                await reject(message, event.value, "internal_error", f"{type(exc).__name__}: {exc}")
+                continue
             await publish(events, timestamp_ms)
             await resources.updated(record.resource, predictor, message.offset)
 

@@ -175,6 +175,7 @@ DeadLetterReason = Literal[
     "too_large",
     "late",
     "invalid_policy",
+    "invalid_record",
     "internal_error",
 ]
 
