@@ -283,6 +283,48 @@ async def read_outputs(
         await consumer.stop()
 
 
+async def where_are(env: PsoEnv, event_ids: set[str]) -> str:
+    """For a failure message: which of ``event_ids`` a read_uncommitted consumer finds on the
+    output topics (written but not committed: an open transaction), and every output
+    partition whose last stable offset lags its high-water mark."""
+    from aiokafka import TopicPartition
+
+    from app.kafka_io import start_consumer
+
+    settings = env.settings
+    consumer = await start_consumer(
+        settings, env.bootstrap, isolation_level="read_uncommitted"
+    )
+    committed = await start_consumer(settings, env.bootstrap)
+    try:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in output_topics(settings)
+            for p in range(env.partitions)
+        ]
+        consumer.assign(tps)
+        high = await consumer.end_offsets(tps)
+        stable = await committed.end_offsets(tps)
+        found: dict[str, tuple[str, int, int]] = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if all([await consumer.position(tp) >= high[tp] for tp in tps]):
+                break
+            for tp, recs in (await consumer.getmany(timeout_ms=200)).items():
+                for rec in recs:
+                    with contextlib.suppress(Exception):
+                        event_id = orjson.loads(rec.value)["event_id"]
+                        if event_id in event_ids:
+                            found[event_id] = (tp.topic, tp.partition, rec.offset)
+        lagging = {f"{tp.topic}[{tp.partition}]": (stable[tp], high[tp]) for tp in tps
+                   if stable[tp] != high[tp]}
+        return (f"found read_uncommitted: {sorted(found.items())[:8]}; "
+                f"(last stable, high-water) where they differ: {lagging}")
+    finally:
+        await consumer.stop()
+        await committed.stop()
+
+
 def assert_same_events(expected: dict[str, bytes], records: list[tuple[str, bytes]]) -> int:
     """Records equal ``expected`` by id and content, modulo re-emitted copies of equal bytes.
 
