@@ -72,6 +72,9 @@ def build_app(settings: Settings, bootstrap: str, **overrides: Any) -> faust.App
         ),
         "producer_linger_ms": producer_linger_ms(settings),
         "producer_max_batch_size": 256 * 1024,  # Faust's 16 KB is two forecasts
+        # Up to 4 MB per partition per fetch, not Faust's 1 MB: fewer round trips through the
+        # consumer thread (live bench, two pairs: ingest +15 %, end to end +6 %).
+        "consumer_max_fetch_size": 4 * 1024 * 1024,
         "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         "broker_commit_interval": settings.commit_interval_s,
         # Catching up, a worker pauses after a commit up to 3x as long as it took (agents wait
