@@ -32,8 +32,8 @@ commits back to back), by ``bench/live_throughput.py``. Each fix names what it p
 * **Commits back to back.** Faust's commit timer starts the next commit as soon as the last
   one ends once commits take longer than the interval (~50 ms for four transactions in a
   row, more while catching up), and an agent cannot send to a transaction while it commits:
-  agents waited on them often. `PsoConsumer` pauses after a commit at least as long
-  as it took.
+  agents waited on them often. `PsoConsumer` pauses after a commit, while the worker is busy,
+  up to ``commit_pause_ratio`` times as long as the commit took.
 * **Records lost after recovery.** After restoring tables Faust resumes the stream partitions
   and only then seeks them to the committed offsets; records fetched in between were
   delivered while the flow was still suspended, skipped, and never fetched again (the first
@@ -239,6 +239,8 @@ class PsoApp(faust.App):
     ``fetch_max_wait_ms``: Faust hard-codes 1500 ms. aiokafka keeps one fetch in flight per
     broker, made of the partitions with nothing buffered; when only quiet ones are in it (the
     changelogs a worker holds, standbys), every busy partition waits for it to come back.
+    ``commit_pause_ratio``: see `PsoConsumer._commit_handler` (1.0: a pause as long as the
+    commit; `agents.app.build_app` passes 3.0).
     """
 
     def __init__(
