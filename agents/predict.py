@@ -163,20 +163,19 @@ def register_predict(app: faust.App, settings: Settings) -> None:
     keep_blobs = not settings.store.startswith("memory")  # other stores persist what they hold
     every = settings.checkpoint_every
 
-    # A rebuild replays what the agent took; records it dead-lettered are skipped again.
+    # A rebuild replays what the agent took: records it dead-lettered fail the same way again
+    # and are passed over, as the agent passed over them.
     def replay_window(predictor: SubsystemPredictor, offset: int, value: bytes) -> None:
         try:
-            window = decode_window(value)
-        except ValueError:
-            return
-        predictor.process(window)
+            predictor.process(decode_window(value))
+        except Exception as exc:
+            log.warning("replay: pso.load record %d passed over (%s)", offset, exc)
 
     def replay_resource(predictor: ResourcePredictor, offset: int, value: bytes) -> None:
         try:
-            record = decode_resource_record(value)
-        except ValueError:
-            return
-        apply_resource_record(predictor, record)
+            apply_resource_record(predictor, decode_resource_record(value))
+        except Exception as exc:
+            log.warning("replay: resource-shares record %d passed over (%s)", offset, exc)
 
     def writer(table: Any) -> Any:
         async def write(name: str, blob: bytes, keep: Any) -> None:
