@@ -285,8 +285,9 @@ async def read_outputs(
 
 async def where_are(env: PsoEnv, event_ids: set[str]) -> str:
     """For a failure message: which of ``event_ids`` a read_uncommitted consumer finds on the
-    output topics (written but not committed: an open transaction), and every output
-    partition whose last stable offset lags its high-water mark."""
+    output topics (ids a read_committed reader missed: written in a transaction still open,
+    or aborted), and every output partition whose last stable offset lags its high-water
+    mark (a transaction still open)."""
     from aiokafka import TopicPartition
 
     from app.kafka_io import start_consumer
