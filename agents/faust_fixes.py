@@ -1,9 +1,8 @@
 """What faust-streaming 0.15 gets wrong for exactly-once recovery and pace, fixed at the edges.
 
 Found by ``tests/integration/test_recovery.py`` (a worker SIGKILLed mid-stream, restarted with
-an empty data dir; two workers sharing partitions) and, the three on pace (stalled partitions,
-commits back to back, tasks per message), by ``bench/live_throughput.py``. Each fix names
-what it prevents:
+an empty data dir; two workers sharing partitions) and, the two on pace (stalled partitions,
+commits back to back), by ``bench/live_throughput.py``. Each fix names what it prevents:
 
 * **Transactions by destination.** Faust keeps one transactional producer per assigned source
   partition and commits a partition's offsets in that producer's transaction, but its
@@ -35,10 +34,6 @@ what it prevents:
   row, more while catching up), and an agent cannot send to a transaction while it commits:
   agents waited on them often. `PsoConsumer` pauses after a commit, while the worker is busy,
   up to ``commit_pause_ratio`` times as long as the commit took.
-* **Four tasks per message.** Faust hands each fetched message to the streams through mode's
-  ``wait_first``, racing the delivery against a suspended flow: four tasks created and three
-  cancelled per message, ~10 % of the end-to-end worker's CPU on the live bench.
-  `PsoConsumer.wait_first` races the one delivery task against a future the events wake.
 * **Records lost after recovery.** After restoring tables Faust resumes the stream partitions
   and only then seeks them to the committed offsets; records fetched in between were
   delivered while the flow was still suspended, skipped, and never fetched again (the first
@@ -59,8 +54,6 @@ know the next telemetry offset they take; the core skips duplicate windows and s
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -76,8 +69,6 @@ from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 from faust.types import TP
 from mode import Service
-from mode.services import WaitResults
-from mode.utils.locks import Event as ModeEvent
 
 log = logging.getLogger("pso.faust_fixes")
 
@@ -154,52 +145,11 @@ class LsoConsumerThread(AIOKafkaConsumerThread):
         return offsets
 
 
-def _is_event_wait(coro: Any) -> bool:
-    """Whether ``coro`` is a mode ``Event.wait()`` coroutine (not started)."""
-    return getattr(coro, "cr_code", None) is ModeEvent.wait.__code__
-
-
 class PsoConsumer(Consumer):
     """Faust's aiokafka consumer on `LsoConsumerThread`, with `_commit_handler` paced."""
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return LsoConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
-        """Faust delivers every fetched message with ``wait_first(callback(message),
-        suspend_flow.wait())``, so that a rebalance can abandon a delivery stuck on a full
-        buffer. mode runs four tasks for that (the two, plus this service's stopped and
-        crashed events) and cancels three, per message. Here the delivery is the one task,
-        and one future, registered with the three events, wakes the loop early if any of
-        them is set first: the same outcome."""
-        if len(coros) != 2 or timeout is not None or not _is_event_wait(coros[1]):
-            return await super().wait_first(*coros, timeout=timeout)
-        delivery, suspended = coros
-        events = (self.suspend_flow, self._stopped, self._crashed)
-        if any(event.is_set() for event in events):
-            return await super().wait_first(*coros)
-        suspended.close()
-        task = asyncio.ensure_future(delivery)
-        woken = asyncio.get_running_loop().create_future()
-
-        def wake(_: Any) -> None:
-            if not woken.done():
-                woken.set_result(None)
-
-        task.add_done_callback(wake)
-        for event in events:
-            event._waiters.append(woken)
-        try:
-            await woken
-        finally:
-            for event in events:
-                with contextlib.suppress(ValueError):
-                    event._waiters.remove(woken)
-            if not task.done():
-                task.cancel()
-        if task.done():  # result() raises what the delivery raised, as mode does
-            return WaitResults([delivery], [task.result()], False)
-        return WaitResults([suspended], [True], False)
 
     @Service.task
     async def _commit_handler(self) -> None:
