@@ -159,6 +159,11 @@ class CheckpointedWindows:
         ingest.windows[name] = state.windows
         try:
             ingest.apply(ingest.parse(value, SourceRef("replay"), scratch), scratch, name.__ne__)
+        except Exception as exc:
+            # The agent dead-lettered this record when the core failed on it live; a rebuild
+            # passes over it the same way rather than failing every later message.
+            log.warning("replay: telemetry record %d passed over for %s (%s)", offset, name, exc)
+            return  # nor counted, as the agent did not count it
         finally:
             del ingest.windows[name]
         state.closed += len(scratch.windows)

@@ -129,3 +129,52 @@ def test_a_quiet_subsystems_checkpoint_is_renewed_so_a_rebuild_stays_short() -> 
     assert out == reference
     # every=1000 alone would replay from each subsystem's birth (offset 0 on).
     assert 0 < live.states.replayed <= 3 * (30 + 50)
+
+
+def test_a_record_the_core_failed_on_is_passed_over_by_a_rebuild_as_it_was_live(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A core bug, not bad bytes (`parse` dead-letters those): `apply` raises on one record.
+    # Live, the agent dead-letters it and carries on; a rebuild that replays it must do the
+    # same, not fail every later message of the subsystem.
+    apply = TelemetryIngest.apply
+
+    def failing_apply(self: TelemetryIngest, message: Any, *args: Any, **kwargs: Any) -> Any:
+        if b'"poison"' in message.raw:
+            raise RuntimeError("core bug")
+        return apply(self, message, *args, **kwargs)
+
+    monkeypatch.setattr(TelemetryIngest, "apply", failing_apply)
+    records = telemetry()
+    at = len(records) // 2
+    poison = orjson.dumps({"subsystem": "api", "ts": BASE + 900_500, "metrics": {"poison": 1.0}})
+    records = [*records[:at], (at, b"api", poison), *[(i + 1, k, v) for i, k, v in records[at:]]]
+
+    def run_failing(kill_at: int | None) -> tuple[list[bytes], list[int]]:
+        topic = Topic(records)
+
+        async def go() -> tuple[list[bytes], list[int]]:
+            table = Table()
+            live = windows_of(table, topic, every=1000)
+            out: list[bytes] = []
+            failed: list[int] = []
+            for offset, key, value in records:
+                if offset == kill_at:
+                    live = windows_of(Table(table.changelog), topic, every=1000)
+                try:
+                    result = await live.take(value, SourceRef("t", 0, offset, key))
+                except RuntimeError:  # what the agent dead-letters as internal_error
+                    failed.append(offset)
+                    continue
+                if result is not None:
+                    out += [w.to_json() for w in result.windows]
+                    await live.checkpoint(offset)
+            return out, failed
+
+        return asyncio.run(go())
+
+    reference, ref_failed = run_failing(kill_at=None)
+    assert ref_failed == [at]
+    out, failed = run_failing(kill_at=at + 30)  # the rebuild replays the poison record
+    assert failed == [at]
+    assert out == reference
