@@ -56,13 +56,14 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import faust
 from aiokafka.producer.transaction_manager import TransactionState
-from faust.streams import current_event
+from faust.streams import _current_event, current_event
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import TransactionManager
@@ -71,6 +72,18 @@ from faust.types import TP
 from mode import Service
 
 log = logging.getLogger("pso.faust_fixes")
+
+
+@contextmanager
+def processing(event: Any) -> Iterator[None]:
+    """Within the block, ``event`` is the event being processed: sends and table writes go
+    into its partition's transaction (`SourceTransactionManager`, `put`). Faust sets this for
+    the event a stream yields; the events of a ``take_events`` batch need it set by hand."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 class SourceTransactionManager(TransactionManager):

@@ -24,6 +24,7 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -257,6 +258,24 @@ class ResourceShare(_Wire):
     forecast: SeriesForecastBody
 
 
+class ResourceShares(_Wire):
+    """Consecutive shares of one resource from one stage-1 partition, in the order stage 1
+    made them (internal topic). Stage 1 sends one such record per resource for each batch
+    of windows it takes, rather than one record per window: Faust costs about as much per
+    record as stage 2's work on a share."""
+
+    type: Literal["resource_shares"] = "resource_shares"
+    resource: Name
+    shares: list[ResourceShare] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _all_of_this_resource(self) -> ResourceShares:
+        for share in self.shares:
+            if share.resource != self.resource:
+                raise ValueError(f"a share of {share.resource!r} in a batch of {self.resource!r}")
+        return self
+
+
 class ContributorsDeparted(_Wire):
     """Stage 2 stops waiting for contributors that went silent (internal, on the shares topic).
 
@@ -483,6 +502,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "rebalance.v1.json": RebalanceRecommended,
     "accuracy_report.v1.json": AccuracyReport,
     "resource_share.v1.json": ResourceShare,
+    "resource_shares.v1.json": ResourceShares,
     "contributors_departed.v1.json": ContributorsDeparted,
     "resource_policy.v1.json": ResourcePolicy,
 }

@@ -17,7 +17,13 @@ from app.codec import SourceRef
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
 from app.core.ingest import TelemetryIngest
 from app.core.snapshot import seal
-from app.events import ContributorsDeparted, LoadWindow, ResourcePolicy
+from app.events import (
+    ContributorsDeparted,
+    LoadWindow,
+    ResourcePolicy,
+    ResourceShare,
+    ResourceShares,
+)
 from app.settings import FleetPolicy
 from app.simulator import FleetSimulator
 
@@ -167,13 +173,31 @@ def test_stage2_rebuild_replays_shares_policies_and_departures() -> None:
                 ).to_json()
             )
     values = [v for v in values if orjson.loads(v)["resource"] == resource]
-    records = [(i, resource.encode(), v) for i, v in enumerate(values)]
+    # Stage 1 sends batches of shares (here runs of up to 4), policies and departures between.
+    packed: list[bytes] = []
+    run_of: list[ResourceShare] = []
+    for v in [*values, b"{}"]:
+        if orjson.loads(v).get("type") == "resource_share" and len(run_of) < 4:
+            run_of.append(ResourceShare.model_validate_json(v))
+            continue
+        if run_of:
+            single = len(run_of) == 1  # a lone share as it was sent before batches: still read
+            batch = ResourceShares(resource=resource, shares=run_of)
+            packed.append(run_of[0].to_json() if single else batch.to_json())
+            run_of = []
+        if orjson.loads(v).get("type") == "resource_share":
+            run_of.append(ResourceShare.model_validate_json(v))
+        elif v != b"{}":
+            packed.append(v)
+    assert len(packed) < len(values) // 2
+    records = [(i, resource.encode(), v) for i, v in enumerate(packed)]
 
     def make(name: str) -> ResourcePredictor:
         return ResourcePredictor(name, config, policy)
 
     def replay(p: ResourcePredictor, offset: int, value: bytes) -> None:
-        apply_resource_record(p, decode_resource_record(value))
+        for record in decode_resource_record(value):
+            apply_resource_record(p, record)
 
     async def run(kill_at: int | None) -> list[bytes]:
         table = Table()
@@ -183,13 +207,16 @@ def test_stage2_rebuild_replays_shares_policies_and_departures() -> None:
             if offset == kill_at:
                 table = Table(table.changelog)
                 live = states(table, Topic(records), make, replay, every=5)
-            record = decode_resource_record(value)
             predictor = await live.get(resource, 0, offset)
-            events, _ts = apply_resource_record(predictor, record)
-            out += [e.to_json() for e in events]
+            for record in decode_resource_record(value):
+                events, _ts = apply_resource_record(predictor, record)
+                out += [e.to_json() for e in events]
             await live.updated(resource, predictor, offset)
         return out
 
     reference = asyncio.run(run(None))
     assert any(orjson.loads(e)["type"] == "conflict_predicted" for e in reference)
     assert asyncio.run(run(len(records) * 3 // 4)) == reference
+    # The same shares one record each, as before batches: the same events.
+    records = [(i, resource.encode(), v) for i, v in enumerate(values)]
+    assert asyncio.run(run(None)) == reference
