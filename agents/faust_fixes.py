@@ -62,6 +62,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import faust
+from aiokafka.errors import ProducerFenced
 from aiokafka.producer.transaction_manager import TransactionState
 from faust.streams import _current_event, current_event
 from faust.tables.manager import TableManager
@@ -103,9 +104,35 @@ class SourceTransactionManager(TransactionManager):
                 await producer.begin_transaction()
 
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
-        for tid in sorted({self._tid(tp) for tp in offsets}):
-            await self._reopen(tid)
-        return await super().commit(offsets, start_new_transaction=start_new_transaction)
+        """Faust's commit, holding each transaction's lock only to end it (and begin the next).
+
+        Faust holds it from adding the offsets on, three broker round trips in which every
+        agent that sends into that transaction waits. Adding offsets leaves the transaction
+        open, so agents keep sending meanwhile: what they add rides along, as records of a
+        half-processed message always could (see the module docstring). Commits never overlap
+        (the consumer runs one at a time), and a rebalance commits before it stops producers.
+        """
+        by_tid: dict[str, dict[TP, int]] = {}
+        for tp, offset in offsets.items():
+            by_tid.setdefault(self._tid(tp), {})[tp] = offset
+        driver: Any = self.producer
+        group_id = self.app.conf.id
+        try:
+            for tid in sorted(by_tid):
+                await self._reopen(tid)
+                producer = driver._transaction_producers.get(tid)
+                if producer is None:
+                    log.warning("commit invoked for unknown transaction %s", tid)
+                    continue
+                await producer.send_offsets_to_transaction(by_tid[tid], group_id)
+                async with driver._trn_locks[tid]:
+                    await producer.commit_transaction()
+                    if start_new_transaction:
+                        await producer.begin_transaction()
+        except ProducerFenced as exc:
+            log.warning("ProducerFenced %s", exc)
+            await self.app.crash(exc)
+        return True
 
     async def send(
         self,
