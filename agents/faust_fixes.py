@@ -41,10 +41,6 @@ commits back to back), by ``bench/live_throughput.py``. Each fix names what it p
   row, more while catching up), and an agent cannot send to a transaction while it commits:
   agents waited on them often. `PsoConsumer` pauses after a commit, while the worker is busy,
   up to ``commit_pause_ratio`` times as long as the commit took.
-* **Agents held up by a commit's offsets.** Faust locks a transaction from adding the offsets
-  to ending it, three round trips to the broker, and every send into it waits. Adding
-  offsets leaves the transaction open: `SourceTransactionManager.commit` locks it only to
-  end it and begin the next (live bench, catching up: ingest waited less, +1 to +19 %).
 * **Records lost after recovery.** After restoring tables Faust resumes the stream partitions
   and only then seeks them to the committed offsets; records fetched in between were
   delivered while the flow was still suspended, skipped, and never fetched again (the first
@@ -74,7 +70,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import faust
-from aiokafka.errors import ProducerFenced
 from aiokafka.producer.transaction_manager import TransactionState
 from faust.streams import _current_event, current_event
 from faust.tables.manager import TableManager
@@ -116,35 +111,9 @@ class SourceTransactionManager(TransactionManager):
                 await producer.begin_transaction()
 
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
-        """Faust's commit, holding each transaction's lock only to end it (and begin the next).
-
-        Faust holds it from adding the offsets on, three broker round trips in which every
-        agent that sends into that transaction waits. Adding offsets leaves the transaction
-        open, so agents keep sending meanwhile: what they add rides along, as records of a
-        half-processed message always could (see the module docstring). Commits never overlap
-        (the consumer runs one at a time), and a rebalance commits before it stops producers.
-        """
-        by_tid: dict[str, dict[TP, int]] = {}
-        for tp, offset in offsets.items():
-            by_tid.setdefault(self._tid(tp), {})[tp] = offset
-        driver: Any = self.producer
-        group_id = self.app.conf.id
-        try:
-            for tid in sorted(by_tid):
-                await self._reopen(tid)
-                producer = driver._transaction_producers.get(tid)
-                if producer is None:
-                    log.warning("commit invoked for unknown transaction %s", tid)
-                    continue
-                await producer.send_offsets_to_transaction(by_tid[tid], group_id)
-                async with driver._trn_locks[tid]:
-                    await producer.commit_transaction()
-                    if start_new_transaction:
-                        await producer.begin_transaction()
-        except ProducerFenced as exc:
-            log.warning("ProducerFenced %s", exc)
-            await self.app.crash(exc)
-        return True
+        for tid in sorted({self._tid(tp) for tp in offsets}):
+            await self._reopen(tid)
+        return await super().commit(offsets, start_new_transaction=start_new_transaction)
 
     async def send(
         self,

@@ -320,10 +320,38 @@ async def where_are(env: PsoEnv, event_ids: set[str]) -> str:
         lagging = {f"{tp.topic}[{tp.partition}]": (stable[tp], high[tp]) for tp in tps
                    if stable[tp] != high[tp]}
         return (f"found read_uncommitted: {sorted(found.items())[:8]}; "
-                f"(last stable, high-water) where they differ: {lagging}")
+                f"(last stable, high-water) where they differ: {lagging}; "
+                f"inputs: {await input_positions(env)}")
     finally:
         await consumer.stop()
         await committed.stop()
+
+
+async def input_positions(env: PsoEnv) -> str:
+    """For a failure message: per input partition, the group's committed offset and the
+    partition's last stable offset (a stalled partition shows as committed < stable)."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from app.kafka_io import client_kwargs, start_consumer
+
+    s = env.settings
+    topics = (s.topics.telemetry, s.topics.load, f"{s.app_id}-resource-shares")
+    tps = [TopicPartition(t, p) for t in topics for p in range(env.partitions)]
+    admin = AIOKafkaAdminClient(**client_kwargs(s, env.bootstrap))
+    await admin.start()
+    consumer = await start_consumer(s, env.bootstrap)
+    try:
+        committed = await admin.list_consumer_group_offsets(env.prefix)
+        stable = await consumer.end_offsets(tps)
+    finally:
+        await admin.close()
+        await consumer.stop()
+    return ", ".join(
+        f"{tp.topic.rsplit('.', 1)[-1][-12:]}[{tp.partition}] "
+        f"{getattr(committed.get(tp), 'offset', None)}/{stable[tp]}"
+        for tp in tps
+    )
 
 
 def assert_same_events(expected: dict[str, bytes], records: list[tuple[str, bytes]]) -> int:
