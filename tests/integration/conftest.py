@@ -321,35 +321,53 @@ async def where_are(env: PsoEnv, event_ids: set[str]) -> str:
                    if stable[tp] != high[tp]}
         return (f"found read_uncommitted: {sorted(found.items())[:8]}; "
                 f"(last stable, high-water) where they differ: {lagging}; "
-                f"inputs: {await input_positions(env)}")
+                f"inputs: {await _or_error(input_positions(env))}")
     finally:
         await consumer.stop()
         await committed.stop()
+
+
+async def _or_error(diagnosis: Any) -> str:
+    """A diagnosis for a failure message, or why it could not be made (never a new error)."""
+    try:
+        return str(await diagnosis)
+    except Exception as exc:
+        return f"({type(exc).__name__}: {exc})"
+
+
+async def committed_offsets(env: PsoEnv) -> dict[Any, int]:
+    """The offsets the app's consumer group has committed, by partition."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from app.kafka_io import client_kwargs
+
+    admin = AIOKafkaAdminClient(**client_kwargs(env.settings, env.bootstrap))
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(env.prefix)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items()}
 
 
 async def input_positions(env: PsoEnv) -> str:
     """For a failure message: per input partition, the group's committed offset and the
     partition's last stable offset (a stalled partition shows as committed < stable)."""
     from aiokafka import TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
 
-    from app.kafka_io import client_kwargs, start_consumer
+    from app.kafka_io import start_consumer
 
     s = env.settings
     topics = (s.topics.telemetry, s.topics.load, f"{s.app_id}-resource-shares")
     tps = [TopicPartition(t, p) for t in topics for p in range(env.partitions)]
-    admin = AIOKafkaAdminClient(**client_kwargs(s, env.bootstrap))
-    await admin.start()
+    committed = await committed_offsets(env)
     consumer = await start_consumer(s, env.bootstrap)
     try:
-        committed = await admin.list_consumer_group_offsets(env.prefix)
         stable = await consumer.end_offsets(tps)
     finally:
-        await admin.close()
         await consumer.stop()
     return ", ".join(
-        f"{tp.topic.rsplit('.', 1)[-1][-12:]}[{tp.partition}] "
-        f"{getattr(committed.get(tp), 'offset', None)}/{stable[tp]}"
+        f"{tp.topic.rsplit('.', 1)[-1][-12:]}[{tp.partition}] {committed.get(tp)}/{stable[tp]}"
         for tp in tps
     )
 

@@ -8,10 +8,9 @@ import time
 import orjson
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from app.kafka_io import client_kwargs, start_producer
-from tests.integration.conftest import PsoEnv
+from app.kafka_io import start_producer
+from tests.integration.conftest import PsoEnv, committed_offsets
 
 pytestmark = pytest.mark.integration
 T0 = 1_795_564_800_000
@@ -42,17 +41,6 @@ async def write_with_an_aborted_transaction(env: PsoEnv) -> int:
     return 10  # records at 0, 2-4 (aborted), 6-8; transaction markers at 1, 5 and 9
 
 
-async def committed_offset(env: PsoEnv) -> int | None:
-    admin = AIOKafkaAdminClient(**client_kwargs(env.settings, env.bootstrap))
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(env.prefix)
-    finally:
-        await admin.close()
-    meta = offsets.get(TopicPartition(env.settings.topics.telemetry, 0))
-    return None if meta is None else meta.offset
-
-
 def test_offsets_are_committed_past_an_aborted_transaction_after_offset_0(pso_env: PsoEnv) -> None:
     # Faust records a gap in the delivered offsets only if the last one read is true: after
     # offset 0 it never did, and then never committed this partition again (`ReadOffsets`).
@@ -62,7 +50,8 @@ def test_offsets_are_committed_past_an_aborted_transaction_after_offset_0(pso_en
     deadline = time.monotonic() + 60
     offset = None
     while time.monotonic() < deadline:
-        offset = asyncio.run(committed_offset(pso_env))
+        offsets = asyncio.run(committed_offsets(pso_env))
+        offset = offsets.get(TopicPartition(pso_env.settings.topics.telemetry, 0))
         if offset is not None and offset >= end - 1:
             break
         time.sleep(1)
