@@ -565,10 +565,26 @@ def _live_broker_pid(data_dir: Path) -> int | None:
         return None
     pid = info["pid"]
     token = info.get("token")
-    cmdline = _proc_cmdline(pid) if isinstance(pid, int) else None
+    cmdline = _settled_cmdline(pid) if isinstance(pid, int) else None
     if cmdline is None or not isinstance(token, str) or token not in cmdline:
         return None  # gone, or the pid was recycled by an unrelated process
     return pid if isinstance(pid, int) else None
+
+
+def _settled_cmdline(pid: int, wait_s: float = 1.0) -> str | None:
+    """The command line of ``pid``, waiting out the empty one a process shows mid-exec.
+
+    ``Popen`` returns once the child's exec has closed its file descriptors, but the kernel
+    fills in the new command line a little later: until then /proc reads it as empty (measured:
+    35 in 2,000 spawns idle, nearly all under CPU load). A broker stopped right after it was
+    started would then look like a recycled pid and be left running.
+    """
+    deadline = time.monotonic() + wait_s
+    cmdline = _proc_cmdline(pid)
+    while cmdline == "" and time.monotonic() < deadline:
+        time.sleep(0.01)
+        cmdline = _proc_cmdline(pid)
+    return cmdline
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
