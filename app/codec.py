@@ -297,3 +297,79 @@ def fast_fields(element: Any) -> SampleFields | None:
     elif type(resources) is not dict:
         return None
     return subsystem, ts, metrics, resources
+
+
+@dataclass(slots=True)
+class BatchColumns:
+    """A batch envelope of one subsystem's plainly valid samples, as columns: ``ts[i]`` and
+    ``metrics[name][i]`` are sample i's. What `fast_fields` would give for each element."""
+
+    subsystem: str
+    ts: list[int]
+    metrics: dict[str, list[float]]
+    resources: dict[str, list[float]]
+
+
+_SAMPLE_KEYS = (
+    frozenset({"subsystem", "ts"}),
+    frozenset({"subsystem", "ts", "metrics"}),
+    frozenset({"subsystem", "ts", "resources"}),
+    frozenset({"subsystem", "ts", "metrics", "resources"}),
+)
+
+
+def _plain_column(column: list[Any], non_negative: bool) -> bool:
+    """Every value a finite float (non-negative for resources), checked in C-level passes:
+    a sum of finite floats that overflows only sends the batch to the per-sample path."""
+    if set(map(type, column)) != {float}:
+        return False
+    total = sum(column)
+    return total - total == 0.0 and not (non_negative and min(column) < 0.0)
+
+
+def batch_columns(elements: list[Any]) -> BatchColumns | None:
+    """The batch as columns when it is the common case (`TelemetryClient`'s batches): every
+    element a sample of the same subsystem with the same series, each of which `fast_fields`
+    accepts (integer ``ts``, float values). Else None, and the caller takes the elements one
+    by one, which words every reject. Per sample, about twice as cheap as `fast_fields`
+    plus a fold of each value (the type, range and name checks run once per column)."""
+    if len(elements) < 2:
+        return None
+    first = elements[0]
+    if type(first) is not dict or first.keys() not in _SAMPLE_KEYS:
+        return None
+    keys = first.keys()
+    subsystem = first["subsystem"]
+    if type(subsystem) is not str or (subsystem not in _good_names and not _plain_name(subsystem)):
+        return None
+    names: list[tuple[str, list[str]]] = []  # ("metrics" or "resources", its series)
+    for part in ("metrics", "resources"):
+        if part not in keys:
+            continue
+        series = first[part]
+        if type(series) is not dict or len(series) > MAX_SERIES_PER_SAMPLE:
+            return None
+        for name in series:
+            if name not in _good_names and not _plain_name(name):
+                return None
+        names.append((part, list(series)))
+    for element in elements:
+        if type(element) is not dict or element.keys() != keys:
+            return None
+        if element["subsystem"] != subsystem:
+            return None
+        for part, _series in names:
+            values = element[part]
+            if type(values) is not dict or values.keys() != first[part].keys():
+                return None
+    ts = [element["ts"] for element in elements]
+    if set(map(type, ts)) != {int} or min(ts) < MIN_TS_MS or max(ts) >= MAX_TS_MS:
+        return None
+    columns: dict[str, dict[str, list[float]]] = {"metrics": {}, "resources": {}}
+    for part, series in names:
+        for name in series:
+            column = [element[part][name] for element in elements]
+            if not _plain_column(column, part == "resources"):
+                return None
+            columns[part][name] = column
+    return BatchColumns(subsystem, ts, columns["metrics"], columns["resources"])

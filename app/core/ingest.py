@@ -16,7 +16,9 @@ import orjson
 
 from app.codec import (
     MAX_MESSAGE_BYTES,
+    BatchColumns,
     SourceRef,
+    batch_columns,
     dead_letter,
     fast_fields,
     parse_envelope,
@@ -45,9 +47,12 @@ class ParsedMessage:
     raw: bytes
     source: SourceRef
     elements: Sequence[tuple[int | None, Any]]
+    columns: BatchColumns | None = None  # the elements as columns, if they are the common case
 
     def subsystems(self) -> set[str]:
         """Every subsystem a sample of this message may belong to (valid or not)."""
+        if self.columns is not None:
+            return {self.columns.subsystem}
         names: set[str] = set()
         for _index, element in self.elements:
             if type(element) is dict:
@@ -104,6 +109,10 @@ class TelemetryIngest:
         else:
             items, elements = parse_envelope(raw, source, into.dead)
             into.items += items
+            if items > 1 and elements:
+                return ParsedMessage(
+                    raw, source, elements, batch_columns([element for _, element in elements])
+                )
         return ParsedMessage(raw, source, elements)
 
     def apply(
@@ -116,11 +125,14 @@ class TelemetryIngest:
         out (a worker's state that already holds this message), late or not; rejects of
         invalid samples are reported all the same (their ids do not change)."""
         raw, source = message.raw, message.source
+        elements = message.elements
+        if message.columns is not None:
+            elements = self._apply_columns(message.columns, elements, result, skip)
         late: list[DeadLetter] | None = None
         # A batch is usually one subsystem's: look its state up once.
         current: str | None = None
         state: WindowedLoad | None = None
-        for index, element in message.elements:
+        for index, element in elements:
             fields = fast_fields(element)
             if fields is not None:
                 subsystem, ts, metrics, resources = fields
@@ -162,6 +174,29 @@ class TelemetryIngest:
         if late:
             result.dead.extend(late)
         return result
+
+    def _apply_columns(
+        self,
+        columns: BatchColumns,
+        elements: Sequence[tuple[int | None, Any]],
+        result: IngestResult,
+        skip: Callable[[str], bool] | None,
+    ) -> Sequence[tuple[int | None, Any]]:
+        """`apply` of a batch in columns (`WindowedLoad.add_columns`): every sample valid, so
+        nothing to reject. Returns the elements left for the per-sample loop: none, or those
+        from the first late sample on (a rare case that loop words)."""
+        subsystem = columns.subsystem
+        if skip is not None and skip(subsystem):
+            return ()
+        state = self.windows.get(subsystem)
+        if state is None:
+            state = self.windows_for(subsystem)
+        taken, closed = state.add_columns(columns.ts, columns.metrics, columns.resources)
+        if taken:
+            result.touched.add(subsystem)
+            result.accepted += taken
+            result.windows.extend(closed)
+        return elements[taken:]
 
     def process_plain_run(self, lines: Sequence[bytes], first: int, into: IngestResult) -> int:
         """`process` of ``lines[first:]``, one message each, while each is the common message:

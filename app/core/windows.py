@@ -105,6 +105,31 @@ def _fold(aggs: dict[str, SeriesAggregate], values: dict[str, float], ts_ms: int
             agg.last_ts = ts_ms
 
 
+def _fold_column(
+    aggs: dict[str, SeriesAggregate], name: str, column: list[float], last_at: int, ts_ms: int
+) -> None:
+    """`_fold` of one series over consecutive samples at once, with the same result: the
+    values in order (``sum`` adds floats left to right on CPython 3.11), the first of equal
+    minima and maxima kept, ``last`` the value at ``last_at``, the last sample with the
+    greatest event time ``ts_ms``."""
+    agg = aggs.get(name)
+    if agg is None:
+        aggs[name] = SeriesAggregate(
+            len(column), sum(column, 0.0), min(column), max(column), column[last_at], ts_ms
+        )
+        return
+    agg.count += len(column)
+    agg.total = sum(column, agg.total)
+    low, high = min(column), max(column)
+    if low < agg.low:
+        agg.low = low
+    if high > agg.high:
+        agg.high = high
+    if ts_ms >= agg.last_ts:
+        agg.last = column[last_at]
+        agg.last_ts = ts_ms
+
+
 @dataclass(slots=True)
 class OpenWindow:
     """Aggregates of every metric and resource of one subsystem in one open window."""
@@ -229,6 +254,51 @@ class WindowedLoad:
                     accepted=True, closed=self._close_until(watermark - watermark % size)
                 )
         return _ACCEPTED
+
+    def add_columns(
+        self, ts: list[int], metrics: dict[str, list[float]], resources: dict[str, list[float]]
+    ) -> tuple[int, list[LoadWindow]]:
+        """`add` of samples ``0, 1, ...`` given as columns (`app.codec.BatchColumns`), a run
+        of consecutive samples in one window at a time; stops before the first late one.
+
+        Returns how many samples were added (all accepted) and the windows they closed. The
+        state afterwards is the same as after `add` of each, in order: a run's own window
+        cannot close during the run (that takes a sample a window later), and closing the
+        older windows once after the run closes the same ones, in the same order, as
+        closing them sample by sample.
+        """
+        size = self.size_ms
+        closed: list[LoadWindow] = []
+        n, end = 0, len(ts)
+        while n < end:
+            start = ts[n] - ts[n] % size
+            stop = n + 1
+            while stop < end and start <= ts[stop] < start + size:
+                stop += 1
+            window = self.open.get(start)
+            if window is None:
+                if self.closed_until is not None and start + size <= self.closed_until:
+                    break  # late: `add` words it
+                window = self.open[start] = OpenWindow(start)
+            whole = n == 0 and stop == end  # the common case: no copies
+            run = ts if whole else ts[n:stop]
+            newest = max(run)
+            last_at = len(run) - 1 - run[::-1].index(newest)
+            window.samples += len(run)
+            for name, column in metrics.items():
+                part = column if whole else column[n:stop]
+                _fold_column(window.metrics, name, part, last_at, newest)
+            for name, column in resources.items():
+                part = column if whole else column[n:stop]
+                _fold_column(window.resources, name, part, last_at, newest)
+            n = stop
+            if self.max_ts is None or newest > self.max_ts:
+                self.max_ts = newest
+                watermark = newest - self.lateness_ms
+                until = self.closed_until
+                if until is None or (watermark > until and watermark - watermark % size != until):
+                    closed.extend(self._close_until(watermark - watermark % size))
+        return n, closed
 
     def _close_until(self, until: int) -> list[LoadWindow]:
         """Close every open window ending at or before ``until``, oldest first."""

@@ -213,3 +213,119 @@ def test_ingest_dead_letters_match_the_reference_decoder(batch: list, single: bo
     late = [d for d in got.dead if d.reason_code == "late"]  # random times: some are late
     assert [d.to_json() for d in got.dead if d not in late] == [d.to_json() for d in ref.dead]
     assert got.accepted + len(late) == len(ref.samples)
+
+
+# --------------------------------------------------------------------------- batch columns
+
+
+@st.composite
+def client_batches(draw: st.DrawFn) -> list[dict[str, object]]:
+    """Batches as `TelemetryClient` sends them (one subsystem, the same series throughout),
+    in any order across a few windows, with one odd element now and then."""
+    n = draw(st.integers(2, 30))
+    metric_names = draw(st.lists(st.sampled_from(["cpu", "rps", "lat"]), unique=True))
+    resource_names = draw(st.lists(st.sampled_from(["db", "gpu"]), unique=True))
+    values = st.floats(-1e6, 1e6) | st.sampled_from([0.0, -0.0, 1e308, 5e-324])
+    base = 1_795_586_400_000 + draw(st.integers(0, 59)) * 1000
+    batch: list[dict[str, object]] = []
+    for _ in range(n):
+        element: dict[str, object] = {
+            "subsystem": "api",
+            "ts": base + draw(st.integers(-3, 5)) * 40_000,
+        }
+        if metric_names or draw(st.booleans()):
+            element["metrics"] = {k: draw(values) for k in metric_names}
+        if resource_names:
+            element["resources"] = {k: abs(draw(values)) for k in resource_names}
+        batch.append(element)
+    if "metrics" in batch[0]:  # keys must agree throughout, or the batch is not uniform
+        for element in batch:
+            element.setdefault("metrics", {})
+    if draw(st.booleans()):
+        i = draw(st.integers(0, n - 1))
+        odd = draw(
+            st.sampled_from(
+                [
+                    ("ts", "2026-11-25T06:00:00Z"),
+                    ("subsystem", "web"),
+                    ("metrics", {"cpu": 1}),
+                    ("metrics", {"cpu": math.nan}),
+                    ("resources", {"db": -1.0}),
+                    ("labels", {}),
+                    ("metrics", None),
+                    ("ts", True),
+                ]
+            )
+        )
+        batch[i] = {**batch[i], odd[0]: odd[1]}
+    return batch
+
+
+@settings(max_examples=600, deadline=None)
+@given(client_batches())
+def test_batch_columns_hold_what_fast_fields_gives_each_sample(batch: list) -> None:
+    from app.codec import batch_columns, fast_fields
+
+    columns = batch_columns(batch)
+    if columns is None:
+        return  # the per-sample path, tested above
+    for i, element in enumerate(batch):
+        fields = fast_fields(element)
+        assert fields is not None, element
+        subsystem, ts, metrics, resources = fields
+        assert (subsystem, ts) == (columns.subsystem, columns.ts[i])
+        for got, want in ((columns.metrics, metrics), (columns.resources, resources)):
+            assert list(got) == list(want)
+            assert all(repr(got[name][i]) == repr(want[name]) for name in want)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(client_batches(), min_size=1, max_size=4))
+def test_ingest_in_columns_equals_ingest_sample_by_sample(batches: list) -> None:
+    """Same windows (exact floats), dead letters, counts and state as the per-sample loop,
+    batch after batch on the same state: late samples, runs out of order, -0.0 included."""
+    import dataclasses
+
+    from app.core.ingest import IngestResult, TelemetryIngest
+    from app.settings import WindowConfig
+
+    config = WindowConfig(size_s=60, allowed_lateness_windows=1)
+    in_columns, by_sample = TelemetryIngest(config), TelemetryIngest(config)
+    for batch in batches:
+        raw = orjson.dumps(batch)
+        got, want = IngestResult(), IngestResult()
+        parsed = in_columns.parse(raw, SRC, got)
+        plain = dataclasses.replace(by_sample.parse(raw, SRC, want), columns=None)
+        failures = []
+        for ingest, message, result in ((in_columns, parsed, got), (by_sample, plain, want)):
+            try:
+                ingest.apply(message, result)
+            except ValueError as exc:  # a window's sum overflowing (1e308 twice): both fail
+                failures.append(type(exc))
+        if failures:
+            assert len(failures) == 2 and failures[0] is failures[1]
+            return
+        assert [w.to_json() for w in got.windows] == [w.to_json() for w in want.windows]
+        assert [d.to_json() for d in got.dead] == [d.to_json() for d in want.dead]
+        assert (got.accepted, got.items, got.touched) == (want.accepted, want.items, want.touched)
+    states = {name: w.to_state() for name, w in in_columns.windows.items()}
+    assert orjson.dumps(states) == orjson.dumps(
+        {name: w.to_state() for name, w in by_sample.windows.items()}
+    )
+
+
+def test_a_client_batch_is_taken_in_columns() -> None:
+    """The property above must exercise the columns, not just the per-sample loop."""
+    from app.core.ingest import IngestResult, TelemetryIngest
+    from app.settings import WindowConfig
+
+    batch = [
+        {"subsystem": "api", "ts": 1795586400000 + i * 1000, "metrics": {"cpu": 0.5 + i}}
+        for i in range(3)
+    ]
+    parsed = TelemetryIngest(WindowConfig(size_s=60)).parse(
+        orjson.dumps(batch), SRC, IngestResult()
+    )
+    assert parsed.columns is not None
+    assert parsed.columns.ts == [1795586400000, 1795586401000, 1795586402000]
+    assert parsed.columns.metrics == {"cpu": [0.5, 1.5, 2.5]}
