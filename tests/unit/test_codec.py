@@ -220,8 +220,8 @@ def test_ingest_dead_letters_match_the_reference_decoder(batch: list, single: bo
 
 @st.composite
 def client_batches(draw: st.DrawFn) -> list[dict[str, object]]:
-    """Batches as `TelemetryClient` sends them (one subsystem, the same series throughout),
-    in any order across a few windows, with one odd element now and then."""
+    """Batches as `app.client.TelemetryProducer` sends them (one subsystem, the same series
+    throughout), in any order across a few windows, with one odd element now and then."""
     n = draw(st.integers(2, 30))
     metric_names = draw(st.lists(st.sampled_from(["cpu", "rps", "lat"]), unique=True))
     resource_names = draw(st.lists(st.sampled_from(["db", "gpu"]), unique=True))
