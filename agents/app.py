@@ -13,6 +13,7 @@ import faust
 
 from agents.faust_fixes import PsoApp
 from app.settings import Settings
+from app.topics import size_limits
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -72,6 +73,8 @@ def build_app(settings: Settings, bootstrap: str, **overrides: Any) -> faust.App
         ),
         "producer_linger_ms": producer_linger_ms(settings),
         "producer_max_batch_size": 256 * 1024,  # Faust's 16 KB is two forecasts
+        # Room for a dead letter of a message at the input cap (Faust's 1 MB would refuse it).
+        "producer_max_request_size": size_limits(settings)["request"],
         # Up to 4 MB per partition per fetch, not Faust's 1 MB: fewer round trips through the
         # consumer thread (live bench, two pairs: ingest +15 %, end to end +6 %).
         "consumer_max_fetch_size": 4 * 1024 * 1024,

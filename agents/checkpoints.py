@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,10 +34,12 @@ from app.settings import Settings
 
 log = logging.getLogger("pso.checkpoints")
 
-#: (offset, key, value) of one record of the input topic
-Record = tuple[int, bytes | None, bytes | None]
-#: apply one replayed record (offset, value) to a live object (its events are dropped)
-ReplayFn = Callable[[Any, int, bytes], None]
+#: a record's headers, as aiokafka gives them
+Headers = Sequence[tuple[str, bytes]]
+#: (offset, key, value, headers) of one record of the input topic
+Record = tuple[int, bytes | None, bytes | None, Headers]
+#: apply one replayed record of a partition to a live object (its events are dropped)
+ReplayFn = Callable[[Any, int, Record], None]
 #: write(name, sealed blob, what the local store keeps): the table write, changelog included
 WriteFn = Callable[[str, bytes, Any], Awaitable[None]]
 
@@ -124,7 +126,7 @@ class TopicRangeReader:
                 continue
             for record in batch.get(tp, []):
                 if record.offset < end:
-                    out.append((record.offset, record.key, record.value))
+                    out.append((record.offset, record.key, record.value, record.headers or ()))
         self.records_read += len(out)
         return out
 
@@ -158,8 +160,8 @@ class CheckpointedStates:
     ``progress(obj)`` measures work done (windows learned or judged); a checkpoint is due when
     it has advanced by ``every``, or after ``max_updates`` records in any case (so a resource
     whose windows wait on a silent contributor does not replay an unbounded backlog).
-    ``replay(obj, offset, value)`` applies one input record exactly as the agent does, minus
-    publishing.
+    ``replay(obj, partition, record)`` applies one input record exactly as the agent does,
+    minus publishing.
     ``table`` is read (``get``, and ``data`` to swap a restored blob for a token); ``write``
     writes it (`agents.faust_fixes.put` on a worker).
 
@@ -276,9 +278,9 @@ class CheckpointedStates:
         at_checkpoint = self.progress(obj)
         key = name.encode()
         replayed = 0
-        for record_offset, record_key, value in await self.reader.read(partition, good_to, offset):
-            if value is not None and (record_key == key or not self.keyed):
-                self.replay(obj, record_offset, value)
+        for record in await self.reader.read(partition, good_to, offset):
+            if record[2] is not None and (record[1] == key or not self.keyed):
+                self.replay(obj, partition, record)
                 replayed += 1
         self.rebuilt += 1
         self.replayed += replayed

@@ -26,6 +26,7 @@ import orjson
 
 from agents.checkpoints import (
     CheckpointedStates,
+    Record,
     ReplayStalled,
     TopicRangeReader,
     app_bootstrap,
@@ -187,21 +188,23 @@ def register_predict(app: faust.App, settings: Settings) -> None:
 
     # A rebuild replays what the agent took: records it dead-lettered fail the same way again
     # and are passed over, as the agent passed over them.
-    def replay_window(predictor: SubsystemPredictor, offset: int, value: bytes) -> None:
+    def replay_window(predictor: SubsystemPredictor, partition: int, record: Record) -> None:
+        offset, value = record[0], record[2]
         try:
             predictor.process(decode_window(value))
         except Exception as exc:
             log.warning("replay: pso.load record %d passed over (%s)", offset, exc)
 
-    def replay_resource(predictor: ResourcePredictor, offset: int, value: bytes) -> None:
+    def replay_resource(predictor: ResourcePredictor, partition: int, record: Record) -> None:
+        offset, value = record[0], record[2]
         try:
             records = decode_resource_record(value)
         except Exception as exc:
             log.warning("replay: resource-shares record %d passed over (%s)", offset, exc)
             return
-        for i, record in enumerate(records):
+        for i, item in enumerate(records):
             try:
-                apply_resource_record(predictor, record)
+                apply_resource_record(predictor, item)
             except Exception as exc:
                 log.warning("replay: resource-shares record %d #%d passed over: %s", offset, i, exc)
 

@@ -296,6 +296,7 @@ class Stage1Result:
     invalid_lines: int = 0
     invalid_samples: int = 0
     late_samples: int = 0
+    time_jump_samples: int = 0
     errors: list[LineError] = field(default_factory=list)
     labelled: bool = False
     anomalous_windows: list[tuple[str, int]] = field(default_factory=list)
@@ -448,20 +449,27 @@ def _ingest_line(
 def _count_dead(
     out: Stage1Result, dead: list[DeadLetter], line_no: int, positions: list[int] | None
 ) -> None:
+    """Count a line's dead letters (one per message; held samples of earlier lines settled
+    now come in records of their own, with their line as ``source_offset``)."""
     bad_line = False
     for letter in dead:
-        if letter.reason_code == "late":
-            out.late_samples += 1
-            continue
-        if letter.reason_code == "invalid_sample":
-            out.invalid_samples += 1
-        if letter.reason_code in _LINE_ERRORS or letter.index is None:
-            bad_line = True
-        index = letter.index
-        if positions is not None and index is not None:
-            index = positions[index]
-        if len(out.errors) < MAX_ERRORS:
-            out.errors.append(LineError(line_no, index, letter.reason_code, letter.reason))
+        by_reason = letter.rejected_by_reason
+        out.late_samples += by_reason.get("late", 0)
+        out.time_jump_samples += by_reason.get("time_jump", 0)
+        out.invalid_samples += by_reason.get("invalid_sample", 0)
+        own = letter.source_offset in (None, line_no)
+        for reject in letter.rejects:
+            code = reject.reason_code
+            if code in ("late", "time_jump"):
+                continue
+            if code in _LINE_ERRORS or reject.index is None:
+                bad_line = True
+            index = reject.index
+            if positions is not None and index is not None and own:
+                index = positions[index]
+            if len(out.errors) < MAX_ERRORS:
+                at = line_no if own else int(letter.source_offset or 0)
+                out.errors.append(LineError(at, index, code, reject.reason))
     out.invalid_lines += bad_line
 
 
@@ -552,7 +560,9 @@ def _stage1(
             Path(source), workers, worker, ingest, size_ms, out, anomalous, pending.extend, on_block
         )
         out.samples += acc.items
-        pending.extend(ingest.flush())
+        settled = IngestResult()  # held samples are applied at the end; some may be late
+        pending.extend(ingest.flush(into=settled))
+        _count_dead(out, settled.dead, 0, None)
         predict()
         if emit is not None:
             fh.flush()
@@ -892,6 +902,7 @@ def _backtest_once(
             "invalid_lines": sum(r.invalid_lines for r in results),
             "invalid_samples": sum(r.invalid_samples for r in results),
             "late_samples": sum(r.late_samples for r in results),
+            "time_jump_samples": sum(r.time_jump_samples for r in results),
             "windows": counts["windows"],
             "subsystems": len(subsystems),
             "from": ms_to_iso(span[0]) if counts["windows"] else None,

@@ -1,30 +1,49 @@
 """Bytes in, validated samples or dead letters out. Pure: the ingest agent's only parser.
 
-Any bytes at all must produce a result: samples to window, or `DeadLetter` records that
-carry the original bytes and a precise reason. Nothing here raises on bad input.
+Any bytes at all must produce a result: samples to window, or one `DeadLetter` record per
+message that carries the original bytes once and a precise reason per rejected sample.
+Nothing here raises on bad input.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
 from app.events import (
+    MAX_ABS_VALUE,
+    MAX_REJECTS_LISTED,
     MAX_SERIES_PER_SAMPLE,
     MAX_TS_MS,
     MIN_TS_MS,
     DeadLetter,
     DeadLetterReason,
+    Reject,
     TelemetrySample,
     _parse_ts,
 )
 
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: The largest message value PSO takes, by default: Kafka's own default (``message.max.bytes``,
+#: 1 MiB). One limit end to end (`app.settings.Settings.max_message_bytes`): the telemetry
+#: topic's ``max.message.bytes``, the producers' request size and the dead-letter topic's
+#: (which carries a message's bytes in base64) all derive from it.
+MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_BATCH = 10_000
+_REASON_CHARS = 500
+
+
+def dead_letter_bytes(max_message_bytes: int) -> int:
+    """The largest dead letter a message of ``max_message_bytes`` can need: its bytes in
+    base64 (4/3), the listed rejects (at most `MAX_REJECTS_LISTED`, each under 1 KB as JSON)
+    and the envelope. The dead-letter topic and the producers allow this much."""
+    return (max_message_bytes * 4) // 3 + 4 + MAX_REJECTS_LISTED * 1024 + 16 * 1024
 
 
 @dataclass(slots=True)
@@ -35,6 +54,108 @@ class SourceRef:
     partition: int | None = None
     offset: int | None = None
     key: bytes | None = None
+    origin: str | None = None  # topic:partition:offset of the message a forwarded copy is of
+
+    @property
+    def where(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+
+@dataclass(slots=True)
+class Rejections:
+    """The rejects of one message as they are found; `record` makes its one `DeadLetter`.
+
+    Only the first `MAX_REJECTS_LISTED` are kept one by one (their reasons are worded only
+    then: ``reason`` may be a callable), the rest are counted: a message of 10,000 bad samples
+    costs one record of about its own size, not 10,000 records carrying it 10,000 times.
+    """
+
+    source: SourceRef
+    raw: bytes
+    listed: list[Reject] = field(default_factory=list)
+    count: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(
+        self,
+        code: DeadLetterReason,
+        reason: str | Callable[[], str],
+        *,
+        index: int | None = None,
+        subsystem: str | None = None,
+        ts_ms: int | None = None,
+    ) -> None:
+        self.count += 1
+        self.by_reason[code] = self.by_reason.get(code, 0) + 1
+        if len(self.listed) < MAX_REJECTS_LISTED:
+            text = reason if isinstance(reason, str) else reason()
+            self.listed.append(
+                Reject(
+                    index=index,
+                    reason_code=code,
+                    reason=text[:_REASON_CHARS],
+                    subsystem=subsystem[:200] if type(subsystem) is str else None,
+                    ts_ms=ts_ms,
+                )
+            )
+
+    def record(self, id_suffix: str = "", max_bytes: int | None = None) -> DeadLetter:
+        """The message's dead letter (at least one reject must have been added)."""
+        first = self.listed[0]
+        source = self.source
+        letter = DeadLetter(
+            event_id=f"dead:{source.where}{id_suffix}",
+            reason_code=first.reason_code,
+            reason=first.reason,
+            source_topic=source.topic,
+            source_partition=source.partition,
+            source_offset=source.offset,
+            origin=source.origin,
+            key_b64=_key_b64(source.key),
+            rejected=self.count,
+            rejected_by_reason=dict(sorted(self.by_reason.items())),
+            rejects=self.listed,
+            original_bytes=len(self.raw),
+            original_sha256=hashlib.sha256(self.raw).hexdigest(),
+            original_b64=base64.b64encode(self.raw).decode(),
+        )
+        if max_bytes is not None and len(letter.to_json()) > max_bytes:
+            return without_original(letter)
+        return letter
+
+
+#: A dead letter carries the original key up to this size (Kafka allows keys of any size; a
+#: larger one is hostile, and would make the record twice the size it must be).
+MAX_KEY_CARRIED = 4096
+
+
+def _key_b64(key: bytes | None) -> str | None:
+    if key is None or len(key) > MAX_KEY_CARRIED:
+        return None
+    return base64.b64encode(key).decode()
+
+
+def without_original(letter: DeadLetter) -> DeadLetter:
+    """``letter`` with its original bytes left out (their length and SHA-256 stay): what is
+    sent when the whole record would be too large for the dead-letter topic."""
+    return letter.model_copy(update={"original_b64": None})
+
+
+def dead_letter(
+    source: SourceRef,
+    value: bytes,
+    code: DeadLetterReason,
+    reason: str,
+    *,
+    index: int | None = None,
+    subsystem: str | None = None,
+    ts_ms: int | None = None,
+    max_bytes: int | None = None,
+) -> DeadLetter:
+    """A dead letter for one reject of one message, with a deterministic id from its position."""
+    rejections = Rejections(source, value)
+    rejections.add(code, reason, index=index, subsystem=subsystem, ts_ms=ts_ms)
+    return rejections.record(max_bytes=max_bytes)
 
 
 @dataclass(slots=True)
@@ -44,6 +165,7 @@ class Decoded:
     samples: list[tuple[int | None, TelemetrySample]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     items: int = 0  # samples the message carried (1 for an undecodable message)
+    rejected: int = 0  # of those, how many were rejected
 
 
 def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
@@ -59,80 +181,36 @@ def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts)
 
 
-def dead_letter(
-    source: SourceRef,
-    value: bytes,
-    code: DeadLetterReason,
-    reason: str,
-    *,
-    index: int | None = None,
-    sample: Any = None,
-    subsystem: str | None = None,
-    ts_ms: int | None = None,
-) -> DeadLetter:
-    """Build a dead-letter record with a deterministic id from the source position."""
-    where = f"{source.topic}:{source.partition}:{source.offset}"
-    return DeadLetter(
-        event_id=f"dead:{where}:{'' if index is None else index}:{code}",
-        reason_code=code,
-        reason=reason,
-        source_topic=source.topic,
-        source_partition=source.partition,
-        source_offset=source.offset,
-        index=index,
-        subsystem=subsystem,
-        ts_ms=ts_ms,
-        key_b64=None if source.key is None else base64.b64encode(source.key).decode(),
-        original_b64=base64.b64encode(value).decode(),
-        sample=_json_safe(sample),
-    )
-
-
-def _json_safe(value: Any) -> Any:
-    """Keep the offending element only if it round-trips as JSON (it came from orjson)."""
-    if value is None:
-        return None
-    try:
-        orjson.dumps(value)
-    except (TypeError, orjson.JSONEncodeError):
-        return repr(value)[:2000]
-    return value
-
-
 def parse_envelope(
-    raw: bytes, source: SourceRef, dead: list[DeadLetter]
+    raw: bytes, rejections: Rejections, max_bytes: int = MAX_MESSAGE_BYTES
 ) -> tuple[int, list[tuple[int | None, Any]]]:
     """Message-level checks: return (items carried, elements to validate with batch index).
 
-    Message-level problems (too large, not JSON, empty or oversized batch) are appended to
-    ``dead`` and leave no elements.
+    Message-level problems (too large, not JSON, empty or oversized batch) are added to
+    ``rejections`` and leave no elements.
     """
-    if len(raw) > MAX_MESSAGE_BYTES:
-        dead.append(
-            dead_letter(
-                source, raw, "too_large", f"message is {len(raw)} bytes (max {MAX_MESSAGE_BYTES})"
-            )
-        )
+    if len(raw) > max_bytes:
+        rejections.add("too_large", f"message is {len(raw)} bytes (max {max_bytes})")
         return 1, []
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        dead.append(dead_letter(source, raw, "invalid_json", f"not JSON: {exc}"))
+        rejections.add("invalid_json", f"not JSON: {exc}")
         return 1, []
     if not isinstance(doc, list):
         return 1, [(None, doc)]
     if not doc:
-        dead.append(dead_letter(source, raw, "empty_batch", "batch envelope is an empty array"))
+        rejections.add("empty_batch", "batch envelope is an empty array")
         return 0, []
     if len(doc) > MAX_BATCH:
-        dead.append(
-            dead_letter(source, raw, "too_large", f"batch of {len(doc)} samples (max {MAX_BATCH})")
-        )
+        rejections.add("too_large", f"batch of {len(doc)} samples (max {MAX_BATCH})")
         return 1, []
     return len(doc), list(enumerate(doc))
 
 
-def decode_message(value: bytes | None, source: SourceRef) -> Decoded:
+def decode_message(
+    value: bytes | None, source: SourceRef, max_bytes: int = MAX_MESSAGE_BYTES
+) -> Decoded:
     """Decode one Kafka message value: a sample object or a JSON array of samples.
 
     Every element goes through the pydantic model: this is the reference decoder that the
@@ -140,53 +218,37 @@ def decode_message(value: bytes | None, source: SourceRef) -> Decoded:
     """
     raw = value or b""
     out = Decoded()
-    out.items, elements = parse_envelope(raw, source, out.dead)
+    rejections = Rejections(source, raw)
+    out.items, elements = parse_envelope(raw, rejections, max_bytes)
     for index, element in elements:
-        _validate_into(out, element, raw, source, index)
+        sample = validate_sample(element, index, rejections)
+        if sample is not None:
+            out.samples.append((index, sample))
+    out.rejected = rejections.count
+    if rejections.count:
+        out.dead.append(rejections.record())
     return out
 
 
 def validate_sample(
-    element: Any, raw: bytes, source: SourceRef, index: int | None, dead: list[DeadLetter]
+    element: Any, index: int | None, rejections: Rejections
 ) -> TelemetrySample | None:
-    """Full pydantic validation of one element; a reject is appended to ``dead`` with its reason."""
+    """Full pydantic validation of one element; a reject is added with its reason."""
     if not isinstance(element, dict):
         kind = type(element).__name__
-        dead.append(
-            dead_letter(
-                source,
-                raw,
-                "invalid_sample",
-                f"sample must be a JSON object, got {kind}",
-                index=index,
-                sample=element,
-            )
-        )
+        rejections.add("invalid_sample", f"sample must be a JSON object, got {kind}", index=index)
         return None
     try:
         return TelemetrySample.model_validate(element)
     except ValidationError as exc:
         subsystem = element.get("subsystem")
-        dead.append(
-            dead_letter(
-                source,
-                raw,
-                "invalid_sample",
-                describe_validation_error(exc),
-                index=index,
-                sample=element,
-                subsystem=subsystem if isinstance(subsystem, str) else None,
-            )
+        rejections.add(
+            "invalid_sample",
+            partial(describe_validation_error, exc),
+            index=index,
+            subsystem=subsystem if isinstance(subsystem, str) else None,
         )
         return None
-
-
-def _validate_into(
-    out: Decoded, element: Any, raw: bytes, source: SourceRef, index: int | None
-) -> None:
-    sample = validate_sample(element, raw, source, index, out.dead)
-    if sample is not None:
-        out.samples.append((index, sample))
 
 
 # --------------------------------------------------------------------------- fast path
@@ -195,6 +257,7 @@ def _validate_into(
 SampleFields = tuple[str, int, dict[str, float], dict[str, float]]
 
 _EXACT_INT = 2**53  # ints up to this convert to float exactly, as pydantic converts them
+_LOW = (-MAX_ABS_VALUE, 0.0)  # the least value of a metric, of a resource use
 _NAME_CACHE_MAX = 100_000
 _good_names: set[str] = set()
 
@@ -225,7 +288,7 @@ def _plain_series(values: Any, non_negative: bool) -> dict[str, float] | None:
         if type(value) is not float:
             return _converted(values, non_negative)
         # nan and inf fail ``v - v == 0``; negative use fails the resource bound
-        if value - value != 0.0 or (non_negative and value < 0.0):
+        if value - value != 0.0 or not _LOW[non_negative] <= value <= MAX_ABS_VALUE:
             return None
     return values
 
@@ -237,8 +300,8 @@ def _converted(values: dict[Any, Any], non_negative: bool) -> dict[str, float] |
         if name not in _good_names and not _plain_name(name):
             return None
         if type(value) is float:
-            if value - value != 0.0 or (non_negative and value < 0.0):
-                return None  # nan, inf or negative: pydantic words the reason
+            if value - value != 0.0 or not _LOW[non_negative] <= value <= MAX_ABS_VALUE:
+                return None  # nan, inf, negative or out of range: pydantic words the reason
         elif type(value) is int and -_EXACT_INT <= value <= _EXACT_INT:
             if non_negative and value < 0:
                 return None
@@ -319,12 +382,15 @@ _SAMPLE_KEYS = (
 
 
 def _plain_column(column: list[Any], non_negative: bool) -> bool:
-    """Every value a finite float (non-negative for resources), checked in C-level passes:
-    a sum of finite floats that overflows only sends the batch to the per-sample path."""
+    """Every value a float within the contract's range (non-negative for resources), checked
+    in C-level passes: the sum finds nan and inf (``min`` and ``max`` can step over a nan),
+    and cannot overflow on values within range."""
     if set(map(type, column)) != {float}:
         return False
     total = sum(column)
-    return total - total == 0.0 and not (non_negative and min(column) < 0.0)
+    if total - total != 0.0:
+        return False
+    return bool(_LOW[non_negative] <= min(column) and max(column) <= MAX_ABS_VALUE)
 
 
 def batch_columns(elements: list[Any]) -> BatchColumns | None:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -30,6 +31,11 @@ from pydantic import (
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_TS_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 MAX_SERIES_PER_SAMPLE = 256
+#: Largest magnitude a telemetry value may have. Far beyond any real measurement (a 64-bit
+#: counter stops at 1.8e19), and far enough below the float range (1.8e308) that every sum,
+#: square and product the windows and models compute stays finite: two values of 1e308 in one
+#: window overflowed the window's sum, three in one resource's demand the conflict predictor's.
+MAX_ABS_VALUE = 1e100
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\s\x00-\x1f]+$")]
 
@@ -83,6 +89,28 @@ EventTimeMs = Annotated[
 ]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(allow_inf_nan=False, ge=0)]
+
+
+def _within_range(value: float) -> float:
+    if not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:
+        raise ValueError(f"{value:g} is beyond ±1e100, the largest magnitude PSO takes")
+    return value
+
+
+#: A telemetry value: finite and within ±`MAX_ABS_VALUE`.
+MeasuredFloat = Annotated[
+    float,
+    Field(allow_inf_nan=False),
+    AfterValidator(_within_range),
+    WithJsonSchema({"type": "number", "minimum": -MAX_ABS_VALUE, "maximum": MAX_ABS_VALUE}),
+]
+#: A resource use: finite, non-negative and at most `MAX_ABS_VALUE`.
+ResourceUse = Annotated[
+    float,
+    Field(allow_inf_nan=False, ge=0),
+    AfterValidator(_within_range),
+    WithJsonSchema({"type": "number", "minimum": 0, "maximum": MAX_ABS_VALUE}),
+]
 LabelValue = str | int | float | bool
 
 
@@ -120,8 +148,8 @@ class TelemetrySample(_Wire):
 
     subsystem: Name
     ts: EventTimeMs
-    metrics: dict[Name, FiniteFloat] = Field(default_factory=dict)
-    resources: dict[Name, NonNegativeFloat] = Field(default_factory=dict)
+    metrics: dict[Name, MeasuredFloat] = Field(default_factory=dict)
+    resources: dict[Name, ResourceUse] = Field(default_factory=dict)
     labels: dict[Name, LabelValue] = Field(default_factory=dict)
 
     @field_validator("resources")
@@ -175,17 +203,39 @@ DeadLetterReason = Literal[
     "empty_batch",
     "too_large",
     "late",
+    "time_jump",
     "invalid_policy",
     "invalid_record",
     "internal_error",
 ]
 
+#: A dead letter lists at most this many rejects one by one; the rest are only counted.
+MAX_REJECTS_LISTED = 100
+
+
+class Reject(_Wire):
+    """Why one sample of a message (or the message itself) was not windowed."""
+
+    index: int | None = Field(
+        default=None, description="position in the batch envelope; null: the message itself"
+    )
+    reason_code: DeadLetterReason
+    reason: str = Field(max_length=500)
+    subsystem: str | None = Field(default=None, max_length=200)
+    ts_ms: int | None = Field(default=None, description="event time of the sample, if known")
+
 
 class DeadLetter(_Wire):
-    """An input PSO could not use, with the original bytes and why (topic ``pso.deadletter``).
+    """An input PSO could not (wholly) use, with its bytes and why (topic ``pso.deadletter``).
 
-    One record per rejected sample: a batch with two bad samples yields two records, each with
-    ``index`` set and the whole original message in ``original_b64``.
+    One record per input message, however many of its samples were rejected: ``rejects``
+    lists the first `MAX_REJECTS_LISTED` of them in batch order, ``rejected`` counts them all,
+    ``rejected_by_reason`` by reason. ``reason_code`` and ``reason`` repeat the first reject's.
+    The original bytes are carried once (``original_b64``); a record that would still be too
+    large to send carries only their length and SHA-256 (``original_b64`` null), so a dead
+    letter is never lost to its own size. Samples held back as a time jump and dead-lettered
+    later (``time_jump``) come in a record of their own, whose "original" is the JSON array of
+    those samples as parsed, with the position of the message that carried them.
     """
 
     type: Literal["dead_letter"] = "dead_letter"
@@ -195,12 +245,19 @@ class DeadLetter(_Wire):
     source_topic: str
     source_partition: int | None = None
     source_offset: int | None = None
-    index: int | None = Field(default=None, description="position in a batch envelope")
-    subsystem: str | None = None
-    ts_ms: int | None = Field(default=None, description="event time of the sample, if known")
-    key_b64: str | None = None
-    original_b64: str = Field(description="the whole original message value, base64")
-    sample: Any | None = Field(default=None, description="the offending element, if it parsed")
+    origin: str | None = Field(
+        default=None,
+        description="topic:partition:offset of the message a forwarded copy was made from",
+    )
+    key_b64: str | None = Field(default=None, description="the original key, base64 (to 4 KiB)")
+    rejected: int = Field(ge=1, description="samples (or messages) rejected in all")
+    rejected_by_reason: dict[str, int]
+    rejects: list[Reject] = Field(max_length=MAX_REJECTS_LISTED)
+    original_bytes: int = Field(ge=0, description="length of the original bytes")
+    original_sha256: str
+    original_b64: str | None = Field(
+        description="the original bytes, base64 (null if the record would be too large)"
+    )
 
 
 # --------------------------------------------------------------------------- forecasts
@@ -493,7 +550,7 @@ OutputEvent = (
 SCHEMAS: dict[str, type[BaseModel]] = {
     "telemetry.v1.json": TelemetrySample,
     "load_window.v1.json": LoadWindow,
-    "dead_letter.v1.json": DeadLetter,
+    "dead_letter.v2.json": DeadLetter,
     "forecast.v1.json": Forecast,
     "anomaly.v1.json": AnomalyDetected,
     "conflict_predicted.v1.json": ConflictPredicted,

@@ -30,6 +30,16 @@ class WindowConfig(_Strict):
 
     size_s: int = Field(default=60, ge=1, le=86_400)
     allowed_lateness_windows: int = Field(default=2, ge=0, le=1_000)
+    max_time_jump_s: int = Field(
+        default=3600,
+        ge=0,
+        le=10 * 365 * 86_400,
+        description="a sample this far ahead of its subsystem's newest event time is held "
+        "until its next samples confirm the jump (0: never held)",
+    )
+    jump_confirmations: int = Field(
+        default=3, ge=1, le=32, description="samples that confirm (or refute) a held jump"
+    )
 
     @property
     def size_ms(self) -> int:
@@ -38,6 +48,10 @@ class WindowConfig(_Strict):
     @property
     def lateness_ms(self) -> int:
         return self.allowed_lateness_windows * self.size_ms
+
+    @property
+    def max_jump_ms(self) -> int:
+        return self.max_time_jump_s * 1000
 
 
 class ResourceConfig(_Strict):
@@ -230,6 +244,14 @@ class Settings(BaseSettings):
         le=30_000,
         description="how long the broker may hold a worker's fetch for new data; one quiet "
         "fetch in flight (changelogs, standbys) holds back every partition on that broker",
+    )
+    max_message_bytes: int = Field(
+        default=1024 * 1024,
+        ge=16 * 1024,
+        le=64 * 1024 * 1024,
+        description="the largest telemetry message taken (larger: dead-lettered as too_large); "
+        "the telemetry and dead-letter topics' max.message.bytes and the producers' request "
+        "size follow from it",
     )
     health_interval_s: float = Field(
         default=60.0, gt=0, description="how often a worker logs its health line"

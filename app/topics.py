@@ -12,8 +12,10 @@ import contextlib
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from app.codec import dead_letter_bytes
 from app.kafka_io import BrokerUnreachable, client_kwargs
 from app.settings import Settings, TopicPolicy
 
@@ -42,9 +44,33 @@ def event_time_topic_config(policy: TopicPolicy) -> dict[str, str]:
     }
 
 
+#: Room above a record's value for its key, headers and the record batch around it.
+RECORD_MARGIN = 64 * 1024
+
+
+def size_limits(settings: Settings) -> dict[str, int]:
+    """One size limit, end to end, from ``PSO_MAX_MESSAGE_BYTES``: ``telemetry`` and
+    ``deadletter`` are their topics' ``max.message.bytes`` (a telemetry message at the cap
+    fits, and so does its dead letter, which carries it in base64); ``request`` is the
+    producers' ``max_request_size``, room for the largest of them."""
+    cap = settings.max_message_bytes
+    deadletter = dead_letter_bytes(cap) + RECORD_MARGIN
+    return {
+        "telemetry": cap + RECORD_MARGIN,
+        "deadletter": deadletter,
+        "request": deadletter + RECORD_MARGIN,
+    }
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The topics PSO needs, with partitions, replication, retention and compaction."""
+    """The topics PSO needs, with partitions, replication, retention, compaction and size
+    limits."""
     policy = settings.topic_policy
+    limits = size_limits(settings)
+    sized = {
+        settings.topics.telemetry: limits["telemetry"],
+        settings.topics.deadletter: limits["deadletter"],
+    }
     specs = []
     for name in settings.topics.all():
         config = (
@@ -52,6 +78,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             if name == settings.topics.capacity
             else event_time_topic_config(policy)
         )
+        if name in sized:
+            config["max.message.bytes"] = str(sized[name])
         specs.append(TopicSpec(name, policy.partitions, policy.replication, config))
     return specs
 
@@ -98,5 +126,26 @@ async def create_topics(settings: Settings, bootstrap: str) -> dict[str, str]:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(todo)
         return result
+    finally:
+        await admin.close()
+
+
+async def topic_max_message_bytes(settings: Settings, bootstrap: str, topic: str) -> int | None:
+    """The topic's ``max.message.bytes`` as the brokers enforce it (None if it cannot be
+    read): a worker sizes what it sends there to fit, whoever created the topic."""
+    try:
+        admin = await _start_admin(settings, bootstrap, attempts=1)
+    except BrokerUnreachable:
+        return None
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
+        for response in await admin.describe_configs([resource]):
+            for entry in response.to_object()["resources"]:
+                for config in entry["config_entries"]:
+                    if config["config_names"] == "max.message.bytes":
+                        return int(config["config_value"])
+        return None
+    except (KafkaError, OSError, KeyError, ValueError, TypeError):
+        return None
     finally:
         await admin.close()

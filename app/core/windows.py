@@ -8,6 +8,19 @@ function of that subsystem's own sample order only, so a replay through any numb
 partitions or workers closes exactly the same windows. Samples whose window has already
 closed are *late*: they are handed back to the caller (to be dead-lettered), never dropped.
 
+A sample stamped far ahead of its subsystem's time (more than ``max_jump_ms`` past the newest
+event time seen: a clock set to 2099, say) would move the watermark there and make every
+later, correct sample late. So it is *held*, not applied, until the subsystem's next samples
+decide, in event time and deterministically: when the held jump and the samples that go on
+from it (stamped at or after it, less ``max_jump_ms``) number ``confirmations``, the jump is
+confirmed and they are applied in arrival order (a subsystem that reports once every few
+hours is only delayed); when ``confirmations`` samples come at the subsystem's old time
+instead, the jump is refuted and its samples are handed back as ``time_jump`` rejects. A new
+subsystem has no time yet: its first samples are held the same way until ``confirmations`` of
+them agree, so one bad first sample cannot set its clock either. At the end of a finite input
+(`settle`) what is still held is applied: nothing followed to refute it. At most `MAX_HELD`
+samples are held per subsystem; beyond that, a sample that would be held is rejected at once.
+
 Everything here is pure: no clock, no I/O. State converts to and from plain JSON-able dicts
 (`to_state` / `from_state`) so it can live in a changelog-backed table without pickle.
 """
@@ -176,13 +189,42 @@ class OpenWindow:
         )
 
 
+#: A sample is held while its subsystem's time is unsure; this many at most per subsystem.
+MAX_HELD = 64
+
+
+@dataclass(slots=True)
+class HeldSample:
+    """A sample held back as a possible time jump, and where it came from (to reject it)."""
+
+    ts_ms: int
+    metrics: dict[str, float]
+    resources: dict[str, float]
+    source: Any  # who carried it (an `app.codec.SourceRef`): windows only hand it back
+    index: int | None  # its position in that message's batch envelope
+
+
+@dataclass(slots=True)
+class HeldJump:
+    """Held samples that agree with each other: a candidate new time for the subsystem."""
+
+    low: int
+    high: int
+    samples: list[HeldSample]
+    against: int = 0  # samples at the subsystem's established time since it was held
+
+
 @dataclass(frozen=True, slots=True)
 class AddOutcome:
-    """What one sample did: whether it was accepted, and the windows it closed."""
+    """What one sample did: accepted or not (``held``: neither yet), the windows it closed,
+    and held samples it settled that were not accepted (``rejected``: sample, code, reason)."""
 
     accepted: bool
     closed: Sequence[LoadWindow]
     reason: str = ""
+    code: str = "late"  # why not accepted: "late" or "time_jump"
+    held: bool = False
+    rejected: Sequence[tuple[HeldSample, str, str]] = ()
 
 
 _ACCEPTED = AddOutcome(accepted=True, closed=())  # shared: most samples close nothing
@@ -199,6 +241,12 @@ class WindowedLoad:
         Window size in milliseconds.
     lateness_ms
         How far behind the newest event time a sample may be and still update its window.
+    max_jump_ms
+        How far ahead of the newest event time a sample may be and still be taken at once;
+        beyond it, it is held until confirmed (0: no limit, nothing is held).
+    confirmations
+        Samples that settle a held jump: that many agreeing confirm it, that many at the old
+        time refute it.
 
     Examples
     --------
@@ -211,20 +259,53 @@ class WindowedLoad:
     False
     """
 
-    def __init__(self, subsystem: str, size_ms: int, lateness_ms: int) -> None:
+    def __init__(
+        self,
+        subsystem: str,
+        size_ms: int,
+        lateness_ms: int,
+        max_jump_ms: int = 0,
+        confirmations: int = 3,
+    ) -> None:
         self.subsystem = subsystem
         self.size_ms = size_ms
         self.lateness_ms = lateness_ms
+        self.max_jump_ms = max_jump_ms
+        self.confirmations = confirmations
         self.max_ts: int | None = None
         self.closed_until: int | None = None  # every window ending at or before this is closed
         self.open: dict[int, OpenWindow] = {}
+        self.jumps: list[HeldJump] = []  # held samples, by candidate time, oldest first
 
     @property
     def watermark(self) -> int | None:
         return None if self.max_ts is None else self.max_ts - self.lateness_ms
 
-    def add(self, ts_ms: int, metrics: dict[str, float], resources: dict[str, float]) -> AddOutcome:
-        """Fold one sample in; return the windows its event time closed."""
+    def add(
+        self,
+        ts_ms: int,
+        metrics: dict[str, float],
+        resources: dict[str, float],
+        source: Any = None,
+        index: int | None = None,
+    ) -> AddOutcome:
+        """Fold one sample in; return the windows its event time closed. ``source`` and
+        ``index`` say where the sample came from, should it be held and rejected later."""
+        if not self.trusts(ts_ms):
+            return self._add_watched(HeldSample(ts_ms, metrics, resources, source, index))
+        return self._take(ts_ms, metrics, resources)
+
+    def trusts(self, ts_ms: int) -> bool:
+        """Whether a sample at ``ts_ms`` would be taken at once (not held, no jump settled)."""
+        jump = self.max_jump_ms
+        return not jump or (
+            not self.jumps and self.max_ts is not None and ts_ms <= self.max_ts + jump
+        )
+
+    def _take(
+        self, ts_ms: int, metrics: dict[str, float], resources: dict[str, float]
+    ) -> AddOutcome:
+        """`add` once the sample's time is trusted."""
         size = self.size_ms
         start = ts_ms - ts_ms % size
         window = self.open.get(start)
@@ -261,28 +342,35 @@ class WindowedLoad:
         """`add` of samples ``0, 1, ...`` given as columns (`app.codec.BatchColumns`), a run
         of consecutive samples in one window at a time; stops before the first late one.
 
-        Returns how many samples were added (all accepted) and the windows they closed. The
-        state afterwards is the same as after `add` of each, in order: a run's own window
-        cannot close during the run (that takes a sample a window later), and closing the
-        older windows once after the run closes the same ones, in the same order, as
-        closing them sample by sample.
+        Returns how many samples were added (all accepted) and the windows they closed; it also
+        stops before a run that may hold a time jump (its newest sample beyond the jump limit),
+        and takes nothing while the subsystem's time is unsure. The state afterwards is the
+        same as after `add` of each, in order: a run's own window cannot close during the run
+        (that takes a sample a window later), and closing the older windows once after the run
+        closes the same ones, in the same order, as closing them sample by sample.
         """
         size = self.size_ms
         closed: list[LoadWindow] = []
         n, end = 0, len(ts)
+        jump = self.max_jump_ms
+        if jump and (self.jumps or self.max_ts is None):
+            return 0, closed  # time unsure: sample by sample
         while n < end:
             start = ts[n] - ts[n] % size
             stop = n + 1
             while stop < end and start <= ts[stop] < start + size:
                 stop += 1
+            whole = n == 0 and stop == end  # the common case: no copies
+            run = ts if whole else ts[n:stop]
+            newest = max(run)
+            # No sample of the run is a jump if its newest is not: else `add` words it.
+            if jump and newest > self.max_ts + jump:  # type: ignore[operator]
+                break
             window = self.open.get(start)
             if window is None:
                 if self.closed_until is not None and start + size <= self.closed_until:
                     break  # late: `add` words it
                 window = self.open[start] = OpenWindow(start)
-            whole = n == 0 and stop == end  # the common case: no copies
-            run = ts if whole else ts[n:stop]
-            newest = max(run)
             last_at = len(run) - 1 - run[::-1].index(newest)
             window.samples += len(run)
             for name, column in metrics.items():
@@ -300,14 +388,110 @@ class WindowedLoad:
                     closed.extend(self._close_until(watermark - watermark % size))
         return n, closed
 
+    def _add_watched(self, sample: HeldSample) -> AddOutcome:
+        """`add` of a sample while jumps are watched: take it and count it against the held
+        jumps, or hold it, and settle whatever that decides (see the module docstring)."""
+        jump = self.max_jump_ms
+        if self.max_ts is not None and sample.ts_ms <= self.max_ts + jump:
+            outcome = self._take(sample.ts_ms, sample.metrics, sample.resources)
+            refuted: list[tuple[HeldSample, str, str]] = []
+            kept: list[HeldJump] = []
+            for held in self.jumps:
+                held.against += 1
+                if held.against < self.confirmations:
+                    kept.append(held)
+                else:
+                    refuted.extend(self._refute(held))
+            self.jumps = kept
+            if not refuted:
+                return outcome
+            return AddOutcome(
+                outcome.accepted, outcome.closed, outcome.reason, outcome.code, rejected=refuted
+            )
+        for held in self.jumps:
+            if sample.ts_ms >= held.low - jump:  # at or past the jump: it goes on from there
+                break
+        else:
+            if sum(len(h.samples) for h in self.jumps) >= MAX_HELD:
+                return AddOutcome(
+                    accepted=False,
+                    closed=(),
+                    reason=f"time jump: {MAX_HELD} samples of {self.subsystem} are held "
+                    f"already, unconfirmed, so {ms_to_iso(sample.ts_ms)} is not held too",
+                    code="time_jump",
+                )
+            held = HeldJump(sample.ts_ms, sample.ts_ms, [])
+            self.jumps.append(held)
+        held.samples.append(sample)
+        held.low = min(held.low, sample.ts_ms)
+        held.high = max(held.high, sample.ts_ms)
+        if len(held.samples) < self.confirmations:
+            return AddOutcome(accepted=False, closed=(), held=True)
+        # Confirmed: the subsystem's time is the jump's. Its samples are taken in arrival
+        # order, then every other held sample again, as if it arrived now.
+        self.jumps.remove(held)
+        others = [s for h in self.jumps for s in h.samples]
+        self.jumps = []
+        closed: list[LoadWindow] = []
+        rejected: list[tuple[HeldSample, str, str]] = []
+        for s in held.samples:
+            outcome = self._take(s.ts_ms, s.metrics, s.resources)
+            closed.extend(outcome.closed)
+            if not outcome.accepted:
+                rejected.append((s, outcome.code, outcome.reason))
+        for s in others:
+            outcome = self.add(s.ts_ms, s.metrics, s.resources, s.source, s.index)
+            closed.extend(outcome.closed)
+            rejected.extend(outcome.rejected)
+            if not outcome.accepted and not outcome.held:
+                rejected.append((s, outcome.code, outcome.reason))
+        # The sample that confirmed the jump is the caller's to report, the others are not.
+        mine = next((r for r in rejected if r[0] is sample), None)
+        return AddOutcome(
+            accepted=mine is None,
+            closed=closed,
+            reason="" if mine is None else mine[2],
+            code="late" if mine is None else mine[1],
+            rejected=[r for r in rejected if r[0] is not sample],
+        )
+
+    def _refute(self, held: HeldJump) -> list[tuple[HeldSample, str, str]]:
+        """The samples of a jump that the subsystem's next samples did not follow."""
+        since = ms_to_iso(self.max_ts) if self.max_ts is not None else "?"
+        return [
+            (
+                s,
+                "time_jump",
+                f"time jump: {ms_to_iso(s.ts_ms)} is more than {self.max_jump_ms // 1000} s "
+                f"ahead of {self.subsystem}'s time ({since}), and its next "
+                f"{self.confirmations} samples did not follow",
+            )
+            for s in held.samples
+        ]
+
     def _close_until(self, until: int) -> list[LoadWindow]:
         """Close every open window ending at or before ``until``, oldest first."""
         self.closed_until = until
         ready = sorted(s for s in self.open if s + self.size_ms <= until)
         return [self.open.pop(s).close(self.subsystem, self.size_ms) for s in ready]
 
+    def settle(self) -> AddOutcome:
+        """Apply every held sample (end of a finite input: nothing followed to refute them),
+        oldest jump first; returns the windows that closed and the samples that were late."""
+        jumps, self.jumps = self.jumps, []
+        closed: list[LoadWindow] = []
+        rejected: list[tuple[HeldSample, str, str]] = []
+        for held in jumps:
+            for s in held.samples:
+                outcome = self._take(s.ts_ms, s.metrics, s.resources)
+                closed.extend(outcome.closed)
+                if not outcome.accepted:
+                    rejected.append((s, outcome.code, outcome.reason))
+        return AddOutcome(accepted=True, closed=closed, rejected=rejected)
+
     def flush(self) -> list[LoadWindow]:
-        """Close every open window now (end of a finite replay); later samples become late."""
+        """Close every open window now (end of a finite replay); later samples become late.
+        Call `settle` first: held samples are not in any window yet."""
         closed = [self.open.pop(s).close(self.subsystem, self.size_ms) for s in sorted(self.open)]
         if closed:
             last_end = closed[-1].window_end_ms
@@ -316,18 +500,44 @@ class WindowedLoad:
 
     def to_state(self) -> dict[str, Any]:
         return {
-            "v": 1,
+            "v": 2,
             "size": self.size_ms,
             "late": self.lateness_ms,
+            "jump": self.max_jump_ms,
+            "confirm": self.confirmations,
             "max_ts": self.max_ts,
             "closed_until": self.closed_until,
             "open": [self.open[s].to_state() for s in sorted(self.open)],
+            "held": [
+                [j.low, j.high, j.against, [_held_state(s) for s in j.samples]] for j in self.jumps
+            ],
         }
 
     @classmethod
     def from_state(cls, subsystem: str, state: dict[str, Any]) -> WindowedLoad:
-        obj = cls(subsystem, int(state["size"]), int(state["late"]))
+        obj = cls(
+            subsystem,
+            int(state["size"]),
+            int(state["late"]),
+            int(state.get("jump", 0)),
+            int(state.get("confirm", 3)),
+        )
         obj.max_ts = state["max_ts"]
         obj.closed_until = state["closed_until"]
         obj.open = {int(w["start"]): OpenWindow.from_state(w) for w in state["open"]}
+        obj.jumps = [
+            HeldJump(int(low), int(high), [_held_sample(s) for s in samples], int(against))
+            for low, high, against, samples in state.get("held", [])
+        ]
         return obj
+
+
+def _held_state(sample: HeldSample) -> list[Any]:
+    source = list(sample.source) if isinstance(sample.source, tuple | list) else sample.source
+    return [sample.ts_ms, sample.metrics, sample.resources, source, sample.index]
+
+
+def _held_sample(state: list[Any]) -> HeldSample:
+    ts_ms, metrics, resources, source, index = state
+    source = tuple(source) if isinstance(source, list) else source
+    return HeldSample(int(ts_ms), dict(metrics), dict(resources), source, index)

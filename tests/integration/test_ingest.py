@@ -20,9 +20,14 @@ pytestmark = pytest.mark.integration
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 
 
-async def produce_lines(env: PsoEnv, lines: list[bytes], key: bytes | None = None) -> None:
+async def produce_lines(
+    env: PsoEnv, lines: list[bytes], key: bytes | None = None
+) -> dict[tuple[int, int], bytes]:
+    """Produce ``lines`` (keyed by their first subsystem unless ``key``); return what was
+    written where: (partition, offset) -> line."""
     from app.kafka_io import start_producer
 
+    written: dict[tuple[int, int], bytes] = {}
     producer = await start_producer(env.settings, env.bootstrap)
     try:
         for line in lines:
@@ -34,9 +39,11 @@ async def produce_lines(env: PsoEnv, lines: list[bytes], key: bytes | None = Non
                     k = str(first.get("subsystem", "")).encode() or None
                 except (orjson.JSONDecodeError, AttributeError, IndexError):
                     k = b"garbage"
-            await producer.send_and_wait(env.settings.topics.telemetry, line, key=k)
+            meta = await producer.send_and_wait(env.settings.topics.telemetry, line, key=k)
+            written[(meta.partition, meta.offset)] = line
     finally:
         await producer.stop()
+    return written
 
 
 def test_golden_file_through_broker_and_worker(pso_env: PsoEnv) -> None:
@@ -50,14 +57,18 @@ def test_golden_file_through_broker_and_worker(pso_env: PsoEnv) -> None:
     expected_dead = sorted((e["dead"], e["index"], e["reason"]) for e in expected if "dead" in e)
     pso_env.start_worker()
     lines = (GOLDEN / "telemetry.jsonl").read_bytes().splitlines()
-    asyncio.run(produce_lines(pso_env, lines))
+    written = asyncio.run(produce_lines(pso_env, lines))
     s = pso_env.settings
     windows = asyncio.run(
         read_topic(s, pso_env.bootstrap, s.topics.load, lambda r: len(r) >= len(expected_windows))
     )
+
+    def rejected(records: list) -> int:
+        return sum(orjson.loads(r.value)["rejected"] for r in records)
+
     dead = asyncio.run(
         read_topic(
-            s, pso_env.bootstrap, s.topics.deadletter, lambda r: len(r) >= len(expected_dead)
+            s, pso_env.bootstrap, s.topics.deadletter, lambda r: rejected(r) >= len(expected_dead)
         )
     )
     got_windows = sorted((d["event_id"], d) for d in (orjson.loads(r.value) for r in windows))
@@ -66,14 +77,18 @@ def test_golden_file_through_broker_and_worker(pso_env: PsoEnv) -> None:
         assert rec.key == orjson.loads(rec.value)["subsystem"].encode()
         assert rec.timestamp == orjson.loads(rec.value)["window_end_ms"]
     got_dead = sorted(
-        (d["reason_code"], d["index"], d["reason"]) for d in (orjson.loads(r.value) for r in dead)
+        (r["reason_code"], r["index"], r["reason"])
+        for d in (orjson.loads(rec.value) for rec in dead)
+        for r in d["rejects"]
     )
     assert got_dead == expected_dead
     for rec in dead:
         doc = orjson.loads(rec.value)
         assert doc["source_topic"] == s.topics.telemetry
-        assert base64.b64decode(doc["original_b64"]) == lines[doc["source_offset"]] or True
-        assert base64.b64decode(doc["original_b64"]) in lines
+        # the very message at that position, key included
+        original = written[(doc["source_partition"], doc["source_offset"])]
+        assert base64.b64decode(doc["original_b64"]) == original
+        assert rec.key == base64.b64decode(doc["key_b64"])
 
 
 def test_kcat_reads_load_windows_as_plain_json(pso_env: PsoEnv) -> None:

@@ -59,15 +59,22 @@ class Table:
 
 
 class Topic:
-    """One partition of an input topic; reads are counted."""
+    """One partition of an input topic, records (offset, key, value[, headers]); reads are
+    counted."""
 
-    def __init__(self, records: list[Record]) -> None:
+    topic = "telemetry"
+
+    def __init__(self, records: list[Any]) -> None:
         self.records = records
         self.reads: list[tuple[int, int]] = []
 
     async def read(self, partition: int, start: int, end: int) -> list[Record]:
         self.reads.append((start, end))
-        return [r for r in self.records if start <= r[0] < end]
+        return [
+            (r[0], r[1], r[2], r[3] if len(r) > 3 else ())
+            for r in self.records
+            if start <= r[0] < end
+        ]
 
 
 def states(table: Table, topic: Topic, make: Any, replay: Any, every: int) -> CheckpointedStates:
@@ -96,7 +103,8 @@ def _stage1(
     def make(name: str) -> SubsystemPredictor:
         return SubsystemPredictor(name, config, {})
 
-    def replay(p: SubsystemPredictor, offset: int, value: bytes) -> None:
+    def replay(p: SubsystemPredictor, partition: int, record: Record) -> None:
+        value = record[2]
         p.process(LoadWindow.model_validate_json(value))
 
     async def run() -> tuple[list[bytes], Table]:
@@ -195,9 +203,10 @@ def test_stage2_rebuild_replays_shares_policies_and_departures() -> None:
     def make(name: str) -> ResourcePredictor:
         return ResourcePredictor(name, config, policy)
 
-    def replay(p: ResourcePredictor, offset: int, value: bytes) -> None:
-        for record in decode_resource_record(value):
-            apply_resource_record(p, record)
+    def replay(p: ResourcePredictor, partition: int, record: Record) -> None:
+        value = record[2]
+        for item in decode_resource_record(value):
+            apply_resource_record(p, item)
 
     async def run(kill_at: int | None) -> list[bytes]:
         table = Table()

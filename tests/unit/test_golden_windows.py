@@ -30,11 +30,12 @@ def run_golden() -> list[bytes]:
         for w in result.windows:
             out.append(orjson.dumps({"line": i + 1, **w.model_dump(mode="json")}))
         for d in result.dead:
-            out.append(
-                orjson.dumps(
-                    {"line": i + 1, "dead": d.reason_code, "index": d.index, "reason": d.reason}
+            for r in d.rejects:
+                out.append(
+                    orjson.dumps(
+                        {"line": i + 1, "dead": r.reason_code, "index": r.index, "reason": r.reason}
+                    )
                 )
-            )
     for w in ingest.flush():
         out.append(orjson.dumps({"line": "flush", **w.model_dump(mode="json")}))
     return out

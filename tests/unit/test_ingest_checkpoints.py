@@ -178,3 +178,140 @@ def test_a_record_the_core_failed_on_is_passed_over_by_a_rebuild_as_it_was_live(
     out, failed = run_failing(kill_at=at + 30)  # the rebuild replays the poison record
     assert failed == [at]
     assert out == reference
+
+
+# ------------------------------------------------------------ samples read away from home
+
+
+class Partitions:
+    """The telemetry topic's partitions (lists of records) as the range reader reads them."""
+
+    topic = "telemetry"
+
+    def __init__(self, count: int) -> None:
+        self.parts: list[list[tuple[int, bytes | None, bytes, Any]]] = [[] for _ in range(count)]
+
+    def append(self, partition: int, key: bytes | None, value: bytes, headers: Any = ()) -> None:
+        part = self.parts[partition]
+        part.append((len(part), key, value, headers))
+
+    async def read(self, partition: int, start: int, end: int) -> list[Any]:
+        return [r for r in self.parts[partition] if start <= r[0] < end]
+
+
+def name_homed_at(partition: int, partitions: int, prefix: str) -> str:
+    from agents.routing import home_partition
+
+    return next(
+        f"{prefix}{i}"
+        for i in range(1000)
+        if home_partition(f"{prefix}{i}", partitions) == partition
+    )
+
+
+async def deliver(
+    topic: Partitions, live: CheckpointedWindows, router: Any, done: list[int]
+) -> tuple[list[Any], list[Any]]:
+    """Deliver every record not delivered yet, partition by partition (copies a record makes
+    are appended to their home partition, as the agent sends them); windows and dead letters."""
+    from agents.routing import FOREIGN
+
+    windows: list[Any] = []
+    dead: list[Any] = []
+    progress = True
+    while progress:
+        progress = False
+        for p, part in enumerate(topic.parts):
+            while done[p] < len(part):
+                offset, key, value, headers = part[done[p]]
+                done[p] += 1
+                progress = True
+                origin = live.origin_of(headers, value)
+                assert origin != FOREIGN
+                where = None if origin is None else f"telemetry:{origin}"
+                result = await live.take(
+                    value, SourceRef("telemetry", p, offset, key, where), origin
+                )
+                if result is None:
+                    continue
+                windows += result.windows
+                dead += result.dead
+                for home, k, copy, hdrs in router.copies(p, offset, result.forward, 1 << 20):
+                    topic.append(home, k, copy, hdrs)
+                await live.checkpoint(offset)
+    return windows, dead
+
+
+def test_a_subsystem_read_away_from_home_is_forwarded_and_windowed_once() -> None:
+    """The loss found from outside: one sample of ``db`` in a batch on partition 0 at offset
+    500, then 200 of ``db`` on its own partition 1 at offsets 0..199 — all 200 were skipped
+    (the state's one "next offset" compared offsets of two partitions)."""
+    from agents.routing import HomeRouter
+
+    other, db = name_homed_at(0, 2, "f"), name_homed_at(1, 2, "db")
+    topic = Partitions(2)
+    for i in range(500):
+        topic.append(0, other.encode(), orjson.dumps({"subsystem": other, "ts": BASE + i * 1000}))
+    mixed = [
+        {"subsystem": other, "ts": BASE + 500_000},
+        {"subsystem": db, "ts": BASE, "metrics": {"x": 1.0}},
+    ]
+    topic.append(0, other.encode(), orjson.dumps(mixed))  # offset 500, mis-keyed for db
+    for i in range(200):
+        sample = {"subsystem": db, "ts": BASE + 1000 + i * 1000, "metrics": {"x": 1.0}}
+        topic.append(1, db.encode(), orjson.dumps(sample))
+    closing = {"subsystem": db, "ts": BASE + 3_600_000, "metrics": {"x": 0.0}}
+    router = HomeRouter("pso", "telemetry", KEY, lambda: 2)
+
+    async def go() -> tuple[list[Any], list[Any], Table]:
+        table = Table()
+        live = CheckpointedWindows(
+            WINDOW, table, table.write, KEY, topic, every=5, keep_blobs=False, router=router
+        )
+        done = [0, 0]
+        windows, dead = await deliver(topic, live, router, done)
+        for _ in range(3):  # a jump of an hour: held until confirmed, then every window closes
+            topic.append(1, db.encode(), orjson.dumps(closing))
+        more, more_dead = await deliver(topic, live, router, done)
+        return windows + more, dead + more_dead, table
+
+    windows, dead, _ = asyncio.run(go())
+    assert sum(w.samples for w in windows if w.subsystem == db) == 200
+    # The mis-keyed sample reached home after db's own 200 had closed its window: late, and
+    # dead-lettered as such at home, naming the message it came in.
+    (late,) = dead
+    assert (late.reason_code, late.rejected, late.origin) == ("late", 1, "telemetry:0:500:0")
+    assert (late.source_partition, late.source_offset) == (1, 200)
+    # other's newest is 500 s in: windows up to 420 s closed (lateness 60 s), the rest open
+    assert sum(w.samples for w in windows if w.subsystem == other) == 420
+    assert len({w.event_id for w in windows}) == len(windows)
+
+
+def test_a_copy_made_twice_is_windowed_once_and_a_forged_one_is_an_ordinary_message() -> None:
+    from agents.routing import COPY_HEADER, HomeRouter
+
+    db = name_homed_at(1, 2, "db")
+    topic = Partitions(2)
+    router = HomeRouter("pso", "telemetry", KEY, lambda: 2)
+    sample = {"subsystem": db, "ts": BASE, "metrics": {"x": 2.0}}
+    ((home, key, copy, headers),) = router.copies(0, 7, [(db, sample)], 1 << 20)
+    assert home == 1
+    topic.append(1, key, copy, headers)
+    topic.append(1, key, copy, headers)  # again: the original's worker crashed before its commit
+    forged = [(COPY_HEADER, headers[0][1][:-4] + b"0000")]
+    topic.append(1, key, copy, forged)  # someone without the key: an ordinary message of db's
+    for i in range(1, 4):
+        later = {"subsystem": db, "ts": BASE + 3_600_000 * i, "metrics": {"x": 0.0}}
+        topic.append(1, key, orjson.dumps(later))
+
+    async def go() -> list[Any]:
+        table = Table()
+        live = CheckpointedWindows(
+            WINDOW, table, table.write, KEY, topic, every=5, keep_blobs=False, router=router
+        )
+        windows, _ = await deliver(topic, live, router, [0, 0])
+        return windows
+
+    windows = asyncio.run(go())
+    (first,) = [w for w in windows if w.window_start_ms == BASE]
+    assert first.samples == 2  # the copy once, the forged message once
