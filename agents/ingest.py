@@ -20,6 +20,7 @@ message is never acked-and-lost silently, and no bytes can stop the agent.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,9 +82,10 @@ class CheckpointedWindows:
         window: WindowConfig,
         table: Any,
         write: WriteFn,
-        key: bytes,
+        keys: Sequence[bytes],
         reader: TopicRangeReader,
         *,
+        scope: str,
         every: int,
         keep_blobs: bool,
         max_lag: int = REPLAY_BOUND,
@@ -93,7 +95,7 @@ class CheckpointedWindows:
         self.states = CheckpointedStates(
             table,
             write,
-            key,
+            keys,
             self._make,
             reader,
             self._replay,
@@ -104,6 +106,7 @@ class CheckpointedWindows:
             keyed=False,  # a batch may carry other subsystems than its key: read them all
             max_lag=max_lag,
             label="windows",
+            scope=scope,
         )
         self._taken: dict[str, SubsystemWindows] = {}
 
@@ -194,8 +197,9 @@ def register_ingest(app: faust.App, settings: Settings) -> IngestCounters:
         window,
         table,
         write,
-        settings.snapshot_key.get_secret_value().encode(),
+        settings.snapshot_keys(),
         reader,
+        scope=f"{settings.app_id}/{table.name}",
         every=settings.checkpoint_every,
         keep_blobs=not settings.store.startswith("memory"),
     )

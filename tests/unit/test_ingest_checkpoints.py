@@ -47,7 +47,15 @@ def telemetry() -> list[tuple[int, bytes, bytes]]:
 
 def windows_of(table: Table, topic: Topic, every: int, max_lag: int = 20_000) -> Any:
     return CheckpointedWindows(
-        WINDOW, table, table.write, KEY, topic, every=every, keep_blobs=False, max_lag=max_lag
+        WINDOW,
+        table,
+        table.write,
+        [KEY],
+        topic,
+        scope="ingest-windows",
+        every=every,
+        keep_blobs=False,
+        max_lag=max_lag,
     )
 
 
