@@ -75,6 +75,7 @@ import contextlib
 import json
 import math
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -97,6 +98,7 @@ from app.simulator import HOUR_MS, SERIES_PER_SUBSYSTEM, FleetSimulator, five_se
 
 SERIES = SERIES_PER_SUBSYSTEM
 PROFILE_SIGNAL = signal.SIGRTMIN + 2  # mode's worker owns SIGUSR1/SIGUSR2
+RUN_SNAPSHOT_KEY = secrets.token_urlsafe(32)
 
 
 # --------------------------------------------------------------------------- scenario
@@ -398,6 +400,8 @@ class Worker:
                 "PSO_BENCH_APP_OPTIONS": json.dumps(app_options or {}),
             }
         )
+        # This run's own checkpoint key, unless one is set: the built-in key is public.
+        env.setdefault("PSO_SNAPSHOT_KEY", RUN_SNAPSHOT_KEY)
         cmd = [
             sys.executable,
             str(Path(__file__).resolve()),
