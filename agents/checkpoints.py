@@ -163,7 +163,9 @@ class CheckpointedStates:
     ``replay(obj, partition, record)`` applies one input record exactly as the agent does,
     minus publishing.
     ``table`` is read (``get``, and ``data`` to swap a restored blob for a token); ``write``
-    writes it (`agents.faust_fixes.put` on a worker).
+    writes it (`agents.faust_fixes.put` on a worker). ``keys[0]`` seals, every key verifies
+    (a rotation); a checkpoint's MAC covers ``scope`` (the table: its name carries the state
+    version) and the entry's name, so it restores only where it was written.
 
     ``keyed``: the input's records are keyed by name, and a rebuild replays only the name's own
     records; otherwise every record in the range goes to ``replay``, which picks what is its
@@ -176,7 +178,7 @@ class CheckpointedStates:
         self,
         table: Any,
         write: WriteFn,
-        key: bytes,
+        keys: Sequence[bytes],
         make: Callable[[str], Any],
         reader: TopicRangeReader,
         replay: ReplayFn,
@@ -188,10 +190,14 @@ class CheckpointedStates:
         keyed: bool = True,
         max_lag: int | None = None,
         label: str = "model",
+        scope: str,
     ) -> None:
         self.table = table
         self.write = write
-        self.key = key
+        self.keys = tuple(keys)
+        if not self.keys:
+            raise ValueError("no snapshot key")
+        self.scope = scope
         self.make = make
         self.reader = reader
         self.replay = replay
@@ -252,7 +258,7 @@ class CheckpointedStates:
 
     async def _checkpoint(self, name: str, obj: Any, good_to: int) -> Any:
         """Seal ``obj`` (None: a fresh one) as the state before input offset ``good_to``."""
-        blob = seal((good_to, obj), self.key)
+        blob = seal((good_to, obj), self.keys[0], context=(self.scope, name))
         token = blob if self.keep_blobs else _token(good_to)
         await self.write(name, blob, token)
         return token
@@ -268,9 +274,12 @@ class CheckpointedStates:
     async def _restore(self, name: str, stored: Any, partition: int, offset: int) -> _Live:
         """Unseal ``name``'s checkpoint and replay its input records up to ``offset``."""
         try:
-            good_to, obj = unseal(stored, self.key)
-        except SnapshotRejected:
-            log.error("checkpoint of %s %s failed authentication: starting fresh", self.label, name)
+            good_to, obj = unseal(stored, self.keys, context=(self.scope, name))
+        except SnapshotRejected as exc:
+            log.error(
+                "checkpoint of %s %s in %s refused (%s): starting fresh",
+                self.label, name, self.scope, exc,
+            )
             obj = self.make(name)
             return _Live(obj, None, self.max_updates, self.progress(obj), partition, offset)
         if obj is None:  # born at ``good_to``: fresh state, then every record since

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,9 +119,10 @@ class CheckpointedWindows:
         window: WindowConfig,
         table: Any,
         write: WriteFn,
-        key: bytes,
+        keys: Sequence[bytes],
         reader: TopicRangeReader,
         *,
+        scope: str,
         every: int,
         keep_blobs: bool,
         max_lag: int = REPLAY_BOUND,
@@ -140,7 +142,7 @@ class CheckpointedWindows:
         self.states = CheckpointedStates(
             table,
             write,
-            key,
+            keys,
             self._make,
             reader,
             self._replay,
@@ -151,6 +153,7 @@ class CheckpointedWindows:
             keyed=False,  # a batch may carry other subsystems than its key: read them all
             max_lag=max_lag,
             label="windows",
+            scope=scope,
         )
         self._taken: dict[str, SubsystemWindows] = {}
 
@@ -281,15 +284,16 @@ def register_ingest(app: faust.App, settings: Settings) -> IngestCounters:
         known = app.consumer.topic_partitions(topics.telemetry)
         return int(known) if known else settings.topic_policy.partitions
 
-    key = settings.snapshot_key.get_secret_value().encode()
-    router = HomeRouter(settings.app_id, topics.telemetry, key, partitions)
+    keys = settings.snapshot_keys()
+    router = HomeRouter(settings.app_id, topics.telemetry, keys, partitions)
     reader = TopicRangeReader(settings, app_bootstrap(app), topics.telemetry)
     windows = CheckpointedWindows(
         window,
         table,
         write,
-        key,
+        keys,
         reader,
+        scope=f"{settings.app_id}/{table.name}",
         every=settings.checkpoint_every,
         keep_blobs=not settings.store.startswith("memory"),
         router=router,

@@ -144,7 +144,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
     # The tables all series share (seasonal grid, ring layout) are built once per process:
     # now, at startup, rather than inside the first window's latency.
     SeriesForecaster(step_ms=config.step_ms, horizon=config.horizon, levels=config.levels)
-    key = settings.snapshot_key.get_secret_value().encode()
+    keys = settings.snapshot_keys()
     partitions = settings.topic_policy.partitions
     load_topic = app.topic(settings.topics.load, key_serializer="raw", value_serializer="raw")
     shares_topic = app.topic(
@@ -217,7 +217,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
     subsystems = CheckpointedStates(
         subsystem_table,
         writer(subsystem_table),
-        key,
+        keys,
         make_subsystem,
         load_reader,
         replay_window,
@@ -225,11 +225,12 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         progress=lambda p: p.windows,
         max_updates=every,
         keep_blobs=keep_blobs,
+        scope=f"{settings.app_id}/{subsystem_table.name}",
     )
     resources = CheckpointedStates(
         resource_table,
         writer(resource_table),
-        key,
+        keys,
         lambda name: ResourcePredictor(name, config, policy),
         shares_reader,
         replay_resource,
@@ -237,6 +238,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         progress=lambda p: p.windows,
         max_updates=every * 1000,
         keep_blobs=keep_blobs,
+        scope=f"{settings.app_id}/{resource_table.name}",
     )
     # Rebuild counters (`rebuilt`, `replayed`), for the ops surface to export.
     setattr(app, "pso_states", (subsystems, resources))  # noqa: B010

@@ -14,10 +14,11 @@ order, and a copy is windowed exactly once (its origin is recorded per subsystem
 twice, after a crash under at-least-once, is recognised).
 
 A copy carries the header ``pso-copy-of: APP_ID TOPIC:PARTITION:OFFSET:CHUNK MAC``, the MAC an
-HMAC-SHA256 under the snapshot key over that and the value, so nobody without the key can pass
-a message off as a copy (a forged one is taken as an ordinary message). Copies of another
-deployment sharing the topic are left to it. Other consumers of the topic can tell copies by
-the header; `pso replay` leaves them out (a replay's worker makes its own).
+HMAC-SHA256 under the snapshot key over that and the value (the first key makes it, any of
+``PSO_SNAPSHOT_KEYS_PREVIOUS`` still verifies it, as for checkpoints), so nobody without the
+key can pass a message off as a copy (a forged one is taken as an ordinary message). Copies of
+another deployment sharing the topic are left to it. Other consumers of the topic can tell
+copies by the header; `pso replay` leaves them out (a replay's worker makes its own).
 """
 
 from __future__ import annotations
@@ -70,10 +71,12 @@ class HomeRouter:
     needed: the consumer knows it by then).
     """
 
-    def __init__(self, app_id: str, topic: str, key: bytes, partitions: Callable[[], int]):
+    def __init__(
+        self, app_id: str, topic: str, keys: Sequence[bytes], partitions: Callable[[], int]
+    ) -> None:
         self.app_id = app_id
         self.topic = topic
-        self.key = key
+        self.keys = tuple(keys)
         self._partitions = partitions
         self._count = 0
         self._homes: dict[str, int] = {}
@@ -92,8 +95,9 @@ class HomeRouter:
             home = self._homes[name] = home_partition(name, self.partitions)
         return home
 
-    def _mac(self, label: bytes, value: bytes) -> str:
-        return hmac.new(self.key, label + b"\n" + value, hashlib.sha256).hexdigest()[:_MAC_HEX]
+    def _mac(self, label: bytes, value: bytes, key: bytes | None = None) -> str:
+        key = self.keys[0] if key is None else key
+        return hmac.new(key, label + b"\n" + value, hashlib.sha256).hexdigest()[:_MAC_HEX]
 
     def origin_of(self, headers: Sequence[tuple[str, bytes]] | None, value: bytes) -> Any:
         """The `Origin` of an authentic copy of ours, `FOREIGN` for another deployment's copy,
@@ -112,7 +116,9 @@ class HomeRouter:
             if app_id != self.app_id:
                 return FOREIGN
             label = f"{app_id} {where}".encode()
-            if topic != self.topic or not hmac.compare_digest(mac, self._mac(label, value)):
+            if topic != self.topic or not any(
+                hmac.compare_digest(mac, self._mac(label, value, key)) for key in self.keys
+            ):
                 return None
             return origin
         return None

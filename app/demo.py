@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from app.settings import Settings
+from app.settings import BUILTIN_SNAPSHOT_KEY, Settings
 
 WINDOW_MS = 60_000
 SAMPLE_EVERY_MS = 10_000
@@ -240,6 +241,9 @@ def _start_worker(
     # faust-streaming 0.15's exactly-once shutdown can hang on "Not in the middle of a
     # transaction"; the demo stops its worker a lot, so it runs at-least-once unless told.
     env.setdefault("PSO_PROCESSING_GUARANTEE", "at_least_once")
+    if settings.snapshot_key.get_secret_value() == BUILTIN_SNAPSHOT_KEY:
+        # The built-in key is public (a worker on PSO_BROKER refuses it): one of this run's own.
+        env["PSO_SNAPSHOT_KEY"] = secrets.token_urlsafe(32)
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker", "--loglevel", "warning"],

@@ -10,11 +10,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.core.snapshot import MIN_KEY_BYTES
+
+#: Seals snapshots when no key is set. It is public (it is in this file): fine on a laptop
+#: against the embedded broker, never where others can write to the changelogs.
+BUILTIN_SNAPSHOT_KEY = "pso-built-in-snapshot-key-public-for-development-only"
 
 
 class ConfigError(ValueError):
@@ -205,8 +219,18 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     cache_dir: Path = Path(os.path.expanduser("~/.cache/pso"))
     snapshot_key: SecretStr = Field(
-        default=SecretStr("pso-dev-snapshot-key-change-me"),
-        description="HMAC-SHA256 key authenticating model snapshots (set it in production)",
+        default=SecretStr(BUILTIN_SNAPSHOT_KEY),
+        description="HMAC-SHA256 key that seals model snapshots, >= 32 bytes (the built-in "
+        "one is public: `pso worker` refuses it on PSO_BROKER unless dev_mode)",
+    )
+    snapshot_keys_previous: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated keys that still verify snapshots (not seal): a rotation",
+    )
+    dev_mode: bool = Field(
+        default=False,
+        description="a development setup: lets `pso worker` use the built-in snapshot key "
+        "on PSO_BROKER",
     )
     store: str = Field(
         default="memory://", description="faust table store: memory:// or rocksdb://"
@@ -270,12 +294,57 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
 
+    @field_validator("snapshot_keys_previous", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        """``PSO_SNAPSHOT_KEYS_PREVIOUS=old1,old2``: split on commas, blanks around ignored."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("snapshot_key")
+    @classmethod
+    def _sealing_key(cls, key: SecretStr) -> SecretStr:
+        raw = key.get_secret_value()
+        _check_key_length(raw, "the key")
+        if "," in raw or raw != raw.strip():
+            # It could not be listed in PSO_SNAPSHOT_KEYS_PREVIOUS after a rotation.
+            raise ValueError("the key must not contain commas or begin or end with a blank")
+        return key
+
+    @field_validator("snapshot_keys_previous")
+    @classmethod
+    def _verifying_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for i, key in enumerate(keys, 1):
+            _check_key_length(key.get_secret_value(), f"key #{i}")
+        return keys
+
+    def snapshot_keys(self) -> tuple[bytes, ...]:
+        """Keys for `app.core.snapshot`: the first seals, all verify."""
+        keys = [self.snapshot_key, *self.snapshot_keys_previous]
+        return tuple(k.get_secret_value().encode() for k in keys)
+
+    @property
+    def uses_builtin_snapshot_key(self) -> bool:
+        """Whether the public built-in key seals or verifies: anyone could forge state."""
+        return BUILTIN_SNAPSHOT_KEY.encode() in self.snapshot_keys()
+
     def policy(self) -> FleetPolicy:
         """Load ``pso.yaml`` (if configured) and apply the environment's window override."""
         policy = load_policy(self.config) if self.config else FleetPolicy()
         if self.window is not None:
             policy = policy.model_copy(update={"window": self.window})
         return policy
+
+
+def _check_key_length(key: str, what: str) -> None:
+    size = len(key.encode())
+    if size < MIN_KEY_BYTES:
+        # The length only: a key is never echoed.
+        raise ValueError(
+            f"{what} is {size} bytes, at least {MIN_KEY_BYTES} are needed "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
 
 
 def _first_error(exc: ValidationError, source: str) -> ConfigError:

@@ -75,6 +75,7 @@ import contextlib
 import json
 import math
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -97,6 +98,7 @@ from app.simulator import HOUR_MS, SERIES_PER_SUBSYSTEM, FleetSimulator, five_se
 
 SERIES = SERIES_PER_SUBSYSTEM
 PROFILE_SIGNAL = signal.SIGRTMIN + 2  # mode's worker owns SIGUSR1/SIGUSR2
+RUN_SNAPSHOT_KEY = secrets.token_urlsafe(32)
 
 
 # --------------------------------------------------------------------------- scenario
@@ -398,6 +400,8 @@ class Worker:
                 "PSO_BENCH_APP_OPTIONS": json.dumps(app_options or {}),
             }
         )
+        # This run's own checkpoint key, unless one is set: the built-in key is public.
+        env.setdefault("PSO_SNAPSHOT_KEY", RUN_SNAPSHOT_KEY)
         cmd = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -1174,7 +1178,7 @@ def rss_main(argv: list[str]) -> None:
     sealed_bytes = 0
     tokens = {}
     for name, p in [*engine.subsystems.items(), *engine.resources.items()]:
-        sealed_bytes += len(seal(p, key))
+        sealed_bytes += len(seal(p, key, context=("rss", name)))
         tokens[name] = b"checkpoint@%d" % windows
     gc.collect()
     mem = proc_memory(os.getpid())

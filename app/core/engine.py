@@ -653,10 +653,10 @@ class PredictionEngine:
 
     def snapshot(self, key: str | bytes) -> bytes:
         """All state, sealed with HMAC-SHA256 (see `app.core.snapshot`)."""
-        return seal((self.subsystems, self.resources), key)
+        return seal((self.subsystems, self.resources), key, context=("prediction-engine",))
 
     @classmethod
     def restore(cls, policy: FleetPolicy, blob: bytes, key: str | bytes) -> PredictionEngine:
         engine = cls(policy)
-        engine.subsystems, engine.resources = unseal(blob, key)
+        engine.subsystems, engine.resources = unseal(blob, key, context=("prediction-engine",))
         return engine

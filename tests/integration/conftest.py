@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -66,6 +67,8 @@ class PsoEnv:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     # Extra PSO_* variables for every worker started from now on.
     worker_env: dict[str, str] = field(default_factory=dict)
+    # The workers' own secret key (a worker on PSO_BROKER refuses the built-in, public one).
+    snapshot_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @property
     def env(self) -> dict[str, str]:
@@ -77,6 +80,7 @@ class PsoEnv:
                 "PSO_TOPICS__PREFIX": self.prefix,
                 "PSO_TOPIC_POLICY__PARTITIONS": str(self.partitions),
                 "PSO_DATA_DIR": str(self.tmp / "data"),
+                "PSO_SNAPSHOT_KEY": self.snapshot_key,
             }
         )
         if self.config is not None:

@@ -246,15 +246,15 @@ def test_snapshot_round_trip_continues_identically() -> None:
     xs[2500] += 12.0
     live = SeriesAnomalyDetector()
     run(live, xs[:1500])
-    blob = seal(live, KEY)
-    restored = unseal(blob, KEY)
+    blob = seal(live, KEY, context=("t",))
+    restored = unseal(blob, KEY, context=("t",))
     assert isinstance(restored, SeriesAnomalyDetector)
     rest_live = run(live, xs[1500:], t0=T0 + 1500 * MIN)
     rest_restored = run(restored, xs[1500:], t0=T0 + 1500 * MIN)
     assert rest_live == rest_restored
     assert alarms(rest_restored, 900, 1100) == [1000]
     with pytest.raises(SnapshotRejected):
-        unseal(blob[:-1] + bytes([blob[-1] ^ 1]), KEY)
+        unseal(blob[:-1] + bytes([blob[-1] ^ 1]), KEY, context=("t",))
 
 
 def test_state_is_bounded_for_one_minute_data() -> None:

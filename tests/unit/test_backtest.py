@@ -307,9 +307,9 @@ def test_engine_state_sealed_mid_backtest_resumes_identically(policy: FleetPolic
     engine = PredictionEngine(policy)
     for window in windows[:30]:
         engine.process(window)
-    key = b"backtest-test-key-0123456789"
+    key = b"backtest-test-key-0123456789abcdef"
     restored = PredictionEngine.restore(policy, engine.snapshot(key), key)
-    state = unseal(seal(restored.resources, key), key)
+    state = unseal(seal(restored.resources, key, context=("t",)), key, context=("t",))
     assert sorted(state) == sorted(engine.resources)
     for window in windows[30:]:
         a = [e.to_json() for e in engine.process(window)]

@@ -5,6 +5,10 @@ real broker path is `tests/integration/test_recovery.py`)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import logging
+import pickle
 from functools import cache
 from typing import Any
 
@@ -16,7 +20,7 @@ from agents.predict import apply_resource_record, decode_resource_record
 from app.codec import SourceRef
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
 from app.core.ingest import TelemetryIngest
-from app.core.snapshot import seal
+from app.core.snapshot import SnapshotRejected, seal, unseal
 from app.events import (
     ContributorsDeparted,
     LoadWindow,
@@ -28,6 +32,7 @@ from app.settings import FleetPolicy
 from app.simulator import FleetSimulator
 
 KEY = b"k" * 32
+SCOPE = "pso/subsystem-models-v3"  # where the checkpoints are written: app id and table
 
 
 @cache
@@ -77,11 +82,19 @@ class Topic:
         ]
 
 
-def states(table: Table, topic: Topic, make: Any, replay: Any, every: int) -> CheckpointedStates:
+def states(
+    table: Table,
+    topic: Topic,
+    make: Any,
+    replay: Any,
+    every: int,
+    keys: tuple[bytes, ...] = (KEY,),
+    scope: str = SCOPE,
+) -> CheckpointedStates:
     return CheckpointedStates(
         table,
         table.write,
-        KEY,
+        keys,
         make,
         topic,  # type: ignore[arg-type]
         replay,
@@ -89,6 +102,7 @@ def states(table: Table, topic: Topic, make: Any, replay: Any, every: int) -> Ch
         progress=lambda p: p.windows,
         max_updates=every * 10,
         keep_blobs=False,
+        scope=scope,
     )
 
 
@@ -150,15 +164,84 @@ def test_checkpoints_are_written_every_n_windows_and_memory_keeps_tokens() -> No
         assert len(table.changelog[name]) > 10_000  # the sealed model
 
 
-def test_forged_checkpoint_is_refused_and_the_predictor_starts_fresh() -> None:
+def trained(name: str, n: int) -> SubsystemPredictor:
+    """``name``'s predictor after its first ``n`` windows: state a forger would like to plant."""
     policy, windows = scenario()
-    config = EngineConfig.from_policy(policy)
-    name = windows[0].subsystem
-    forged = seal((0, SubsystemPredictor(name, config, {})), b"x" * 32)  # wrong key
-    table = Table({name: forged})
-    live = states(table, Topic([]), lambda n: SubsystemPredictor(n, config, {}), None, 5)
-    predictor = asyncio.run(live.get(name, 0, 100))
+    predictor = SubsystemPredictor(name, EngineConfig.from_policy(policy), {})
+    for window in [w for w in windows if w.subsystem == name][:n]:
+        predictor.process(window)
+    assert predictor.windows == n
+    return predictor
+
+
+def restored(
+    changelog: dict[str, bytes] | Table,
+    name: str,
+    keys: tuple[bytes, ...] = (KEY,),
+    scope: str = SCOPE,
+) -> SubsystemPredictor:
+    """What a new worker holding ``changelog`` makes of ``name`` (nothing to replay)."""
+    config = EngineConfig.from_policy(scenario()[0])
+    table = changelog if isinstance(changelog, Table) else Table(changelog)
+
+    def make(n: str) -> SubsystemPredictor:
+        return SubsystemPredictor(n, config, {})
+
+    live = states(table, Topic([]), make, None, 5, keys, scope)
+    predictor: SubsystemPredictor = asyncio.run(live.get(name, 0, 100))
+    return predictor
+
+
+def test_forged_checkpoint_is_refused_and_the_predictor_starts_fresh(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name = scenario()[1][0].subsystem
+    state = (0, trained(name, 40))
+    # Control: the same state sealed with the right key, where it was written, is restored.
+    genuine = restored({name: seal(state, KEY, context=(SCOPE, name))}, name)
+    assert genuine.windows == 40
+    forged = seal(state, b"x" * 32, context=(SCOPE, name))  # the wrong key
+    with caplog.at_level(logging.ERROR, logger="pso.checkpoints"):
+        predictor = restored({name: forged}, name)
+    assert predictor.windows == 0  # fresh: nothing of the forged state
+    assert f"checkpoint of model {name} in {SCOPE} refused" in caplog.text
+
+
+def test_checkpoint_copied_to_another_subsystem_or_table_starts_fresh() -> None:
+    names = sorted({w.subsystem for w in scenario()[1]})
+    a, b = names[0], names[1]
+    blob_of_a = seal((0, trained(a, 40)), KEY, context=(SCOPE, a))
+    assert restored({a: blob_of_a}, a).windows == 40  # where it was written: restored
+    assert restored({b: blob_of_a}, b).windows == 0  # under another subsystem: refused
+    other_table = "pso/resource-models-v3"
+    assert restored({a: blob_of_a}, a, scope=other_table).windows == 0
+
+
+def test_rotation_old_key_verifies_new_key_seals() -> None:
+    name = scenario()[1][0].subsystem
+    old, new, unknown = b"o" * 32, b"n" * 32, b"u" * 32
+    by_old = seal((0, trained(name, 40)), old, context=(SCOPE, name))
+    assert restored({name: by_old}, name, keys=(new, old)).windows == 40  # old still verifies
+    assert restored({name: by_old}, name, keys=(new, unknown)).windows == 0  # not listed
+
+    # What a worker writes after the rotation is sealed with the first key alone.
+    table = Table()
+    restored(table, name, keys=(new, old))  # new here: its birth is written
+    assert unseal(table.changelog[name], new, context=(SCOPE, name)) == (100, None)
+    with pytest.raises(SnapshotRejected):
+        unseal(table.changelog[name], old, context=(SCOPE, name))
+
+
+def test_checkpoint_of_the_previous_format_is_rebuilt_fresh(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name = scenario()[1][0].subsystem
+    payload = pickle.dumps((0, trained(name, 40)))
+    pso1 = b"PSO1" + hmac.new(KEY, b"PSO1" + payload, hashlib.sha256).digest() + payload
+    with caplog.at_level(logging.ERROR, logger="pso.checkpoints"):
+        predictor = restored({name: pso1}, name)
     assert predictor.windows == 0
+    assert "no longer read" in caplog.text
 
 
 def test_stage2_rebuild_replays_shares_policies_and_departures() -> None:

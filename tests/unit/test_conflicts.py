@@ -346,7 +346,7 @@ def test_sealed_snapshot_continues_the_lifecycle() -> None:
     original = ConflictPredictor("db", clear_after=1)
     for j in range(0, 5):
         step(original, j)
-    restored = unseal(seal(original, KEY), KEY)
+    restored = unseal(seal(original, KEY, context=("t",)), KEY, context=("t",))
     assert isinstance(restored, ConflictPredictor)
     calm = {"a": flat(10.0), "b": flat(10.0), "c": flat(10.0)}
     after: list[ConflictPredicted | ConflictObserved] = []
@@ -411,7 +411,7 @@ def test_saturation_warns_once_per_episode() -> None:
     assert watch.update("api", "latency_ms", fc(at(3), [50.0] * 5), limit=85.0) is None
     again = watch.update("api", "latency_ms", fc(at(4), [90.0] * 5), limit=85.0)
     assert again is not None and again.expected_start_ms == at(4)
-    assert unseal(seal(watch, KEY), KEY).active == watch.active
+    assert unseal(seal(watch, KEY, context=("t",)), KEY, context=("t",)).active == watch.active
 
 
 def test_saturation_keys_are_independent_and_forgettable() -> None:

@@ -19,7 +19,7 @@ from app.core.types import SeriesForecast
 STEP = 60_000
 DAY = 1440
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z, a Monday
-KEY = b"0123456789abcdef-test-key"
+KEY = b"0123456789abcdef-forecast-test-key"
 
 
 def seasonal(n: int, seed: int = 0, noise: float = 2.0, start: int = 0) -> list[float]:
@@ -238,7 +238,7 @@ def test_pickle_and_sealed_snapshot_round_trip() -> None:
     blob = pickle.dumps(f)
     assert len(blob) <= 64 * 1024
     g = pickle.loads(blob)
-    h = unseal(seal(f, KEY), KEY)
+    h = unseal(seal(f, KEY, context=("t",)), KEY, context=("t",))
     assert g.forecast() == f.forecast() == h.forecast()
     rest = ys[2 * DAY :]
     a = feed(f, rest, start=2 * DAY)

@@ -47,7 +47,15 @@ def telemetry() -> list[tuple[int, bytes, bytes]]:
 
 def windows_of(table: Table, topic: Topic, every: int, max_lag: int = 20_000) -> Any:
     return CheckpointedWindows(
-        WINDOW, table, table.write, KEY, topic, every=every, keep_blobs=False, max_lag=max_lag
+        WINDOW,
+        table,
+        table.write,
+        [KEY],
+        topic,
+        scope="ingest-windows",
+        every=every,
+        keep_blobs=False,
+        max_lag=max_lag,
     )
 
 
@@ -261,12 +269,20 @@ def test_a_subsystem_read_away_from_home_is_forwarded_and_windowed_once() -> Non
         sample = {"subsystem": db, "ts": BASE + 1000 + i * 1000, "metrics": {"x": 1.0}}
         topic.append(1, db.encode(), orjson.dumps(sample))
     closing = {"subsystem": db, "ts": BASE + 3_600_000, "metrics": {"x": 0.0}}
-    router = HomeRouter("pso", "telemetry", KEY, lambda: 2)
+    router = HomeRouter("pso", "telemetry", [KEY], lambda: 2)
 
     async def go() -> tuple[list[Any], list[Any], Table]:
         table = Table()
         live = CheckpointedWindows(
-            WINDOW, table, table.write, KEY, topic, every=5, keep_blobs=False, router=router
+            WINDOW,
+            table,
+            table.write,
+            [KEY],
+            topic,
+            scope="pso/ingest",
+            every=5,
+            keep_blobs=False,
+            router=router,
         )
         done = [0, 0]
         windows, dead = await deliver(topic, live, router, done)
@@ -292,7 +308,7 @@ def test_a_copy_made_twice_is_windowed_once_and_a_forged_one_is_an_ordinary_mess
 
     db = name_homed_at(1, 2, "db")
     topic = Partitions(2)
-    router = HomeRouter("pso", "telemetry", KEY, lambda: 2)
+    router = HomeRouter("pso", "telemetry", [KEY], lambda: 2)
     sample = {"subsystem": db, "ts": BASE, "metrics": {"x": 2.0}}
     ((home, key, copy, headers),) = router.copies(0, 7, [(db, sample)], 1 << 20)
     assert home == 1
@@ -307,7 +323,15 @@ def test_a_copy_made_twice_is_windowed_once_and_a_forged_one_is_an_ordinary_mess
     async def go() -> list[Any]:
         table = Table()
         live = CheckpointedWindows(
-            WINDOW, table, table.write, KEY, topic, every=5, keep_blobs=False, router=router
+            WINDOW,
+            table,
+            table.write,
+            [KEY],
+            topic,
+            scope="pso/ingest",
+            every=5,
+            keep_blobs=False,
+            router=router,
         )
         windows, _ = await deliver(topic, live, router, [0, 0])
         return windows

@@ -375,7 +375,8 @@ def test_capacity_override_and_missing_policy_defaults() -> None:
 
 
 def test_empty_demand_and_sealed_planner() -> None:
-    planner = unseal(seal(RebalancePlanner(tie_epsilon=1e-7), KEY), KEY)
+    blob = seal(RebalancePlanner(tie_epsilon=1e-7), KEY, context=("t",))
+    planner = unseal(blob, KEY, context=("t",))
     assert isinstance(planner, RebalancePlanner) and planner.tie_epsilon == 1e-7
     plan = planner.plan(conflict(), {}, {}, policy({}), "advise")
     assert plan.allocations == [] and plan.feasible and plan.value_at_risk == 0.0

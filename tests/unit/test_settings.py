@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ConfigError, load_policy, load_settings
+from app.settings import BUILTIN_SNAPSHOT_KEY, ConfigError, load_policy, load_settings
 
 EXAMPLE = """
 window: {size_s: 60, allowed_lateness_windows: 2}
@@ -69,3 +69,39 @@ def test_bad_environment_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert "processing_guarantee" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_short_snapshot_key_is_refused_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PSO_SNAPSHOT_KEY", "hunter2")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "snapshot_key" in message and "at least 32" in message and "\n" not in message
+    assert "hunter2" not in message  # a key is never echoed
+
+
+def test_previous_snapshot_keys_verify_after_the_sealing_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    new, old1, old2 = "n" * 32, "o" * 40, "p" * 33
+    monkeypatch.setenv("PSO_SNAPSHOT_KEY", new)
+    monkeypatch.setenv("PSO_SNAPSHOT_KEYS_PREVIOUS", f"{old1}, {old2},")
+    s = load_settings()
+    assert s.snapshot_keys() == (new.encode(), old1.encode(), old2.encode())
+    assert not s.uses_builtin_snapshot_key
+    assert old1 not in repr(s) and old1 not in str(s.model_dump())  # secrets, never printed
+    monkeypatch.setenv("PSO_SNAPSHOT_KEYS_PREVIOUS", f"{old1},short")
+    with pytest.raises(ConfigError, match=r"snapshot_keys_previous: key #2 is 5 bytes"):
+        load_settings()
+
+
+def test_builtin_snapshot_key_is_flagged_wherever_it_is_listed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PSO_SNAPSHOT_KEY", raising=False)
+    monkeypatch.delenv("PSO_SNAPSHOT_KEYS_PREVIOUS", raising=False)
+    assert load_settings().uses_builtin_snapshot_key
+    monkeypatch.setenv("PSO_SNAPSHOT_KEY", "n" * 32)
+    assert not load_settings().uses_builtin_snapshot_key
+    monkeypatch.setenv("PSO_SNAPSHOT_KEYS_PREVIOUS", BUILTIN_SNAPSHOT_KEY)
+    assert load_settings().uses_builtin_snapshot_key  # it would still verify forged state
