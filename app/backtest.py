@@ -41,7 +41,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from app.codec import SourceRef
+from app.codec import SourceRef, is_copy
 from app.core.accuracy import ConflictScorer, FloatArray
 from app.core.ingest import IngestResult, TelemetryIngest
 from app.errors import UsageError
@@ -1110,7 +1110,11 @@ async def _copy_topic(
 
     count = 0
     with target.open("wb") as fh:
-        async for _key, value, *_rest in read_range(settings, bootstrap, topic, start_ms, end_ms):
+        async for _key, value, _ts, headers, *_rest in read_range(
+            settings, bootstrap, topic, start_ms, end_ms
+        ):
+            if is_copy(headers):
+                continue  # a worker's copy of samples it read away from home: derived
             line = (value or b"").replace(b"\r", b" ").replace(b"\n", b" ")
             fh.write(line + b"\n")
             count += 1

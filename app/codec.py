@@ -36,6 +36,14 @@ from app.events import (
 #: (which carries a message's bytes in base64) all derive from it.
 MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_BATCH = 10_000
+#: Header of a telemetry record that a PSO worker made: a copy of samples it read away from
+#: their subsystem's home partition (`agents.routing`). Derived data: replays leave it out.
+COPY_HEADER = "pso-copy-of"
+
+
+def is_copy(headers: Any) -> bool:
+    """Whether a record with these headers is a PSO-made copy of other samples."""
+    return bool(headers) and any(name == COPY_HEADER for name, _value in headers)
 _REASON_CHARS = 500
 
 

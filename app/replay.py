@@ -1,8 +1,10 @@
 """`pso replay`: re-publish a recorded range of a topic to another topic, for rehearsals.
 
 Keys, values, headers and record timestamps are kept, so a live worker fed from the target
-topic sees the same event time as the original run. Records keep their source partition when
-the target has at least as many partitions (so per-partition order survives exactly);
+topic sees the same event time as the original run. Copies a PSO worker made of samples it
+read away from home (header ``pso-copy-of``) are left out: the target's worker makes its own.
+Records keep their source partition when the target has at least as many partitions (so
+per-partition order survives exactly);
 otherwise the producer's key partitioner places them (per-key order still survives, since the
 range reader keeps each source partition's order and a key lives in one partition).
 
@@ -23,6 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
+from app.codec import is_copy
 from app.kafka_io import start_consumer, start_producer
 from app.kafka_range import SEEK_MODES, RangeReader, SeekMode, TopicNotFound, topic_partitions
 from app.settings import Settings
@@ -105,6 +108,8 @@ async def replay(
         wall0 = ts0 = 0.0
         try:
             async for rec in src:
+                if is_copy(rec.headers):
+                    continue  # a worker's copy of samples: the target's worker makes its own
                 if speed is not None:
                     if first is None:
                         wall0, ts0 = time.monotonic(), float(rec.timestamp_ms)
