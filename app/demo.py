@@ -5,7 +5,8 @@ worker as a child process, and feeds it the built-in simulator in accelerated ev
 (``speed`` × wall clock). A small share of deliberately bad and late samples shows the
 dead-letter path. The view is just another consumer of ``pso.load`` and ``pso.deadletter``.
 Ctrl-C, or the end of ``duration_s``, stops everything and prints a summary; nothing is left
-running.
+running, not even after a SIGKILL of the demo: the broker and the worker have a parent-death
+signal (`app.parent_death`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from app.parent_death import die_with_parent
 from app.settings import Settings
 
 WINDOW_MS = 60_000
@@ -240,9 +242,12 @@ def _start_worker(
     # faust-streaming 0.15's exactly-once shutdown can hang on "Not in the middle of a
     # transaction"; the demo stops its worker a lot, so it runs at-least-once unless told.
     env.setdefault("PSO_PROCESSING_GUARANTEE", "at_least_once")
+    # Parent-death signal, as for the embedded broker: a demo killed by SIGKILL, which runs no
+    # cleanup, still takes its worker down.
+    cmd = die_with_parent([sys.executable, "-m", "app.cli", "worker", "--loglevel", "warning"])
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker", "--loglevel", "warning"],
+            cmd,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
