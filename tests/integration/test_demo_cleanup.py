@@ -3,7 +3,8 @@
 A real ``pso demo`` starts its embedded Kafka broker (unless ``PSO_BROKER`` names one) and a
 worker. Once the worker has joined its consumer group, the demo is SIGKILLed; every process
 it had started, found by walking /proc before the kill, must be gone soon after (the broker
-and the worker get SIGTERM from the kernel: `app.parent_death`).
+and the worker get SIGTERM from the kernel: `app.parent_death`). The temp dirs the demo could
+not delete (its own, its broker's) are deleted by the test.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +64,7 @@ def test_sigkilled_demo_leaves_no_process(tmp_path: Path) -> None:
     env.update(
         {"PSO_APP_ID": prefix, "PSO_TOPICS__PREFIX": prefix, "PSO_TOPIC_POLICY__PARTITIONS": "2"}
     )
+    env["COLUMNS"] = "1000"  # rich wraps at 80 columns off a terminal: keep paths on one line
     out = tmp_path / "demo.out"
     with out.open("wb") as log:
         demo = subprocess.Popen(
@@ -74,12 +77,18 @@ def test_sigkilled_demo_leaves_no_process(tmp_path: Path) -> None:
             start_new_session=True,
         )
     spawned = []
+    leftovers: list[Path] = []  # temp dirs a killed demo cannot delete
     try:
         bootstrap = wait_for_line(out, r"broker (\S+) \(", demo, timeout_s=180)
-        wait_for_line(out, r"worker pid (\d+)", demo, timeout_s=60)
+        workdir = Path(wait_for_line(out, r"worker pid \d+ \(log (\S+)/worker\.log", demo, 60))
+        leftovers.append(workdir)
         asyncio.run(wait_worker_joined(PsoEnv(bootstrap, prefix, tmp_path), timeout_s=120))
 
         spawned = descendants(demo.pid)
+        for proc in spawned:  # the embedded broker's temp dir (its stop() would delete it)
+            found = re.search(r"-Dlog4j2\.configurationFile=(\S+)/log4j2\.properties", proc.cmdline)
+            if found:
+                leftovers.append(Path(found.group(1)))
         commands = " | ".join(p.cmdline for p in spawned)
         assert "app.cli worker" in commands, commands
         if not os.environ.get("PSO_BROKER"):
@@ -97,3 +106,6 @@ def test_sigkilled_demo_leaves_no_process(tmp_path: Path) -> None:
             if running(proc):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGKILL)
+        survivors(spawned, timeout_s=10)
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
