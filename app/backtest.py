@@ -41,6 +41,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
+from app.cli_args import check_topic
 from app.codec import SourceRef, is_copy
 from app.core.accuracy import ConflictScorer, FloatArray
 from app.core.ingest import IngestResult, TelemetryIngest
@@ -1130,12 +1131,21 @@ def register(cli: typer.Typer) -> None:
     @cli.command("backtest")
     def backtest(
         input: Annotated[
-            Path | None, typer.Argument(help="telemetry .jsonl or .csv (or use --topic)")
+            Path | None,
+            typer.Argument(
+                exists=True,
+                dir_okay=False,
+                readable=True,
+                help="telemetry .jsonl or .csv (or use --topic)",
+            ),
         ] = None,
-        output: Annotated[Path, typer.Option("-o", "--output", help="output directory")] = Path(
-            "backtest-out"
-        ),
-        topic: Annotated[str | None, typer.Option(help="read a Kafka topic range instead")] = None,
+        output: Annotated[
+            Path, typer.Option("-o", "--output", file_okay=False, help="output directory")
+        ] = Path("backtest-out"),
+        topic: Annotated[
+            str | None,
+            typer.Option(help="read a Kafka topic range instead", callback=check_topic),
+        ] = None,
         from_: Annotated[
             str | None, typer.Option("--from", help="with --topic: first record time (RFC 3339)")
         ] = None,
@@ -1143,7 +1153,13 @@ def register(cli: typer.Typer) -> None:
             str | None, typer.Option("--to", help="with --topic: end record time (RFC 3339)")
         ] = None,
         config: Annotated[
-            Path | None, typer.Option(help="pso.yaml (default: PSO_CONFIG or built-in)")
+            Path | None,
+            typer.Option(
+                exists=True,
+                dir_okay=False,
+                readable=True,
+                help="pso.yaml (default: PSO_CONFIG or built-in)",
+            ),
         ] = None,
         set_: Annotated[
             list[str] | None,
@@ -1157,6 +1173,10 @@ def register(cli: typer.Typer) -> None:
 
         if (input is None) == (topic is None):
             raise UsageError("give exactly one of INPUT or --topic TOPIC")
+        if topic is None and (from_ or to):
+            raise UsageError("--from and --to select a range of --topic; an INPUT file is whole")
+        start_ms = cli_module.parse_time_ms(from_) if from_ else None
+        end_ms = cli_module.parse_time_ms(to) if to else None
         s = cli_module.settings()
         policy = load_policy(config) if config is not None else s.policy()
         overrides = list(set_ or [])
@@ -1167,8 +1187,6 @@ def register(cli: typer.Typer) -> None:
             if topic is not None:
                 import asyncio
 
-                start_ms = cli_module.parse_time_ms(from_) if from_ else None
-                end_ms = cli_module.parse_time_ms(to) if to else None
                 source = Path(tmp) / "topic.jsonl"
                 n = asyncio.run(
                     _copy_topic(s, cli_module.bootstrap_for(s), topic, start_ms, end_ms, source)

@@ -45,6 +45,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Final, Literal, Self
 
+from app.parent_death import die_with_parent
+
 __all__ = [
     "KAFKA_VERSION",
     "BrokerError",
@@ -689,7 +691,7 @@ class EmbeddedKafka:
     `start` returns once the port accepts connections *and* the log says the broker started;
     `stop` sends SIGTERM to the group, then SIGKILL after ``stop_timeout_s``. An ``atexit``
     hook stops a broker that an exception path forgot, and when started from the main thread
-    the child also gets SIGTERM if this Python process dies (``setpriv --pdeathsig``).
+    the child also gets SIGTERM if this Python process dies (`die_with_parent`).
 
     Tansu limits (the fallback is for demos without Java, not for checking semantics):
 
@@ -976,11 +978,7 @@ class EmbeddedKafka:
 
     def _spawn(self, cmd: list[str], token: str, port: int) -> None:
         data = self._data_dir()
-        if threading.current_thread() is threading.main_thread():
-            setpriv = shutil.which("setpriv")
-            if setpriv is not None and sys.platform.startswith("linux"):
-                # Parent-death signal: the broker gets SIGTERM if this process is killed.
-                cmd = [setpriv, "--pdeathsig", "TERM", "--", *cmd]
+        cmd = die_with_parent(cmd)  # SIGTERM to the broker if this process is killed
         log_file = data / LOG_FILE
         with contextlib.suppress(OSError):
             if log_file.stat().st_size > _LOG_ROTATE_BYTES:  # reused data dir: keep one old log

@@ -1,12 +1,15 @@
 """The ``pso`` command line (typer + rich).
 
-Every failure a user can cause (missing file, bad config, unreachable broker) is one readable
-line on stderr and exit code 2; see `main`.
+Every failure a user can cause (bad argument, unusable file, bad config, unreachable broker)
+is one readable line on stderr and exit code 2, decided in one place: `main`. Arguments are
+checked while parsing (typer/click checks and callbacks), so a command that talks to Kafka
+fails on a bad argument before any network.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sys
@@ -18,8 +21,10 @@ import orjson
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
-from app.errors import UsageError
+from app.cli_args import check_loglevel, check_topic, finite_between
+from app.errors import PsoError, UsageError, path_error_message
 from app.events import SCHEMAS
 from app.settings import ConfigError, Settings, load_settings
 
@@ -50,23 +55,35 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
-def parse_duration_ms(text: str) -> int:
-    """``90s``, ``5m``, ``2h``, ``1d``, ``1w`` (bare numbers are seconds) -> milliseconds."""
+def parse_duration_ms(text: str, option: str = "duration") -> int:
+    """``90s``, ``5m``, ``2h``, ``1d``, ``1w`` (bare numbers are seconds) -> milliseconds (>= 1)."""
     match = _DURATION.match(text)
     if not match:
-        raise UsageError(f"bad duration {text!r} (use e.g. 30s, 5m, 2h, 1d, 1w)")
+        raise UsageError(f"{option}: bad duration {text!r} (use e.g. 30s, 5m, 2h, 1d, 1w)")
     number, unit = match.groups()
-    return int(float(number) * _UNIT_MS[unit or "s"])
+    ms = int(float(number) * _UNIT_MS[unit or "s"])
+    if ms < 1:
+        raise UsageError(f"{option}: {text!r} is not a duration (at least 1 ms)")
+    return ms
+
+
+_LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 def parse_time_ms(text: str) -> int:
-    """RFC 3339 (``2026-11-25T06:00:00Z``; naive = UTC) or epoch s/ms -> epoch ms."""
+    """RFC 3339 (``2026-11-25T06:00:00Z``; naive = UTC) or epoch s/ms -> epoch ms.
+
+    Kafka record timestamps are non-negative int64, and RFC 3339 ends with year 9999.
+    """
     from app.series_tools import parse_timestamp
 
     try:
-        return parse_timestamp(text)
+        ms = parse_timestamp(text)
     except ValueError:
         raise UsageError(f"bad time {text!r} (use RFC 3339, e.g. 2026-11-25T06:00:00Z)") from None
+    if not 0 <= ms <= _LAST_MS:
+        raise UsageError(f"time {text!r} is outside 1970-01-01 .. 9999-12-31")
+    return ms
 
 
 def settings() -> Settings:
@@ -87,8 +104,10 @@ def bootstrap_for(s: Settings) -> str:
     return found
 
 
-def progress() -> Progress:
-    return Progress(
+@contextlib.contextmanager
+def progress() -> Iterator[Progress]:
+    """A progress bar on stderr that is wiped when the work fails: the error is the one line."""
+    bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -96,6 +115,14 @@ def progress() -> Progress:
         console=err_console,
         transient=False,
     )
+    with bar:
+        try:
+            yield bar
+        except BaseException:
+            bar.live.transient = True  # stop without drawing the bar (or its trailing newline)
+            bar.live.stop()
+            bar.disable = True
+            raise
 
 
 # --------------------------------------------------------------------------- broker
@@ -104,8 +131,12 @@ def progress() -> Progress:
 @broker_cli.callback()
 def broker_main(
     ctx: typer.Context,
-    port: Annotated[int | None, typer.Option(help="listen port (default: a free one)")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="log dir (default: a temp dir)")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="listen port (default: a free one)")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(file_okay=False, help="log dir (default: a temp dir)")
+    ] = None,
 ) -> None:
     """Run the embedded single-node Kafka (KRaft) in the foreground until Ctrl-C."""
     if ctx.invoked_subcommand is not None:
@@ -129,7 +160,9 @@ def broker_fetch() -> None:
 
 @cli.command()
 def worker(
-    loglevel: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    loglevel: Annotated[
+        str, typer.Option(help="debug, info, warning", callback=check_loglevel)
+    ] = "info",
 ) -> None:
     """Run a PSO worker (Faust) against PSO_BROKER or the running embedded broker."""
     s = settings()
@@ -176,7 +209,9 @@ def render_schemas() -> dict[str, bytes]:
 
 @schemas_cli.command("export")
 def schemas_export(
-    out_dir: Annotated[Path, typer.Option("--dir", help="where to write")] = SCHEMA_DIR,
+    out_dir: Annotated[
+        Path, typer.Option("--dir", file_okay=False, help="where to write")
+    ] = SCHEMA_DIR,
     check: Annotated[
         bool, typer.Option(help="fail if the files differ instead of writing")
     ] = False,
@@ -204,19 +239,24 @@ def schemas_export(
 
 @cli.command()
 def simulate(
-    subsystems: Annotated[int, typer.Option(min=1, help="how many subsystems")] = 8,
+    subsystems: Annotated[int, typer.Option(min=1, max=100_000, help="how many subsystems")] = 8,
     seed: Annotated[int, typer.Option(help="seed: same seed, same telemetry")] = 0,
     start: Annotated[str, typer.Option(help="event time of the first sample")] = (
         "2026-11-23T00:00:00Z"
     ),
     duration: Annotated[str, typer.Option(help="event-time span, e.g. 1h, 1d, 1w")] = "1h",
     interval: Annotated[str, typer.Option(help="time between samples of one subsystem")] = "10s",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="write JSONL here")] = None,
-    topic: Annotated[str | None, typer.Option(help="produce to this topic instead")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", dir_okay=False, help="write JSONL here")
+    ] = None,
+    topic: Annotated[
+        str | None, typer.Option(help="produce to this topic instead", callback=check_topic)
+    ] = None,
     batch: Annotated[int, typer.Option(min=1, help="samples per message (batch envelope)")] = 1,
     no_incidents: Annotated[bool, typer.Option(help="no injected spikes or shifts")] = False,
     write_policy: Annotated[
-        Path | None, typer.Option(help="also write a pso.yaml with capacities for this fleet")
+        Path | None,
+        typer.Option(dir_okay=False, help="also write a pso.yaml with capacities for this fleet"),
     ] = None,
 ) -> None:
     """Generate deterministic telemetry (daily/weekly cycles, noise, trends, shared resources)."""
@@ -228,10 +268,10 @@ def simulate(
         subsystems=subsystems,
         seed=seed,
         start_ms=parse_time_ms(start),
-        interval_ms=parse_duration_ms(interval),
+        interval_ms=parse_duration_ms(interval, "--interval"),
         incidents=not no_incidents,
     )
-    duration_ms = parse_duration_ms(duration)
+    duration_ms = parse_duration_ms(duration, "--duration")
     total = (duration_ms // sim.interval_ms) * subsystems
     if write_policy is not None:
         write_policy.write_text(policy_yaml(sim))
@@ -290,15 +330,22 @@ async def _produce_samples(
 
 @cli.command()
 def produce(
-    file: Annotated[Path, typer.Argument(help="JSONL: one sample or batch array per line")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="JSONL: one sample or batch array per line",
+        ),
+    ],
     topic: Annotated[
-        str | None, typer.Option(help="target topic (default: the telemetry topic)")
+        str | None,
+        typer.Option(help="target topic (default: the telemetry topic)", callback=check_topic),
     ] = None,
     batch: Annotated[int, typer.Option(min=1, help="samples per message")] = 100,
 ) -> None:
     """Validate a JSONL telemetry file and produce it, keyed by subsystem."""
-    if not file.is_file():
-        raise UsageError(f"file not found: {file}")
     s = settings()
     asyncio.run(_produce_file(s, bootstrap_for(s), file, topic or s.topics.telemetry, batch))
 
@@ -328,11 +375,18 @@ async def _produce_file(s: Settings, bootstrap: str, file: Path, topic: str, bat
 
 @cli.command()
 def tail(
-    topic: Annotated[str, typer.Argument(help="topic to read, e.g. pso.load")],
+    topic: Annotated[
+        str, typer.Argument(help="topic to read, e.g. pso.load", callback=check_topic)
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="one raw JSON value per line")] = False,
     from_beginning: Annotated[bool, typer.Option(help="start at the earliest offset")] = True,
-    max_messages: Annotated[int | None, typer.Option("--max", help="stop after N")] = None,
-    idle_timeout: Annotated[float | None, typer.Option(help="stop after N idle seconds")] = None,
+    max_messages: Annotated[int | None, typer.Option("--max", min=1, help="stop after N")] = None,
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="stop after N idle seconds", callback=finite_between(0, 1e9, low_open=True)
+        ),
+    ] = None,
 ) -> None:
     """Print messages of a topic as they arrive."""
     s = settings()
@@ -402,8 +456,6 @@ def _is_json(value: bytes) -> bool:
 def _series_tool(source: Path, run: Any) -> int:
     from app.series_tools import SeriesFileError, count_rows
 
-    if not source.is_file():
-        raise UsageError(f"file not found: {source}")
     total = count_rows(source)
     with progress() as bar:
         task = bar.add_task(source.name, total=total)
@@ -414,12 +466,22 @@ def _series_tool(source: Path, run: Any) -> int:
     return rows
 
 
+_CSV_IN = typer.Argument(
+    exists=True, dir_okay=False, readable=True, help="CSV with columns timestamp,value"
+)
+_CSV_OUT = typer.Option("-o", "--output", dir_okay=False, help="CSV to write")
+
+
 @cli.command("score-anomalies")
 def score_anomalies_cmd(
-    source: Annotated[Path, typer.Argument(help="CSV with columns timestamp,value")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="CSV to write")],
+    source: Annotated[Path, _CSV_IN],
+    output: Annotated[Path, _CSV_OUT],
     threshold: Annotated[
-        float | None, typer.Option(help="alarm threshold on the score (default 0.45)")
+        float | None,
+        typer.Option(
+            help="alarm threshold on the score (default 0.45)",
+            callback=finite_between(0, 1, low_open=True),
+        ),
     ] = None,
 ) -> None:
     """Score an exported series online: adds anomaly_score in [0, 1] and is_anomaly."""
@@ -431,10 +493,16 @@ def score_anomalies_cmd(
 
 @cli.command("forecast")
 def forecast_cmd(
-    source: Annotated[Path, typer.Argument(help="CSV with columns timestamp,value")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="CSV to write")],
+    source: Annotated[Path, _CSV_IN],
+    output: Annotated[Path, _CSV_OUT],
     horizon: Annotated[int, typer.Option(min=1, max=240, help="rows ahead")] = 15,
-    level: Annotated[float, typer.Option(help="interval coverage in percent")] = 80.0,
+    level: Annotated[
+        float,
+        typer.Option(
+            help="interval coverage in percent",
+            callback=finite_between(0, 100, low_open=True, high_open=True),
+        ),
+    ] = 80.0,
 ) -> None:
     """Forecast an exported series online: adds yhat_1..H, lo_1..H, hi_1..H per row."""
     from app.series_tools import forecast_series
@@ -450,9 +518,20 @@ def forecast_cmd(
 
 @cli.command()
 def demo(
-    duration: Annotated[float, typer.Option(help="stop after N seconds (0 = until Ctrl-C)")] = 0,
-    subsystems: Annotated[int, typer.Option(min=1, help="simulated subsystems")] = 8,
-    speed: Annotated[float, typer.Option(help="event time runs this many times faster")] = 60.0,
+    duration: Annotated[
+        float,
+        typer.Option(
+            help="stop after N seconds (0 = until Ctrl-C)", callback=finite_between(0, 1e9)
+        ),
+    ] = 0,
+    subsystems: Annotated[int, typer.Option(min=1, max=10_000, help="simulated subsystems")] = 8,
+    speed: Annotated[
+        float,
+        typer.Option(
+            help="event time runs this many times faster",
+            callback=finite_between(0, 1e6, low_open=True),
+        ),
+    ] = 60.0,
 ) -> None:
     """Embedded broker + topics + one worker + the simulator, with a live view of load windows."""
     from app.demo import run_demo
@@ -478,12 +557,35 @@ _register_commands()
 # --------------------------------------------------------------------------- entry point
 
 
-def main() -> None:
-    """Run the CLI; user errors become one line on stderr and exit code 2."""
-    import logging
+def user_error_message(exc: BaseException) -> str | None:
+    """The one line to show for an error the user caused; None for a bug (keeps its traceback).
 
+    The one place that decides what is a user error: `PsoError` (and the older errors below,
+    until they derive from it), typer/click's usage errors, and an `OSError` about a path
+    (missing, a directory, not allowed...). Anything else is a bug.
+    """
     from app.broker import BrokerError
     from app.kafka_io import BrokerUnreachable
+
+    if isinstance(exc, PsoError | ConfigError | BrokerError | BrokerUnreachable):
+        return str(exc)
+    if isinstance(exc, typer.TyperException):  # click's usage errors (typer vendors click)
+        return exc.format_message()
+    if isinstance(exc, OSError):
+        return path_error_message(exc)
+    return None
+
+
+def _print_error(message: str) -> None:
+    if message:  # a usage error that showed the help instead has no message of its own
+        err_console.print(
+            Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True
+        )
+
+
+def main() -> None:
+    """Run the CLI: a user error is one line on stderr and exit code 2; a bug raises."""
+    import logging
 
     if sys.argv[1:2] != ["worker"]:
         # Client libraries log connection retries as warnings; the CLI says it in one line.
@@ -492,23 +594,16 @@ def main() -> None:
         code = cli(standalone_mode=False)  # returns the exit code of typer.Exit
         if isinstance(code, int) and code:
             sys.exit(code)
-    except (UsageError, ConfigError, BrokerError, BrokerUnreachable) as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except FileNotFoundError as exc:
-        err_console.print(f"[red]error:[/] file not found: {exc.filename}", highlight=False)
-        sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click's usage errors (typer vendors click) and the unexpected
-        if hasattr(exc, "format_message"):
-            err_console.print(f"[red]error:[/] {exc.format_message()}", highlight=False)
-            sys.exit(2)
-        if type(exc).__name__ == "Abort":
-            sys.exit(130)
-        raise
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None:
+            raise  # a bug: the traceback says where
+        _print_error(message)
+        sys.exit(exc.exit_code if isinstance(exc, PsoError) else 2)
 
 
 if __name__ == "__main__":

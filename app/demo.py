@@ -5,7 +5,8 @@ worker as a child process, and feeds it the built-in simulator in accelerated ev
 (``speed`` × wall clock). A small share of deliberately bad and late samples shows the
 dead-letter path. The view is just another consumer of ``pso.load`` and ``pso.deadletter``.
 Ctrl-C, or the end of ``duration_s``, stops everything and prints a summary; nothing is left
-running.
+running, not even after a SIGKILL of the demo: the broker and the worker have a parent-death
+signal (`app.parent_death`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from app.parent_death import die_with_parent
 from app.settings import BUILTIN_SNAPSHOT_KEY, Settings
 
 WINDOW_MS = 60_000
@@ -244,9 +246,12 @@ def _start_worker(
     if settings.snapshot_key.get_secret_value() == BUILTIN_SNAPSHOT_KEY:
         # The built-in key is public (a worker on PSO_BROKER refuses it): one of this run's own.
         env["PSO_SNAPSHOT_KEY"] = secrets.token_urlsafe(32)
+    # Parent-death signal, as for the embedded broker: a demo killed by SIGKILL, which runs no
+    # cleanup, still takes its worker down.
+    cmd = die_with_parent([sys.executable, "-m", "app.cli", "worker", "--loglevel", "warning"])
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker", "--loglevel", "warning"],
+            cmd,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

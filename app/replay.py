@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
+from app.cli_args import check_topic
 from app.codec import is_copy
 from app.kafka_io import start_consumer, start_producer
 from app.kafka_range import SEEK_MODES, RangeReader, SeekMode, TopicNotFound, topic_partitions
@@ -149,8 +150,12 @@ async def replay(
 
 
 def replay_cmd(
-    from_topic: Annotated[str, typer.Option("--from-topic", help="topic to read")],
-    to_topic: Annotated[str, typer.Option("--to-topic", help="topic to publish to")],
+    from_topic: Annotated[
+        str, typer.Option("--from-topic", help="topic to read", callback=check_topic)
+    ],
+    to_topic: Annotated[
+        str, typer.Option("--to-topic", help="topic to publish to", callback=check_topic)
+    ],
     start: Annotated[
         str | None,
         typer.Option("--from", help="first record time, RFC 3339 or epoch ms (inclusive)"),

@@ -40,7 +40,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 
 def test_missing_file() -> None:
     line = one_line_error(run("produce", "/nonexistent.jsonl", env={"PSO_BROKER": "127.0.0.1:1"}))
-    assert "file not found: /nonexistent.jsonl" in line
+    assert "'/nonexistent.jsonl' does not exist" in line
 
 
 def test_unreachable_broker_after_bounded_retry() -> None:
