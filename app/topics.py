@@ -114,6 +114,14 @@ async def create_topics(settings: Settings, bootstrap: str) -> dict[str, str]:
         for spec in topic_specs(settings):
             if spec.name in existing:
                 result[spec.name] = "exists"
+                needed = spec.config.get("max.message.bytes")
+                if needed is not None:
+                    allowed = await _max_message_bytes(admin, spec.name)
+                    if allowed is not None and allowed < int(needed):
+                        result[spec.name] = (
+                            f"exists, but allows {allowed} bytes a record where PSO needs "
+                            f"{needed} (raise its max.message.bytes)"
+                        )
             else:
                 todo.append(
                     NewTopic(
@@ -138,6 +146,13 @@ async def topic_max_message_bytes(settings: Settings, bootstrap: str, topic: str
     except BrokerUnreachable:
         return None
     try:
+        return await _max_message_bytes(admin, topic)
+    finally:
+        await admin.close()
+
+
+async def _max_message_bytes(admin: AIOKafkaAdminClient, topic: str) -> int | None:
+    try:
         resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
         for response in await admin.describe_configs([resource]):
             for entry in response.to_object()["resources"]:
@@ -147,5 +162,3 @@ async def topic_max_message_bytes(settings: Settings, bootstrap: str, topic: str
         return None
     except (KafkaError, OSError, KeyError, ValueError, TypeError):
         return None
-    finally:
-        await admin.close()

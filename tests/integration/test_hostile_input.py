@@ -175,7 +175,10 @@ def test_a_dead_letter_the_topic_cannot_take_goes_without_the_original(pso_env: 
             await admin.close()
 
     asyncio.run(make_small_dlq())
-    pso_env.create_topics()
+    from app.topics import create_topics
+
+    created = asyncio.run(create_topics(s, pso_env.bootstrap))
+    assert created[s.topics.deadletter].startswith("exists, but allows 200000 bytes a record")
     pso_env.start_worker()
     big = orjson.dumps([{"ts": "x" * 1000}] * 300)  # ~310 KB of bad samples
     after = orjson.dumps([sample("after", BASE + i * 20_000) for i in range(12)])
