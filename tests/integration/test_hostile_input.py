@@ -171,6 +171,10 @@ def test_a_dead_letter_the_topic_cannot_take_goes_without_the_original(pso_env: 
                 s.topics.deadletter, 2, 1, topic_configs={"max.message.bytes": "200000"}
             )
             await admin.create_topics([topic])
+            for _ in range(50):  # until the brokers list it
+                if s.topics.deadletter in await admin.list_topics():
+                    break
+                await asyncio.sleep(0.1)
         finally:
             await admin.close()
 
