@@ -12,8 +12,8 @@ from typing import Any
 import faust
 
 from agents.faust_fixes import PsoApp
+from app.kafka.topics import size_limits
 from app.settings import Settings
-from app.topics import size_limits
 
 
 def broker_credentials(settings: Settings) -> Any:

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
 from app.core.snapshot import SnapshotRejected, seal, unseal
-from app.kafka_io import client_kwargs
+from app.kafka.connection import client_kwargs
 from app.settings import Settings
 
 log = logging.getLogger("pso.checkpoints")

@@ -1,6 +1,6 @@
 """Worker health on Faust: a sensor that counts, a timer that logs once a minute.
 
-`HealthSensor` feeds `app.health.WorkerHealth` from Faust's sensor hooks (records in per topic
+`HealthSensor` feeds `app.ops.health.WorkerHealth` from Faust's sensor hooks (records in per topic
 and partition, records sent per topic, accuracy reports published); the timer adds the
 consumer's high-water marks, so lag = high-water − position per partition, and logs one
 `HealthSnapshot` line. The counters hang on ``app.pso_health`` and the latest snapshot on
@@ -15,7 +15,7 @@ from typing import Any
 
 import faust
 
-from app.health import HealthSnapshot, WorkerHealth
+from app.ops.health import HealthSnapshot, WorkerHealth
 from app.settings import Settings
 
 log = logging.getLogger("pso.health")

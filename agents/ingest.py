@@ -45,12 +45,12 @@ from agents.checkpoints import (
 )
 from agents.faust_fixes import put
 from agents.routing import FOREIGN, HomeRouter, Origin
-from app.codec import MAX_MESSAGE_BYTES, SourceRef, dead_letter, without_original
 from app.core.ingest import IngestResult, TelemetryIngest
 from app.core.windows import WindowedLoad
-from app.events import DeadLetter, LoadWindow
+from app.kafka.topics import RECORD_MARGIN, size_limits, topic_max_message_bytes
 from app.settings import Settings, WindowConfig
-from app.topics import RECORD_MARGIN, size_limits, topic_max_message_bytes
+from app.wire.codec import MAX_MESSAGE_BYTES, SourceRef, dead_letter, without_original
+from app.wire.events import DeadLetter, LoadWindow
 
 log = logging.getLogger("pso.ingest")
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import faust
 
-from app.codec import SourceRef, dead_letter
 from app.core.policy import InvalidPolicy, decode_policy_record
 from app.settings import Settings
+from app.wire.codec import SourceRef, dead_letter
 
 log = logging.getLogger("pso.policy")
 

@@ -33,10 +33,12 @@ from agents.checkpoints import (
 )
 from agents.faust_fixes import processing, put
 from agents.policy import register_policy
-from app.codec import SourceRef, dead_letter
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
 from app.core.forecast import SeriesForecaster
-from app.events import (
+from app.kafka.topics import event_time_topic_config
+from app.settings import Settings
+from app.wire.codec import SourceRef, dead_letter
+from app.wire.events import (
     AccuracyReport,
     AnomalyDetected,
     ConflictObserved,
@@ -52,8 +54,6 @@ from app.events import (
     ResourceShares,
     SaturationPredicted,
 )
-from app.settings import Settings
-from app.topics import event_time_topic_config
 
 log = logging.getLogger("pso.predict")
 

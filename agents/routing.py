@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import murmur2
 
-from app.codec import COPY_HEADER
+from app.wire.codec import COPY_HEADER
 
 _MAC_HEX = 32  # 128 bits of the HMAC: forging one takes the key
 _HOMES_MAX = 1_000_000

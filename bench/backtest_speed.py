@@ -1,7 +1,7 @@
 """`pso backtest` throughput on the simulator fleet. Prints one JSON object.
 
 Scenario: ``--subsystems`` (100) simulated services × exactly 5 series (the simulator's 3
-metrics and 0-2 resource uses, padded by `app.simulator.five_series` as the live benchmark
+metrics and 0-2 resource uses, padded by `app.dev.simulator.five_series` as the live benchmark
 pads them), one sample per ``--interval`` seconds (1) for ``--minutes`` (20) — or ``--days`` — of
 event time, 60 s windows. The telemetry file is generated into a temporary directory first
 (not timed); then `run_backtest` runs end to end (ingest, stage 1 in ``--workers``
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import orjson
 
-from app.backtest import run_backtest
-from app.simulator import FleetSimulator, five_series
+from app.dev.simulator import FleetSimulator, five_series
+from app.offline.backtest import run_backtest
 
 
 def main() -> None:

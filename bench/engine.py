@@ -35,12 +35,12 @@ from typing import Any
 
 import orjson
 
-from app.codec import SourceRef
 from app.core.accuracy import ConflictScorer
 from app.core.engine import PredictionEngine
 from app.core.ingest import TelemetryIngest
-from app.events import ConflictObserved, ConflictPredicted
-from app.simulator import DAY_MS, FleetSimulator
+from app.dev.simulator import DAY_MS, FleetSimulator
+from app.wire.codec import SourceRef
+from app.wire.events import ConflictObserved, ConflictPredicted
 
 
 def reset_accuracy(engine: PredictionEngine) -> None:

@@ -3,7 +3,7 @@
 A seeded synthetic suite of 60 s telemetry series over ``--weeks`` simulated weeks (default 3),
 starting on a Monday 00:00 UTC: daily and weekly sinusoids, business-hours and nightly-batch
 profiles with quiet weekends, gaussian and heavy-tailed (Student-t) noise of various sizes,
-multiplicative noise with an AR(1) drift (as in `app.simulator`), slow trends, a level shift,
+multiplicative noise with an AR(1) drift (as in `app.dev.simulator`), slow trends, a level shift,
 a flat noisy series, a series with gaps (random missing windows + multi-hour outages), small
 integer counts (DB connections, GPUs), a random walk, and tiny- and huge-valued copies. A
 strictly constant series is run too (it must not break anything) but is left out of the
@@ -99,7 +99,7 @@ def make_suite(weeks: int, seed: int = 7) -> dict[str, Array]:
 
     suite["sine_gauss"] = 100 + 40 * daily - 25 * weekend + rng.normal(0, 3.0, n)
     suite["sine_gauss_noisy"] = 100 + 20 * daily - 10 * weekend + rng.normal(0, 10.0, n)
-    # Business-hours user traffic: multiplicative noise + AR(1) drift (as app.simulator).
+    # Business-hours user traffic: multiplicative noise + AR(1) drift (as app.dev.simulator).
     load = 400 * _business(hour) * np.where(weekend, 0.6, 1.0) * (1 + 0.01 * days)
     drift = _ar1(rng, n, 0.97, 0.06)
     suite["business_rps"] = load * np.exp(drift + rng.normal(0, 0.025, n))
@@ -140,9 +140,9 @@ EXCLUDED = {"constant"}
 
 
 def fleet_suite(weeks: int, seed: int = 0) -> tuple[int, dict[str, Array]]:
-    """60 s window means of every series of `app.simulator.FleetSimulator` (10 s samples,
+    """60 s window means of every series of `app.dev.simulator.FleetSimulator` (10 s samples,
     8 subsystems, incidents on): the simulator the engine's own benchmarks use."""
-    from app.simulator import DAY_MS, FleetSimulator  # optional: owned by the engine side
+    from app.dev.simulator import DAY_MS, FleetSimulator  # optional: owned by the engine side
 
     sim = FleetSimulator(subsystems=8, seed=seed, interval_ms=10_000, incidents=True)
     start = sim.start_ms - sim.start_ms % STEP_MS
@@ -277,7 +277,7 @@ def main() -> None:
     ap.add_argument("--series", nargs="*", default=None, help="only these series")
     ap.add_argument("--param", action="append", default=[], help="forecaster kwarg k=v")
     ap.add_argument(
-        "--fleet", action="store_true", help="also score app.simulator's fleet (+~2 min)"
+        "--fleet", action="store_true", help="also score app.dev.simulator's fleet (+~2 min)"
     )
     args = ap.parse_args()
     kwargs: dict[str, Any] = {}

@@ -1,14 +1,14 @@
 """Live topology throughput, latency and memory on a real broker. Prints one JSON object.
 
 All figures come from ONE run on one broker (an embedded Apache Kafka started here via
-`app.broker.EmbeddedKafka`, or ``PSO_BROKER``) and one pre-filled telemetry topic.
+`app.dev.broker.EmbeddedKafka`, or ``PSO_BROKER``) and one pre-filled telemetry topic.
 
 Scenario: ``--subsystems`` (100) simulated services (`FleetSimulator`, from 10:00 UTC, the busy
 part of the day) × exactly 5 series (the simulator's 3-5 are padded with derived metrics,
 ``in_flight`` = rps × latency and ``mem_mb``), one sample per second of event time for
 ``--minutes`` (20), 60 s windows, ``--partitions`` (4). Capacities sit at 0.7 × the weekly
 expected peak, so conflicts are predicted. The topic is filled, before anything is timed, with
-the bytes `app.client.TelemetryProducer` builds: validated samples, batch envelopes (a JSON
+the bytes `app.kafka.client.TelemetryProducer` builds: validated samples, batch envelopes (a JSON
 array) of ``--batch`` (60) consecutive samples of one subsystem per message — each subsystem
 flushes once a minute — keyed by subsystem, stamped with the newest sample's event time. The
 bytes are captured from the client and sent with one aiokafka producer.
@@ -16,7 +16,7 @@ bytes are captured from the client and sent with one aiokafka producer.
 Rates, in samples per second while catching up on that topic:
 
 - ``ceiling_eps``: raw aiokafka (no group, partitions assigned) ``getmany`` + pydantic
-  validation of every sample (`app.codec.decode_message`), in this process, from just after the
+  validation of every sample (`app.wire.codec.decode_message`), in this process, from just after the
   consumer starts to the last record decoded; median of ``--ceiling-runs`` (3).
 - ``naive_faust_eps``: the peer, a minimal Faust app defined here (memory store, Faust's
   defaults, so at-least-once): one agent decodes each message with the same codec, then per
@@ -92,9 +92,9 @@ from typing import Any
 import orjson
 import yaml
 
-from app.client import TelemetryProducer
+from app.dev.simulator import HOUR_MS, SERIES_PER_SUBSYSTEM, FleetSimulator, five_series
+from app.kafka.client import TelemetryProducer
 from app.settings import FleetPolicy, Settings, TopicNames, load_settings
-from app.simulator import HOUR_MS, SERIES_PER_SUBSYSTEM, FleetSimulator, five_series
 
 SERIES = SERIES_PER_SUBSYSTEM
 PROFILE_SIGNAL = signal.SIGRTMIN + 2  # mode's worker owns SIGUSR1/SIGUSR2
@@ -192,7 +192,7 @@ class Offline:
 
     def run(self, messages: list[Message]) -> Expected:
         from agents.predict import topic_for
-        from app.codec import SourceRef
+        from app.wire.codec import SourceRef
 
         out = Expected()
         started = time.perf_counter()
@@ -229,7 +229,7 @@ def deployment(bootstrap: str, name: str, partitions: int, config: Path) -> Sett
 
 
 async def produce(settings: Settings, bootstrap: str, topic: str, messages: list[Message]) -> None:
-    from app.kafka_io import start_producer
+    from app.kafka.connection import start_producer
 
     producer = await start_producer(settings, bootstrap)
     try:
@@ -246,8 +246,8 @@ async def ceiling_pass(
     """Raw aiokafka getmany + codec validation of every sample, until the end offsets."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from app.codec import SourceRef, decode_message
-    from app.kafka_io import client_kwargs
+    from app.kafka.connection import client_kwargs
+    from app.wire.codec import SourceRef, decode_message
 
     consumer = AIOKafkaConsumer(
         **client_kwargs(settings, bootstrap),
@@ -308,7 +308,7 @@ class Tail:
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        from app.kafka_io import client_kwargs
+        from app.kafka.connection import client_kwargs
 
         self._consumer = AIOKafkaConsumer(
             **client_kwargs(self.settings, self.bootstrap),
@@ -648,7 +648,7 @@ def naive_app(settings: Settings, topic_name: str, stats: WorkerStats, target: i
 
     import faust
 
-    from app.codec import SourceRef, decode_message
+    from app.wire.codec import SourceRef, decode_message
 
     partitions = settings.topic_policy.partitions
     assert settings.broker is not None
@@ -763,13 +763,13 @@ def topic_mb(broker: Any, prefix: str) -> dict[str, float] | None:
 
 
 def broker_description(broker: Any) -> str:
-    from app.broker import KAFKA_VERSION
+    from app.dev.broker import KAFKA_VERSION
 
     if broker.kind == "external":
         return f"external cluster (PSO_BROKER) at {broker.bootstrap}"
     if broker.kind == "kafka":
         return (
-            f"embedded Apache Kafka {KAFKA_VERSION} (KRaft single node, app/broker.py "
+            f"embedded Apache Kafka {KAFKA_VERSION} (KRaft single node, app/dev/broker.py "
             f"EmbeddedKafka, JVM heap {broker.heap_mb} MB, same 2-core machine) "
             f"at {broker.bootstrap}"
         )
@@ -777,7 +777,7 @@ def broker_description(broker: Any) -> str:
 
 
 async def bench(args: argparse.Namespace, broker: Any, tmp: Path) -> dict[str, Any]:
-    from app.topics import create_topics
+    from app.kafka.topics import create_topics
 
     bootstrap = broker.bootstrap
     run = f"lt-{uuid.uuid4().hex[:6]}"
@@ -952,7 +952,7 @@ async def bench(args: argparse.Namespace, broker: Any, tmp: Path) -> dict[str, A
 
         # Paced: the simulator's next minutes at --paced-speed, into the same topic.
         await w.wait_idle()
-        from app.kafka_io import start_producer
+        from app.kafka.connection import start_producer
 
         producer = await start_producer(shared, bootstrap)
         paced_started = time.perf_counter()
@@ -1082,7 +1082,7 @@ async def worker_rss(
     """The full worker itself holding ``--rss-subsystems`` × 5 series: VmRSS once it has caught
     up on one sample a minute for 6 minutes of each (three closed windows per subsystem, as in
     `rss_main`) and every expected window and event is readable."""
-    from app.topics import create_topics
+    from app.kafka.topics import create_topics
 
     bootstrap = broker.bootstrap
     sim = FleetSimulator(
@@ -1137,10 +1137,10 @@ def rss_main(argv: list[str]) -> None:
     """
     import gc
 
-    from app.codec import SourceRef
     from app.core.engine import PredictionEngine
     from app.core.ingest import TelemetryIngest
     from app.core.snapshot import seal
+    from app.wire.codec import SourceRef
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--subsystems", type=int, required=True)
@@ -1277,7 +1277,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from app.broker import EmbeddedKafka, ExternalBroker
+    from app.dev.broker import EmbeddedKafka, ExternalBroker
 
     started = time.perf_counter()
     external = os.environ.get("PSO_BROKER")

@@ -130,7 +130,7 @@ def run_one(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def serve() -> None:
-    import app.cli  # noqa: F401  (the slow imports, once)
+    import app.cli.main  # noqa: F401  (the slow imports, once)
 
     for line in sys.stdin:
         reply = run_one(json.loads(line))

@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from app.core.forecasters.kernels import NO_MASK, accuracy_score
 from app.core.types import SeriesForecast
-from app.events import ConflictObserved, ConflictPredicted
+from app.wire.events import ConflictObserved, ConflictPredicted
 
 DAY_MS = 86_400_000
 FloatArray = npt.NDArray[np.float64]

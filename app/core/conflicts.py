@@ -54,14 +54,14 @@ import numpy as np
 import numpy.typing as npt
 
 from app.core.types import SeriesForecast
-from app.events import (
+from app.settings import FleetPolicy
+from app.wire.events import (
     ConflictObserved,
     ConflictPredicted,
     Contributor,
     SaturationPredicted,
     ms_to_iso,
 )
-from app.settings import FleetPolicy
 
 FloatArray = npt.NDArray[np.float64]
 _SQRT2 = math.sqrt(2.0)

@@ -41,7 +41,8 @@ from app.core.planner import RebalancePlanner
 from app.core.policy import overlay
 from app.core.snapshot import seal, unseal
 from app.core.types import SeriesForecast
-from app.events import (
+from app.settings import FleetPolicy
+from app.wire.events import (
     AccuracyReport,
     AnomalyDetected,
     ConflictPredicted,
@@ -57,7 +58,6 @@ from app.events import (
     SeriesStats,
     ms_to_iso,
 )
-from app.settings import FleetPolicy
 
 METRIC = "metric"
 RESOURCE = "resource"
@@ -97,7 +97,7 @@ _ISO_DAYS: dict[int, str] = {}
 
 
 def iso_ms(ms: int) -> str:
-    """`app.events.ms_to_iso` for integer milliseconds, with the date part cached per day.
+    """`app.wire.events.ms_to_iso` for integer milliseconds, with the date part cached per day.
 
     Called once per window for the forecast's origin; ``strftime`` costs as much as a series.
     """

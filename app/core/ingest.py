@@ -21,7 +21,9 @@ from typing import Any
 
 import orjson
 
-from app.codec import (
+from app.core.windows import AddOutcome, HeldSample, WindowedLoad
+from app.settings import WindowConfig
+from app.wire.codec import (
     MAX_MESSAGE_BYTES,
     BatchColumns,
     Rejections,
@@ -31,9 +33,7 @@ from app.codec import (
     parse_envelope,
     validate_sample,
 )
-from app.core.windows import AddOutcome, HeldSample, WindowedLoad
-from app.events import DeadLetter, DeadLetterReason, LoadWindow
-from app.settings import WindowConfig
+from app.wire.events import DeadLetter, DeadLetterReason, LoadWindow
 
 #: Where a held sample came from, as windows keep it: topic, partition, offset, key (base64),
 #: origin. Plain data, so that window state stays JSON-able.

@@ -32,8 +32,8 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import linprog
 
-from app.events import Allocation, ConflictPredicted, Deferral, RebalanceRecommended
 from app.settings import FleetPolicy, SubsystemConfig
+from app.wire.events import Allocation, ConflictPredicted, Deferral, RebalanceRecommended
 
 PlanMode = Literal["advise", "dry-run"]
 _DEFAULT_POLICY = SubsystemConfig()
@@ -67,7 +67,7 @@ class RebalancePlanner:
 
     Examples
     --------
-    >>> from app.events import ConflictPredicted
+    >>> from app.wire.events import ConflictPredicted
     >>> from app.settings import FleetPolicy
     >>> policy = FleetPolicy.model_validate({
     ...     "resources": {"db": {"capacity": 10}},

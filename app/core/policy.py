@@ -11,8 +11,8 @@ from __future__ import annotations
 import orjson
 from pydantic import ValidationError
 
-from app.events import ResourcePolicy
 from app.settings import FleetPolicy, ResourceConfig, SubsystemConfig
+from app.wire.events import ResourcePolicy
 
 
 def overlay(base: FleetPolicy, update: ResourcePolicy) -> FleetPolicy:

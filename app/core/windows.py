@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.events import LoadWindow, SeriesStats, ms_to_iso
+from app.wire.events import LoadWindow, SeriesStats, ms_to_iso
 
 _iso_cache: dict[int, str] = {}
 
@@ -200,7 +200,7 @@ class HeldSample:
     ts_ms: int
     metrics: dict[str, float]
     resources: dict[str, float]
-    source: Any  # who carried it (an `app.codec.SourceRef`): windows only hand it back
+    source: Any  # who carried it (an `app.wire.codec.SourceRef`): windows only hand it back
     index: int | None  # its position in that message's batch envelope
 
 
@@ -339,7 +339,7 @@ class WindowedLoad:
     def add_columns(
         self, ts: list[int], metrics: dict[str, list[float]], resources: dict[str, list[float]]
     ) -> tuple[int, list[LoadWindow]]:
-        """`add` of samples ``0, 1, ...`` given as columns (`app.codec.BatchColumns`), a run
+        """`add` of samples ``0, 1, ...`` given as columns (`app.wire.codec.BatchColumns`), a run
         of consecutive samples in one window at a time; stops before the first late one.
 
         Returns how many samples were added (all accepted) and the windows they closed; it also

@@ -23,11 +23,11 @@ from typing import Any
 import orjson
 import pytest
 
-from app.broker import EmbeddedKafka, ExternalBroker
-from app.codec import SourceRef
+from app.dev.broker import EmbeddedKafka, ExternalBroker
+from app.dev.simulator import FleetSimulator
+from app.kafka.topics import create_topics
 from app.settings import Settings, load_policy, load_settings
-from app.simulator import FleetSimulator
-from app.topics import create_topics
+from app.wire.codec import SourceRef
 
 BROKER_INFO: dict[str, str] = {}
 
@@ -40,7 +40,7 @@ def kafka() -> Iterator[EmbeddedKafka | ExternalBroker]:
     broker.start()
     kind = "external cluster (PSO_BROKER)" if external else f"embedded {broker.kind}"
     if not external and broker.kind == "kafka":
-        from app.broker import KAFKA_VERSION
+        from app.dev.broker import KAFKA_VERSION
 
         kind = f"embedded Apache Kafka {KAFKA_VERSION} (KRaft, pid {broker.pid})"
     BROKER_INFO["broker"] = f"{kind} at {broker.bootstrap}"
@@ -171,7 +171,7 @@ async def read_topic(
     settings: Settings, bootstrap: str, topic: str, until: Any, timeout_s: float = 60.0
 ) -> list[Any]:
     """Read ``topic`` from the start until ``until(records)`` is true or the time is up."""
-    from app.kafka_io import start_consumer
+    from app.kafka.connection import start_consumer
 
     consumer = await start_consumer(settings, bootstrap, topic)
     records: list[Any] = []
@@ -225,7 +225,7 @@ async def produce(
     env: PsoEnv, messages: list[tuple[bytes, bytes]], pause_s: float = 0.0
 ) -> None:
     """Produce keyed telemetry; with ``pause_s`` one message at a time, as a live fleet would."""
-    from app.kafka_io import start_producer
+    from app.kafka.connection import start_producer
 
     producer = await start_producer(env.settings, env.bootstrap)
     try:
@@ -253,7 +253,7 @@ async def read_outputs(
     Reads until ``until(ids_seen)`` holds (or the time is up), then drains to the end of every
     partition, so what was committed by then is all there: nothing extra slips by unseen.
     """
-    from app.kafka_io import start_consumer
+    from app.kafka.connection import start_consumer
 
     settings = env.settings
     consumer = await start_consumer(settings, env.bootstrap, *output_topics(settings))
@@ -294,7 +294,7 @@ async def where_are(env: PsoEnv, event_ids: set[str]) -> str:
     mark (a transaction still open)."""
     from aiokafka import TopicPartition
 
-    from app.kafka_io import start_consumer
+    from app.kafka.connection import start_consumer
 
     settings = env.settings
     consumer = await start_consumer(
@@ -343,7 +343,7 @@ async def committed_offsets(env: PsoEnv) -> dict[Any, int]:
     """The offsets the app's consumer group has committed, by partition."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from app.kafka_io import client_kwargs
+    from app.kafka.connection import client_kwargs
 
     admin = AIOKafkaAdminClient(**client_kwargs(env.settings, env.bootstrap))
     await admin.start()
@@ -359,7 +359,7 @@ async def input_positions(env: PsoEnv) -> str:
     partition's last stable offset (a stalled partition shows as committed < stable)."""
     from aiokafka import TopicPartition
 
-    from app.kafka_io import start_consumer
+    from app.kafka.connection import start_consumer
 
     s = env.settings
     topics = (s.topics.telemetry, s.topics.load, f"{s.app_id}-resource-shares")

@@ -3,7 +3,7 @@
 A real ``pso demo`` starts its embedded Kafka broker (unless ``PSO_BROKER`` names one) and a
 worker. Once the worker has joined its consumer group, the demo is SIGKILLed; every process
 it had started, found by walking /proc before the kill, must be gone soon after (the broker
-and the worker get SIGTERM from the kernel: `app.parent_death`). The temp dirs the demo could
+and the worker get SIGTERM from the kernel: `app.dev.parent_death`). The temp dirs the demo could
 not delete (its own, its broker's) are deleted by the test.
 """
 

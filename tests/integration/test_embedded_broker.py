@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from app.broker import EmbeddedKafka, KafkaDistribution, find_java, stop_pidfile
+from app.dev.broker import EmbeddedKafka, KafkaDistribution, find_java, stop_pidfile
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +134,7 @@ async def test_tansu_fallback_round_trip_and_stop_from_another_process(tmp_path:
             [
                 sys.executable,
                 "-c",
-                "import pathlib, sys; from app.broker import stop_pidfile; "
+                "import pathlib, sys; from app.dev.broker import stop_pidfile; "
                 "print(stop_pidfile(pathlib.Path(sys.argv[1])))",
                 str(data),
             ],

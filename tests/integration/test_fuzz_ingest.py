@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.routing import home_partition
-from app.codec import SourceRef, decode_message
-from app.events import MAX_TS_MS, MIN_TS_MS
+from app.wire.codec import SourceRef, decode_message
+from app.wire.events import MAX_TS_MS, MIN_TS_MS
 from tests.integration.conftest import PsoEnv, read_topic
 
 pytestmark = pytest.mark.integration
@@ -105,7 +105,7 @@ async def produce(
 ) -> dict[tuple[int, int], bytes]:
     """Produce each partition's messages there, interleaved, keyed by some subsystem whatever
     the message carries (so most samples are away from home). Returns what went where."""
-    from app.kafka_io import start_producer
+    from app.kafka.connection import start_producer
 
     written: dict[tuple[int, int], bytes] = {}
     producer = await start_producer(env.settings, env.bootstrap)

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from agents.routing import home_partition
-from app.codec import COPY_HEADER
+from app.wire.codec import COPY_HEADER
 from tests.integration.conftest import PsoEnv, read_topic
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ async def send(
     """Produce (partition, key, value) in order; return what went where."""
     from aiokafka import AIOKafkaProducer
 
-    from app.kafka_io import client_kwargs
+    from app.kafka.connection import client_kwargs
 
     producer = AIOKafkaProducer(
         **client_kwargs(env.settings, env.bootstrap), max_request_size=max_request
@@ -157,7 +157,7 @@ def test_a_dead_letter_the_topic_cannot_take_goes_without_the_original(pso_env: 
     """Someone made the dead-letter topic with a smaller limit than PSO asks for."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    from app.kafka_io import client_kwargs
+    from app.kafka.connection import client_kwargs
 
     s = pso_env.settings
     pso_env.prefix = f"{pso_env.prefix}-small"
@@ -179,7 +179,7 @@ def test_a_dead_letter_the_topic_cannot_take_goes_without_the_original(pso_env: 
             await admin.close()
 
     asyncio.run(make_small_dlq())
-    from app.topics import create_topics
+    from app.kafka.topics import create_topics
 
     created = asyncio.run(create_topics(s, pso_env.bootstrap))
     assert created[s.topics.deadletter].startswith("exists, but allows 200000 bytes a record")

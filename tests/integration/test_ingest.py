@@ -13,7 +13,7 @@ import jsonschema
 import orjson
 import pytest
 
-from app.cli import SCHEMA_DIR
+from app.wire.schemas import SCHEMA_DIR
 from tests.integration.conftest import PsoEnv, read_topic
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ async def produce_lines(
 ) -> dict[tuple[int, int], bytes]:
     """Produce ``lines`` (keyed by their first subsystem unless ``key``); return what was
     written where: (partition, offset) -> line."""
-    from app.kafka_io import start_producer
+    from app.kafka.connection import start_producer
 
     written: dict[tuple[int, int], bytes] = {}
     producer = await start_producer(env.settings, env.bootstrap)

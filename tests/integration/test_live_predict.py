@@ -74,7 +74,7 @@ def test_records_pso_cannot_use_on_its_own_topics_are_dead_lettered(
     ]
 
     async def write_junk() -> None:
-        from app.kafka_io import start_producer
+        from app.kafka.connection import start_producer
 
         producer = await start_producer(s, pso_env.bootstrap)
         try:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-from app.kafka_io import start_producer
+from app.kafka.connection import start_producer
 from tests.integration.conftest import PsoEnv, committed_offsets
 
 pytestmark = pytest.mark.integration

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from app.broker import EmbeddedKafka, ExternalBroker
-from app.kafka_io import client_kwargs, start_producer
-from app.kafka_range import RangeReader, RangeRecord, TopicNotFound, read_range
-from app.replay import parse_speed, replay, replay_cmd
+from app.dev.broker import EmbeddedKafka, ExternalBroker
+from app.kafka.connection import client_kwargs, start_producer
+from app.kafka.range import RangeReader, RangeRecord, TopicNotFound, read_range
+from app.kafka.replay import parse_speed, replay, replay_cmd
 from app.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
@@ -296,7 +296,7 @@ def test_parse_speed() -> None:
     ],
 )
 def test_cli_argument_errors_are_usage_errors(args: dict[str, str], message: str) -> None:
-    from app.cli import UsageError
+    from app.errors import UsageError
 
     kwargs: dict[str, Any] = {"from_topic": "a", "to_topic": "b", "start": None, "end": None}
     kwargs |= {"speed": "max", "seek": "offsets"}

@@ -47,7 +47,7 @@ def test_capacity_topic_changes_stage_two_at_runtime(
     pso_env.start_worker()
 
     async def write_policy() -> None:
-        from app.kafka_io import start_producer
+        from app.kafka.connection import start_producer
 
         producer = await start_producer(s, pso_env.bootstrap)
         try:

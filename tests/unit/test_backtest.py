@@ -18,9 +18,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.backtest import FILES, anomaly_metrics, apply_overrides, run_backtest
 from app.core.engine import PredictionEngine
 from app.core.snapshot import seal, unseal
+from app.offline.backtest import FILES, anomaly_metrics, apply_overrides, run_backtest
 from app.settings import ConfigError, FleetPolicy, ResourceConfig, load_policy
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "backtest"
@@ -60,7 +60,7 @@ _CORES = ["Prescott", "Sandybridge"] if platform.machine() in ("x86_64", "AMD64"
 @pytest.mark.parametrize("core", _CORES)
 def test_golden_events_do_not_depend_on_the_blas_kernel(tmp_path: Path, core: str) -> None:
     code = (
-        "import sys; from pathlib import Path; from app.backtest import run_backtest; "
+        "import sys; from pathlib import Path; from app.offline.backtest import run_backtest; "
         "from app.settings import load_policy; d = Path(sys.argv[1]); "
         "run_backtest(d / 'input.jsonl', load_policy(d / 'pso.yaml'), Path(sys.argv[2]), "
         "workers=1, render=False)"
@@ -157,7 +157,7 @@ def test_odd_lines_route_the_same_with_any_worker_count(
 def test_stage2_streams_while_stage1_runs(
     tmp_path: Path, policy: FleetPolicy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("app.backtest._BLOCK_BYTES", 4096)  # many blocks, many watermarks
+    monkeypatch.setattr("app.offline.backtest._BLOCK_BYTES", 4096)  # many blocks, many watermarks
     m = run_backtest(DATA / "input.jsonl", policy, tmp_path, workers=2, render=False)
     assert m["runtime"]["stage2_overlapped"] is True
     for name in FILES:
@@ -172,7 +172,7 @@ def test_a_late_newcomer_with_old_windows_restarts_stage2(
 ) -> None:
     # Watermarks only cover subsystems already seen: a subsystem that first shows up at the
     # end with the oldest windows breaks the streamed order, so stage 2 must start over.
-    monkeypatch.setattr("app.backtest._BLOCK_BYTES", 4096)
+    monkeypatch.setattr("app.offline.backtest._BLOCK_BYTES", 4096)
     lines = (DATA / "input.jsonl").read_bytes().splitlines()
     late = [x.replace(b'"checkout"', b'"newcomer"') for x in lines[:90] if b'"checkout"' in x]
     source = tmp_path / "in.jsonl"
@@ -297,8 +297,8 @@ def test_anomaly_metrics_are_window_based() -> None:
 
 
 def test_engine_state_sealed_mid_backtest_resumes_identically(policy: FleetPolicy) -> None:
-    from app.codec import SourceRef
     from app.core.ingest import TelemetryIngest
+    from app.wire.codec import SourceRef
 
     ingest = TelemetryIngest(policy.window)
     windows = []

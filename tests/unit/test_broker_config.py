@@ -1,4 +1,4 @@
-"""Unit tests for app/broker.py: config rendering, ports, jar cache, process control.
+"""Unit tests for app/dev/broker.py: config rendering, ports, jar cache, process control.
 
 No JVM and no network: Maven and java are replaced by tiny Python scripts that behave like
 them (copy "jars", print the broker's ready line and listen on the configured port).
@@ -21,8 +21,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app import broker as B
-from app.broker import (
+from app.dev import broker as B
+from app.dev.broker import (
     BrokerError,
     EmbeddedKafka,
     ExternalBroker,
@@ -587,7 +587,7 @@ def test_stop_pidfile_stops_a_broker_from_outside(
         [
             sys.executable,
             "-c",
-            f"from app.broker import stop_pidfile; import pathlib; "
+            f"from app.dev.broker import stop_pidfile; import pathlib; "
             f"print(stop_pidfile(pathlib.Path({str(data)!r})))",
         ],
         capture_output=True,

@@ -17,19 +17,19 @@ import pytest
 
 from agents.checkpoints import CheckpointedStates, Record
 from agents.predict import apply_resource_record, decode_resource_record
-from app.codec import SourceRef
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
 from app.core.ingest import TelemetryIngest
 from app.core.snapshot import SnapshotRejected, seal, unseal
-from app.events import (
+from app.dev.simulator import FleetSimulator
+from app.settings import FleetPolicy
+from app.wire.codec import SourceRef
+from app.wire.events import (
     ContributorsDeparted,
     LoadWindow,
     ResourcePolicy,
     ResourceShare,
     ResourceShares,
 )
-from app.settings import FleetPolicy
-from app.simulator import FleetSimulator
 
 KEY = b"k" * 32
 SCOPE = "pso/subsystem-models-v3"  # where the checkpoints are written: app id and table

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from app import demo
-from app.cli import cli
+from app.cli.main import cli
+from app.dev import demo
 from app.errors import UsageError
 from app.settings import BUILTIN_SNAPSHOT_KEY, load_settings
 

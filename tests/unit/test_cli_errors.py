@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from app.cli import main, user_error_message
+from app.cli.main import main, user_error_message
 from app.errors import PsoError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -658,7 +658,7 @@ def test_every_command_has_rows() -> None:
     """A command added to ``pso`` without error rows here fails this test."""
     from typer.main import get_command
 
-    from app.cli import cli
+    from app.cli.main import cli
 
     def leaves(group: Any, prefix: str) -> set[str]:
         names = set()
@@ -685,12 +685,12 @@ def test_every_command_has_rows() -> None:
 
 def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     """An internal error escapes `main` (the interpreter prints its traceback, exit 1)."""
-    import app.cli
+    import app.cli.schemas
 
     def broken() -> dict[str, bytes]:
         return {"x": 1 / 0}  # type: ignore[dict-item]
 
-    monkeypatch.setattr(app.cli, "render_schemas", broken)
+    monkeypatch.setattr(app.cli.schemas, "render_schemas", broken)
     monkeypatch.setattr(sys, "argv", ["pso", "schemas", "export", "--check"])
     with pytest.raises(ZeroDivisionError):
         main()
@@ -708,7 +708,7 @@ def test_user_error_message_tells_bugs_from_user_errors() -> None:
 
 
 def test_exit_code_comes_from_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import app.cli
+    import app.cli.schemas
 
     class Refused(PsoError):
         exit_code = 3
@@ -716,7 +716,7 @@ def test_exit_code_comes_from_the_error(monkeypatch: pytest.MonkeyPatch) -> None
     def refuse() -> dict[str, bytes]:
         raise Refused("refused")
 
-    monkeypatch.setattr(app.cli, "render_schemas", refuse)
+    monkeypatch.setattr(app.cli.schemas, "render_schemas", refuse)
     monkeypatch.setattr(sys, "argv", ["pso", "schemas", "export", "--check"])
     with pytest.raises(SystemExit) as exit_info:
         main()

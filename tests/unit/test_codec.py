@@ -7,7 +7,7 @@ import orjson
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from app.codec import SourceRef, decode_message
+from app.wire.codec import SourceRef, decode_message
 
 SRC = SourceRef("pso.telemetry", 3, 42, b"api")
 GOOD = {"subsystem": "api", "ts": "2026-11-25T06:00:00Z", "metrics": {"cpu": 0.5}}
@@ -48,8 +48,8 @@ def test_batch_mixing_good_and_bad_keeps_the_good() -> None:
 def test_a_message_of_many_bad_samples_makes_one_bounded_dead_letter() -> None:
     """The amplification found from outside: 10,000 rejects of a 90 KB message were 10,000
     records carrying it each (1.15 GB). Now one record, at most ~2x the message."""
-    from app.codec import dead_letter_bytes
-    from app.events import MAX_REJECTS_LISTED
+    from app.wire.codec import dead_letter_bytes
+    from app.wire.events import MAX_REJECTS_LISTED
 
     raw = orjson.dumps([{"ts": 1}] * 10_000)
     out = decode_message(raw, SRC)
@@ -64,7 +64,7 @@ def test_a_message_of_many_bad_samples_makes_one_bounded_dead_letter() -> None:
 def test_a_dead_letter_too_large_for_its_topic_keeps_the_length_and_hash() -> None:
     import hashlib
 
-    from app.codec import Rejections
+    from app.wire.codec import Rejections
 
     raw = b"[" + b" " * 5000 + b"]"
     rejections = Rejections(SRC, raw)
@@ -119,7 +119,7 @@ def test_values_beyond_the_contracts_magnitude_are_rejected_with_the_range() -> 
 
 
 def test_python_floats_nan_inf_rejected_after_parse() -> None:
-    from app.codec import Rejections, validate_sample
+    from app.wire.codec import Rejections, validate_sample
 
     rejections = Rejections(SRC, b"")
     element = {"subsystem": "a", "ts": 1795586400000, "metrics": {"x": float("nan")}}
@@ -219,8 +219,8 @@ elements = mostly(
 @settings(max_examples=1500, deadline=None)
 @given(elements)
 def test_fast_path_accepts_only_what_the_model_accepts_with_equal_values(element: object) -> None:
-    from app.codec import fast_fields
-    from app.events import TelemetrySample
+    from app.wire.codec import fast_fields
+    from app.wire.events import TelemetrySample
 
     fields = fast_fields(element)
     if fields is None:
@@ -237,7 +237,7 @@ def test_fast_path_accepts_only_what_the_model_accepts_with_equal_values(element
 
 
 def test_fast_path_covers_the_usual_shapes() -> None:
-    from app.codec import fast_fields
+    from app.wire.codec import fast_fields
 
     for doc in (
         {"subsystem": "api", "ts": 1795586400000, "metrics": {"cpu": 0.5, "rps": 12}},
@@ -277,7 +277,7 @@ def test_ingest_dead_letters_match_the_reference_decoder(batch: list, single: bo
 
 @st.composite
 def client_batches(draw: st.DrawFn) -> list[dict[str, object]]:
-    """Batches as `app.client.TelemetryProducer` sends them (one subsystem, the same series
+    """Batches as `app.kafka.client.TelemetryProducer` sends them (one subsystem, the same series
     throughout), in any order across a few windows, with one odd element now and then."""
     n = draw(st.integers(2, 30))
     metric_names = draw(st.lists(st.sampled_from(["cpu", "rps", "lat"]), unique=True))
@@ -324,7 +324,7 @@ def client_batches(draw: st.DrawFn) -> list[dict[str, object]]:
 @settings(max_examples=600, deadline=None)
 @given(client_batches())
 def test_batch_columns_hold_what_fast_fields_gives_each_sample(batch: list) -> None:
-    from app.codec import batch_columns, fast_fields
+    from app.wire.codec import batch_columns, fast_fields
 
     columns = batch_columns(batch)
     if columns is None:

@@ -20,7 +20,7 @@ from app.core.conflicts import (
 )
 from app.core.snapshot import seal, unseal
 from app.core.types import SeriesForecast
-from app.events import ConflictObserved, ConflictPredicted
+from app.wire.events import ConflictObserved, ConflictPredicted
 
 STEP = 60_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

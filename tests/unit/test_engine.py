@@ -11,14 +11,21 @@ import jsonschema
 import orjson
 import pytest
 
-from app.cli import SCHEMA_DIR, render_schemas
-from app.codec import SourceRef
 from app.core.engine import PredictionEngine, iso_ms, share_from_values, share_values
 from app.core.ingest import TelemetryIngest
 from app.core.snapshot import SnapshotRejected
-from app.events import SCHEMAS, Forecast, LoadWindow, ResourceShare, SeriesForecastBody, ms_to_iso
+from app.dev.simulator import FleetSimulator
 from app.settings import FleetPolicy
-from app.simulator import FleetSimulator
+from app.wire.codec import SourceRef
+from app.wire.events import (
+    SCHEMAS,
+    Forecast,
+    LoadWindow,
+    ResourceShare,
+    SeriesForecastBody,
+    ms_to_iso,
+)
+from app.wire.schemas import SCHEMA_DIR, render_schemas
 
 HOURS = 16
 

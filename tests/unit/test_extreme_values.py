@@ -1,5 +1,5 @@
 """Numeric range: no finite input can make a window or a model raise. Values beyond ±1e100
-are rejected at the contract (`app.events.MAX_ABS_VALUE`); every value within it goes through
+are rejected at the contract (`app.wire.events.MAX_ABS_VALUE`); every value within it goes through
 windows, forecasters, detectors and the conflict predictor to events that validate."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.codec import SourceRef
 from app.core.engine import PredictionEngine
 from app.core.ingest import IngestResult, TelemetryIngest
-from app.events import MAX_ABS_VALUE
 from app.settings import FleetPolicy, ResourceConfig, WindowConfig
+from app.wire.codec import SourceRef
+from app.wire.events import MAX_ABS_VALUE
 
 BASE = 1_795_586_400_000
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import orjson
 
-from app.codec import SourceRef
 from app.core.ingest import TelemetryIngest
 from app.settings import WindowConfig
+from app.wire.codec import SourceRef
 
 HERE = Path(__file__).resolve().parents[1] / "data" / "golden"
 
@@ -60,7 +60,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from app.core.windows import SeriesAggregate, WindowedLoad, window_start  # noqa: E402
-from app.events import LoadWindow, ms_to_iso  # noqa: E402
+from app.wire.events import LoadWindow, ms_to_iso  # noqa: E402
 
 
 class OneByOne:

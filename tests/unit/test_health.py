@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.events import AccuracyReport, HorizonAccuracy
-from app.health import WorkerHealth
+from app.ops.health import WorkerHealth
+from app.wire.events import AccuracyReport, HorizonAccuracy
 
 
 def _health() -> WorkerHealth:

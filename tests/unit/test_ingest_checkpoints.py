@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from agents.ingest import CheckpointedWindows
-from app.codec import SourceRef
 from app.core.ingest import TelemetryIngest
 from app.settings import WindowConfig
+from app.wire.codec import SourceRef
 from tests.unit.test_checkpoints import KEY, Table, Topic
 
 WINDOW = WindowConfig(size_s=60, allowed_lateness_windows=1)

@@ -10,8 +10,8 @@ import threading
 import time
 from pathlib import Path
 
-import app.parent_death
-from app.parent_death import EXIT_PARENT_GONE, die_with_parent
+import app.dev.parent_death
+from app.dev.parent_death import EXIT_PARENT_GONE, die_with_parent
 from tests.procs import read_proc, survivors
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 # A parent that starts `sleep` through die_with_parent, says its pid, and waits to be killed.
 PARENT = """
 import subprocess, sys, time
-from app.parent_death import die_with_parent
+from app.dev.parent_death import die_with_parent
 child = subprocess.Popen(die_with_parent(["sleep", "300"]), start_new_session=True)
 print(child.pid, flush=True)
 time.sleep(300)
@@ -79,4 +79,4 @@ def test_no_prefix_off_the_main_thread() -> None:
     thread.start()
     thread.join()
     assert result == [["true"]]
-    assert die_with_parent(["true"])[2:4] == ["-S", app.parent_death.__file__]
+    assert die_with_parent(["true"])[2:4] == ["-S", app.dev.parent_death.__file__]

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from app.core.planner import RebalancePlanner
 from app.core.snapshot import seal, unseal
-from app.events import ConflictPredicted, ms_to_iso
 from app.settings import FleetPolicy
+from app.wire.events import ConflictPredicted, ms_to_iso
 
 STEP = 60_000
 EMIT = 1_767_225_600_000

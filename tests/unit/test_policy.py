@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import orjson
 
-from app.codec import SourceRef
 from app.core.engine import PredictionEngine
 from app.core.ingest import TelemetryIngest
 from app.core.policy import overlay
-from app.events import ConflictPredicted, LoadWindow, RebalanceRecommended, ResourcePolicy
+from app.dev.simulator import FleetSimulator
 from app.settings import FleetPolicy
-from app.simulator import FleetSimulator
+from app.wire.codec import SourceRef
+from app.wire.events import ConflictPredicted, LoadWindow, RebalanceRecommended, ResourcePolicy
 
 
 def _scenario() -> tuple[FleetPolicy, list[LoadWindow]]:

@@ -21,12 +21,11 @@ import orjson
 import pytest
 from matplotlib import image as mpimg
 
-from app.codec import SourceRef
 from app.core.accuracy import ConflictScorer, HorizonTotals
 from app.core.engine import PredictionEngine
 from app.core.ingest import TelemetryIngest
-from app.events import ConflictObserved, ConflictPredicted, LoadWindow, ms_to_iso
-from app.report import (
+from app.dev.simulator import FleetSimulator
+from app.offline.report import (
     fmt_count,
     fmt_duration,
     fmt_pct,
@@ -35,7 +34,8 @@ from app.report import (
     render_report,
 )
 from app.settings import FleetPolicy, ResourceConfig
-from app.simulator import FleetSimulator
+from app.wire.codec import SourceRef
+from app.wire.events import ConflictObserved, ConflictPredicted, LoadWindow, ms_to_iso
 
 HOURS = 12
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

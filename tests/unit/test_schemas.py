@@ -1,12 +1,12 @@
-"""schemas/ is generated from app/events.py; this fails when they drift."""
+"""schemas/ is generated from app/wire/events.py; this fails when they drift."""
 
 import jsonschema
 import orjson
 
-from app.cli import SCHEMA_DIR, render_schemas
-from app.codec import SourceRef
 from app.core.ingest import TelemetryIngest
 from app.settings import WindowConfig
+from app.wire.codec import SourceRef
+from app.wire.schemas import SCHEMA_DIR, render_schemas
 
 
 def test_schema_files_match_models() -> None:

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from app.series_tools import SeriesFileError, forecast_series, parse_timestamp, score_anomalies
+from app.offline.series_tools import (
+    SeriesFileError,
+    forecast_series,
+    parse_timestamp,
+    score_anomalies,
+)
 
 
 def write_series(path: Path, rows: int, spike_at: int | None = None) -> None:

@@ -1,7 +1,7 @@
 """The simulator is deterministic by seed and produces valid, seasonal telemetry."""
 
-from app.events import TelemetrySample
-from app.simulator import DAY_MS, FleetSimulator
+from app.dev.simulator import DAY_MS, FleetSimulator
+from app.wire.events import TelemetrySample
 
 
 def test_same_seed_same_samples() -> None:

@@ -8,10 +8,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.codec import SourceRef
 from app.core.ingest import IngestResult, TelemetryIngest
 from app.core.windows import MAX_HELD, WindowedLoad
 from app.settings import WindowConfig
+from app.wire.codec import SourceRef
 
 BASE = 1_795_586_400_000  # 2026-11-25T06:00:00Z
 Y2099 = 4_102_358_400_000  # 2099-12-31T00:00:00Z

@@ -22,9 +22,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 sys.path.insert(0, str(ROOT))
 
-from app.backtest import run_backtest  # noqa: E402
+from app.dev.simulator import FleetSimulator  # noqa: E402
+from app.offline.backtest import run_backtest  # noqa: E402
 from app.settings import WindowConfig, load_policy  # noqa: E402
-from app.simulator import FleetSimulator  # noqa: E402
 
 START_MS = 1_795_597_200_000  # 2026-11-25T09:00:00Z
 HOUR_MS = 3_600_000

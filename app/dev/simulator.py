@@ -262,3 +262,11 @@ def five_series(sample: dict[str, Any]) -> dict[str, Any]:
     if missing >= 2:
         metrics["mem_mb"] = round(256.0 + 0.4 * metrics["rps"], 2)
     return {**sample, "metrics": metrics}
+
+
+def policy_yaml(sim: FleetSimulator) -> str:
+    """The ``pso.yaml`` of a simulated fleet: its resources, capacities and subsystems."""
+    import yaml
+
+    policy = sim.policy().model_dump(mode="json", exclude={"prediction"})
+    return str(yaml.safe_dump(policy, sort_keys=False))

@@ -42,7 +42,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from app.core.accuracy import ConflictScorer
-from app.events import ConflictObserved, ConflictPredicted
+from app.wire.events import ConflictObserved, ConflictPredicted
 
 RHO = 0.3
 MAX_SERIES_CHARTS = 12

@@ -4,7 +4,7 @@ Validates every sample against the telemetry contract before it leaves the proce
 samples per subsystem into one message (a JSON array: the batch envelope), keys each message
 by subsystem and stamps it with the newest sample's event time. Async and sync flavours::
 
-    from app.client import SyncTelemetryProducer
+    from app.kafka.client import SyncTelemetryProducer
 
     with SyncTelemetryProducer(bootstrap="127.0.0.1:9092") as pso:
         pso.send({"subsystem": "billing-api", "ts": "2026-11-25T06:00:00Z",
@@ -23,10 +23,10 @@ from typing import Any, Self
 import orjson
 from pydantic import ValidationError
 
-from app.codec import describe_validation_error
-from app.events import TelemetrySample
-from app.kafka_io import start_producer
+from app.kafka.connection import start_producer
 from app.settings import Settings, load_settings
+from app.wire.codec import describe_validation_error
+from app.wire.events import TelemetrySample
 
 
 class InvalidSample(ValueError):

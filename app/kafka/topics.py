@@ -15,9 +15,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from app.codec import dead_letter_bytes
-from app.kafka_io import BrokerUnreachable, client_kwargs
+from app.kafka.connection import BrokerUnreachable, client_kwargs
 from app.settings import Settings, TopicPolicy
+from app.wire.codec import dead_letter_bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ processor's caches (in time order, cache misses cost ~20 % more); each worker is
 CPU of its own when there are enough; stage 2 runs in the parent while stage 1 goes on, on
 what the workers stream as final.
 
-Output directory (the contract with `app.report`): one JSONL file per event family, each
+Output directory (the contract with `app.offline.report`): one JSONL file per event family, each
 line ``event.to_json()`` as live publishes it (``windows``, ``forecasts``, ``anomalies``,
 ``conflicts``, ``rebalance``, ``accuracy``, plus ``saturation``), and ``metrics.json``.
 """
@@ -34,19 +34,17 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-import typer
 import yaml
 from pydantic import ValidationError
 
-from app.cli_args import check_topic
-from app.codec import SourceRef, is_copy
 from app.core.accuracy import ConflictScorer, FloatArray
 from app.core.ingest import IngestResult, TelemetryIngest
-from app.errors import UsageError
-from app.events import (
+from app.settings import ConfigError, FleetPolicy
+from app.wire.codec import SourceRef, is_copy
+from app.wire.events import (
     AccuracyReport,
     AnomalyDetected,
     ConflictObserved,
@@ -60,7 +58,6 @@ from app.events import (
     TelemetrySample,
     ms_to_iso,
 )
-from app.settings import ConfigError, FleetPolicy
 
 #: event files, in the order they are created
 FILES = (
@@ -841,7 +838,7 @@ def run_backtest(
 
 def _render(out: Path, baseline_dir: Path | None) -> None:
     try:
-        from app.report import render_report  # type: ignore[import-not-found,unused-ignore]
+        from app.offline.report import render_report  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return
     render_report(out, baseline_dir=baseline_dir)
@@ -1099,7 +1096,7 @@ def anomaly_metrics(
 # --------------------------------------------------------------------------- kafka input
 
 
-async def _copy_topic(
+async def copy_topic(
     settings: Any,
     bootstrap: str,
     topic: str,
@@ -1107,7 +1104,7 @@ async def _copy_topic(
     end_ms: int | None,
     target: Path,
 ) -> int:
-    from app.kafka_range import read_range  # type: ignore[import-not-found,unused-ignore]
+    from app.kafka.range import read_range  # type: ignore[import-not-found,unused-ignore]
 
     count = 0
     with target.open("wb") as fh:
@@ -1125,113 +1122,11 @@ async def _copy_topic(
 # --------------------------------------------------------------------------- CLI
 
 
-def register(cli: typer.Typer) -> None:
-    """Add ``pso backtest`` to the typer app ``cli``."""
-
-    @cli.command("backtest")
-    def backtest(
-        input: Annotated[
-            Path | None,
-            typer.Argument(
-                exists=True,
-                dir_okay=False,
-                readable=True,
-                help="telemetry .jsonl or .csv (or use --topic)",
-            ),
-        ] = None,
-        output: Annotated[
-            Path, typer.Option("-o", "--output", file_okay=False, help="output directory")
-        ] = Path("backtest-out"),
-        topic: Annotated[
-            str | None,
-            typer.Option(help="read a Kafka topic range instead", callback=check_topic),
-        ] = None,
-        from_: Annotated[
-            str | None, typer.Option("--from", help="with --topic: first record time (RFC 3339)")
-        ] = None,
-        to: Annotated[
-            str | None, typer.Option("--to", help="with --topic: end record time (RFC 3339)")
-        ] = None,
-        config: Annotated[
-            Path | None,
-            typer.Option(
-                exists=True,
-                dir_okay=False,
-                readable=True,
-                help="pso.yaml (default: PSO_CONFIG or built-in)",
-            ),
-        ] = None,
-        set_: Annotated[
-            list[str] | None,
-            typer.Option("--set", help="what-if: KEY=VALUE into pso.yaml (repeatable)"),
-        ] = None,
-        workers: Annotated[int, typer.Option(min=1, max=64, help="stage-1 processes")] = 2,
-    ) -> None:
-        """Replay telemetry through the prediction engine offline and score it."""
-        from app import cli as cli_module
-        from app.settings import load_policy
-
-        if (input is None) == (topic is None):
-            raise UsageError("give exactly one of INPUT or --topic TOPIC")
-        if topic is None and (from_ or to):
-            raise UsageError("--from and --to select a range of --topic; an INPUT file is whole")
-        start_ms = cli_module.parse_time_ms(from_) if from_ else None
-        end_ms = cli_module.parse_time_ms(to) if to else None
-        s = cli_module.settings()
-        policy = load_policy(config) if config is not None else s.policy()
-        overrides = list(set_ or [])
-        if overrides:
-            apply_overrides(policy, overrides)  # fail fast, before reading anything
-        with tempfile.TemporaryDirectory(prefix="pso-topic-") as tmp:
-            source = input
-            if topic is not None:
-                import asyncio
-
-                source = Path(tmp) / "topic.jsonl"
-                n = asyncio.run(
-                    _copy_topic(s, cli_module.bootstrap_for(s), topic, start_ms, end_ms, source)
-                )
-                cli_module.err_console.print(f"read {n} records from {topic}")
-            assert source is not None
-            with cli_module.progress() as bar:
-                tasks: dict[str, Any] = {}
-
-                def report(stage: str, done: int, total: int) -> None:
-                    if stage not in tasks:
-                        label = "lines" if stage == "ingest" else "windows -> conflicts"
-                        tasks[stage] = bar.add_task(label, total=total)
-                    bar.update(tasks[stage], completed=done, total=total)
-
-                try:
-                    metrics = run_backtest(
-                        source,
-                        policy,
-                        output,
-                        overrides=overrides,
-                        workers=workers,
-                        progress=report,
-                    )
-                except BacktestError as exc:
-                    raise UsageError(str(exc)) from None
-        inp, conf = metrics["input"], metrics["conflicts"]["overall"]
-        cli_module.err_console.print(
-            f"{inp['samples']} samples, {inp['windows']} windows, "
-            f"{inp['invalid_lines']} invalid lines, {conf['episodes']} conflict episodes "
-            f"(recall {_fmt(conf['recall'])}, precision {_fmt(conf['precision'])}) "
-            f"in {metrics['runtime']['seconds']:.1f} s -> {output}"
-        )
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
 __all__ = [
     "BacktestError",
     "anomaly_metrics",
     "apply_overrides",
     "conflict_metrics",
     "forecast_metrics",
-    "register",
     "run_backtest",
 ]

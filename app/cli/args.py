@@ -1,9 +1,7 @@
 """Parse-time checks of CLI arguments (typer callbacks).
 
 A bad value fails while the command line is parsed, before the command opens a file or a
-connection; `app.cli.main` shows it as one line, exit code 2. A module of its own so that
-commands registered from other modules (`app.backtest`, `app.replay`) can use the checks
-without importing the CLI module.
+connection; `app.cli.main.main` shows it as one line, exit code 2.
 """
 
 from __future__ import annotations

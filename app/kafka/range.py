@@ -29,7 +29,7 @@ from typing import Any, Literal, NamedTuple
 from aiokafka.errors import UnsupportedVersionError
 from aiokafka.structs import TopicPartition
 
-from app.kafka_io import start_consumer
+from app.kafka.connection import start_consumer
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class RangeReader:
     Parameters
     ----------
     settings, bootstrap
-        Connection (security passes through `app.kafka_io`).
+        Connection (security passes through `app.kafka.connection`).
     topic
         The topic to read.
     start_ms, end_ms

@@ -45,7 +45,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Final, Literal, Self
 
-from app.parent_death import die_with_parent
+from app.dev.parent_death import die_with_parent
 
 __all__ = [
     "KAFKA_VERSION",
@@ -76,7 +76,7 @@ HOST: Final = "127.0.0.1"
 BrokerKind = Literal["kafka", "tansu"]
 
 #: The pom that lists the broker's jars (kafka_2.13 + a log4j2 backend).
-DEFAULT_POM: Final = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "pom.xml"
+DEFAULT_POM: Final = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
 
 PID_FILE: Final = "broker.pid"
 LOG_FILE: Final = "server.log"
@@ -177,7 +177,7 @@ def render_server_properties(
     }
     for key, value in (extra or {}).items():
         props[key] = str(value)
-    lines = ["# Rendered by app/broker.py for PSO's embedded single-node Kafka (KRaft)."]
+    lines = ["# Rendered by app/dev/broker.py for PSO's embedded single-node Kafka (KRaft)."]
     lines += [f"{key}={value}" for key, value in props.items()]
     return "\n".join(lines) + "\n"
 
@@ -189,7 +189,7 @@ def render_log4j2(level: str = "INFO") -> str:
     log lines in order in a single place, and keeps the caller's terminal quiet.
     """
     return (
-        "# Rendered by app/broker.py: stdout of the JVM is redirected to server.log.\n"
+        "# Rendered by app/dev/broker.py: stdout of the JVM is redirected to server.log.\n"
         "status = warn\n"
         "appender.out.type = Console\n"
         "appender.out.name = OUT\n"
@@ -846,7 +846,7 @@ class EmbeddedKafka:
         if running is not None:
             raise BrokerError(
                 f"a broker from {self.data_dir} is still running (pid {running}); "
-                "stop it first (app.broker.stop_pidfile) or use another data dir"
+                "stop it first (app.dev.broker.stop_pidfile) or use another data dir"
             )
 
     # ---- kafka

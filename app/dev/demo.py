@@ -6,7 +6,7 @@ worker as a child process, and feeds it the built-in simulator in accelerated ev
 dead-letter path. The view is just another consumer of ``pso.load`` and ``pso.deadletter``.
 Ctrl-C, or the end of ``duration_s``, stops everything and prints a summary; nothing is left
 running, not even after a SIGKILL of the demo: the broker and the worker have a parent-death
-signal (`app.parent_death`).
+signal (`app.dev.parent_death`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from app.parent_death import die_with_parent
+from app.dev.parent_death import die_with_parent
 from app.settings import BUILTIN_SNAPSHOT_KEY, Settings
 
 WINDOW_MS = 60_000
@@ -72,7 +72,7 @@ def render(state: DemoState, bootstrap: str, kind: str, elapsed: float) -> Group
         "gpu-pool",
     ):
         table.add_column(col, justify="right" if col != "subsystem" else "left")
-    from app.events import ms_to_iso
+    from app.wire.events import ms_to_iso
 
     for name in sorted(state.subsystems):
         v = state.subsystems[name]
@@ -106,8 +106,8 @@ async def _produce(
     stop: asyncio.Event,
 ) -> None:
     """Feed simulator samples in accelerated event time, plus a little deliberate chaos."""
-    from app.kafka_io import start_producer
-    from app.simulator import FleetSimulator
+    from app.dev.simulator import FleetSimulator
+    from app.kafka.connection import start_producer
 
     # Yesterday 11:00 UTC: the simulated fleet climbs towards its midday peak, where shared
     # resources run short, within the first minute of a demo at 60x.
@@ -160,7 +160,7 @@ async def _flush(
 
 
 async def _watch(settings: Settings, bootstrap: str, state: DemoState, stop: asyncio.Event) -> None:
-    from app.kafka_io import start_consumer
+    from app.kafka.connection import start_consumer
 
     topics = settings.topics
     consumer = await start_consumer(
@@ -201,7 +201,7 @@ def _note_prediction(state: DemoState, doc: dict[str, Any]) -> None:
     """Count a prediction event; keep a one-line story of the interesting ones."""
     kind = doc["type"] + (f":{doc['status']}" if "status" in doc else "")
     state.predictions[kind] = state.predictions.get(kind, 0) + 1
-    from app.events import ms_to_iso
+    from app.wire.events import ms_to_iso
 
     line = None
     if doc["type"] == "conflict_predicted" and doc["status"] == "predicted":
@@ -275,15 +275,13 @@ def _stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> Non
 
 def run_demo(settings: Settings, duration_s: float, subsystems: int, speed: float) -> int:
     """Run the demo; return the process exit code."""
-    from app.broker import EmbeddedKafka, ExternalBroker
-    from app.simulator import FleetSimulator
-    from app.topics import create_topics
+    from app.dev.broker import EmbeddedKafka, ExternalBroker
+    from app.dev.simulator import FleetSimulator, policy_yaml
+    from app.kafka.topics import create_topics
 
     console = Console()
     workdir = Path(tempfile.mkdtemp(prefix="pso-demo-"))
     config = workdir / "pso.yaml"
-    from app.cli import policy_yaml
-
     config.write_text(policy_yaml(FleetSimulator(subsystems=subsystems, seed=7)))
     broker: EmbeddedKafka | ExternalBroker
     if settings.broker:

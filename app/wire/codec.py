@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from app.events import (
+from app.wire.events import (
     MAX_ABS_VALUE,
     MAX_REJECTS_LISTED,
     MAX_SERIES_PER_SAMPLE,
@@ -402,7 +402,7 @@ def _plain_column(column: list[Any], non_negative: bool) -> bool:
 
 
 def batch_columns(elements: list[Any]) -> BatchColumns | None:
-    """The batch as columns when it is the common case (`app.client.TelemetryProducer`'s
+    """The batch as columns when it is the common case (`app.kafka.client.TelemetryProducer`'s
     batches): every element a sample of the same subsystem with the same series, each of
     which `fast_fields` accepts (integer ``ts``, float values). Else None, and the caller
     takes the elements one by one, which words every reject. The type, range and name checks
