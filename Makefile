@@ -35,6 +35,7 @@ test: setup
 lint: $(STAMP)
 	$(BIN)/ruff check app agents tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: setup
 	$(BIN)/python bench/engine.py

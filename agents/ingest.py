@@ -45,12 +45,14 @@ from agents.checkpoints import (
 )
 from agents.faust_fixes import put
 from agents.routing import FOREIGN, HomeRouter, Origin
-from app.core.ingest import IngestResult, TelemetryIngest
+from app.core.events import DeadLetter, LoadWindow
+from app.core.ingest import IngestResult
 from app.core.windows import WindowedLoad
 from app.kafka.topics import RECORD_MARGIN, size_limits, topic_max_message_bytes
 from app.settings import Settings, WindowConfig
 from app.wire.codec import MAX_MESSAGE_BYTES, SourceRef, dead_letter, without_original
-from app.wire.events import DeadLetter, LoadWindow
+from app.wire.records import encode
+from app.wire.telemetry import TelemetryIngest
 
 log = logging.getLogger("pso.ingest")
 
@@ -305,7 +307,7 @@ def register_ingest(app: faust.App, settings: Settings) -> IngestCounters:
 
     async def publish_window(w: LoadWindow) -> None:
         await load_topic.send(
-            key=w.subsystem.encode(), value=w.to_json(), timestamp=w.window_end_ms / 1000
+            key=w.subsystem.encode(), value=encode(w), timestamp=w.window_end_ms / 1000
         )
 
     async def publish_dead(d: DeadLetter, key: bytes | None) -> None:
@@ -317,7 +319,7 @@ def register_ingest(app: faust.App, settings: Settings) -> IngestCounters:
         if key is not None and len(key) > MAX_KEY_BYTES:
             key = hashlib.sha256(key).hexdigest().encode()
         try:
-            await dlq_topic.send(key=key, value=d.to_json())
+            await dlq_topic.send(key=key, value=encode(d))
             return
         except Exception as exc:
             if d.original_b64 is None:
@@ -326,7 +328,7 @@ def register_ingest(app: faust.App, settings: Settings) -> IngestCounters:
             log.warning("dead letter %s refused (%s): sent without the original", d.event_id, exc)
         counters.dead_trimmed += 1
         try:
-            await dlq_topic.send(key=key, value=without_original(d).to_json())
+            await dlq_topic.send(key=key, value=encode(without_original(d)))
         except Exception as exc:
             log.error("dead letter %s not sent (%s): %s", d.event_id, exc, d.original_sha256)
 

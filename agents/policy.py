@@ -14,9 +14,9 @@ from typing import Any
 
 import faust
 
-from app.core.policy import InvalidPolicy, decode_policy_record
 from app.settings import Settings
 from app.wire.codec import SourceRef, dead_letter
+from app.wire.records import InvalidPolicy, decode_policy_record, encode
 
 log = logging.getLogger("pso.policy")
 
@@ -37,8 +37,8 @@ def register_policy(app: faust.App, settings: Settings, shares_topic: Any, dlq_t
             except InvalidPolicy as exc:
                 source = SourceRef(message.topic, message.partition, message.offset, message.key)
                 dead = dead_letter(source, value or b"", "invalid_policy", str(exc)[:500])
-                await dlq_topic.send(key=message.key, value=dead.to_json())
+                await dlq_topic.send(key=message.key, value=encode(dead))
                 log.warning("pso.capacity record rejected: %s", exc)
                 continue
-            log.info("resource policy for %s: %s", update.resource, update.to_json().decode())
-            await shares_topic.send(key=update.resource.encode(), value=update.to_json())
+            log.info("resource policy for %s: %s", update.resource, encode(update).decode())
+            await shares_topic.send(key=update.resource.encode(), value=encode(update))

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-import orjson
 
 from agents.checkpoints import (
     CheckpointedStates,
@@ -34,11 +33,7 @@ from agents.checkpoints import (
 from agents.faust_fixes import processing, put
 from agents.policy import register_policy
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
-from app.core.forecast import SeriesForecaster
-from app.kafka.topics import event_time_topic_config
-from app.settings import Settings
-from app.wire.codec import SourceRef, dead_letter
-from app.wire.events import (
+from app.core.events import (
     AccuracyReport,
     AnomalyDetected,
     ConflictObserved,
@@ -46,13 +41,22 @@ from app.wire.events import (
     ContributorsDeparted,
     DeadLetterReason,
     Forecast,
-    LoadWindow,
     OutputEvent,
     RebalanceRecommended,
     ResourcePolicy,
     ResourceShare,
-    ResourceShares,
     SaturationPredicted,
+)
+from app.core.forecast import SeriesForecaster
+from app.kafka.topics import event_time_topic_config
+from app.settings import Settings
+from app.wire.codec import SourceRef, dead_letter
+from app.wire.records import (
+    ResourceRecord,
+    decode_resource_record,
+    decode_window,
+    encode,
+    encode_shares,
 )
 
 log = logging.getLogger("pso.predict")
@@ -76,7 +80,6 @@ def topic_for(event: OutputEvent, settings: Settings) -> tuple[str, str]:
     raise TypeError(f"no topic for {type(event).__name__}")
 
 
-ResourceRecord = ResourceShare | ResourcePolicy | ContributorsDeparted
 #: Stage 1 takes up to this many windows at once, waiting at most this long for more: its
 #: shares then go out as one record per resource and partition. Catching up on the live bench,
 #: uncapped batches held 136-320 windows; the cap bounds what a batch adds to the latency of
@@ -94,31 +97,6 @@ class Stage1Batch:
     shares: dict[tuple[int, str], list[ResourceShare]] = field(default_factory=dict)
     last: dict[str, tuple[Any, SubsystemPredictor]] = field(default_factory=dict)
     partition_event: dict[int, Any] = field(default_factory=dict)
-
-
-def decode_window(value: bytes | None) -> LoadWindow:
-    """One record of ``pso.load`` (ValueError if it is not a `LoadWindow`)."""
-    if value is None:
-        raise ValueError("no value (a tombstone)")
-    return LoadWindow.model_validate(orjson.loads(value))
-
-
-def decode_resource_record(value: bytes | None) -> list[ResourceRecord]:
-    """One record of ``{app_id}-resource-shares``: a batch of shares, a share, a policy or a
-    departure, as the records stage 2 applies in turn (ValueError if it is none of them)."""
-    if value is None:
-        raise ValueError("no value (a tombstone)")
-    doc = orjson.loads(value)
-    if not isinstance(doc, dict):
-        raise ValueError("not a JSON object")
-    kind = doc.get("type")
-    if kind == "resource_shares":
-        return list(ResourceShares.model_validate(doc).shares)
-    if kind == "resource_policy":
-        return [ResourcePolicy.model_validate(doc)]
-    if kind == "contributors_departed":
-        return [ContributorsDeparted.model_validate(doc)]
-    return [ResourceShare.model_validate(doc)]
 
 
 def apply_resource_record(
@@ -140,7 +118,8 @@ def apply_resource_record(
 def register_predict(app: faust.App, settings: Settings) -> None:
     """Declare the two prediction stages, their tables and topics on ``app``."""
     policy = settings.policy()
-    config = EngineConfig.from_policy(policy)
+    spec = policy.spec()
+    config = EngineConfig.from_policy(spec)
     # The tables all series share (seasonal grid, ring layout) are built once per process:
     # now, at startup, rather than inside the first window's latency.
     SeriesForecaster(step_ms=config.step_ms, horizon=config.horizon, levels=config.levels)
@@ -231,7 +210,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         resource_table,
         writer(resource_table),
         keys,
-        lambda name: ResourcePredictor(name, config, policy),
+        lambda name: ResourcePredictor(name, config, spec),
         shares_reader,
         replay_resource,
         every=every,
@@ -261,14 +240,14 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         source = SourceRef(message.topic, message.partition, message.offset, message.key)
         raw = value if isinstance(value, bytes) else b""
         await deadletter.send(
-            key=message.key, value=dead_letter(source, raw, code, reason[:500]).to_json()
+            key=message.key, value=encode(dead_letter(source, raw, code, reason[:500]))
         )
 
     async def publish(events: list[OutputEvent], timestamp_ms: int) -> None:
         for event in events:
             topic, event_key = topic_for(event, settings)
             await outputs[topic].send(
-                key=event_key.encode(), value=event.to_json(), timestamp=timestamp_ms / 1000
+                key=event_key.encode(), value=encode(event), timestamp=timestamp_ms / 1000
             )
 
     async def predict_window(event: Any, batch: Stage1Batch) -> None:
@@ -305,7 +284,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
                 with processing(batch.partition_event[partition]):
                     await shares_topic.send(
                         key=resource.encode(),
-                        value=ResourceShares(resource=resource, shares=shares).to_json(),
+                        value=encode_shares(resource, shares),
                         timestamp=max(s.window_start_ms + s.step_s * 1000 for s in shares) / 1000,
                     )
             for name, (event, predictor) in batch.last.items():
@@ -321,7 +300,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         async for event in stream.events():
             message = event.message
             for name in sorted(due):
-                await shares_topic.send(key=name.encode(), value=due.pop(name).to_json())
+                await shares_topic.send(key=name.encode(), value=encode(due.pop(name)))
             try:
                 records = decode_resource_record(event.value)
             except ValueError as exc:

@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.core.config import FleetSpec, PredictionSpec, ResourceSpec, SubsystemSpec, WindowSpec
 from app.core.snapshot import MIN_KEY_BYTES
 
 #: Seals snapshots when no key is set. It is public (it is in this file): fine on a laptop
@@ -67,12 +68,24 @@ class WindowConfig(_Strict):
     def max_jump_ms(self) -> int:
         return self.max_time_jump_s * 1000
 
+    def spec(self) -> WindowSpec:
+        """The plain form the core reads."""
+        return WindowSpec(
+            self.size_s,
+            self.allowed_lateness_windows,
+            self.max_time_jump_s,
+            self.jump_confirmations,
+        )
+
 
 class ResourceConfig(_Strict):
     """A shared resource (DB connection pool, GPU pool...) and how much of it exists."""
 
     capacity: float = Field(gt=0, allow_inf_nan=False)
     unit: str = ""
+
+    def spec(self) -> ResourceSpec:
+        return ResourceSpec(self.capacity, self.unit)
 
 
 class SubsystemConfig(_Strict):
@@ -91,6 +104,9 @@ class SubsystemConfig(_Strict):
             if value < 0:
                 raise ValueError(f"min.{name} must be >= 0")
         return self
+
+    def spec(self) -> SubsystemSpec:
+        return SubsystemSpec(self.weight, dict(self.min), self.deferrable, dict(self.limits))
 
 
 class TopicNames(_Strict):
@@ -178,6 +194,16 @@ class PredictionConfig(_Strict):
     idle_evict_s: int = Field(default=6 * 3600, ge=60)
     mode: Literal["advise", "dry-run"] = "advise"
 
+    def spec(self) -> PredictionSpec:
+        return PredictionSpec(
+            self.horizon,
+            tuple(self.levels),
+            self.conflict_threshold,
+            self.accuracy_every_windows,
+            self.idle_evict_s,
+            self.mode,
+        )
+
 
 class FleetPolicy(_Strict):
     """The contents of ``pso.yaml``."""
@@ -186,6 +212,15 @@ class FleetPolicy(_Strict):
     resources: dict[str, ResourceConfig] = Field(default_factory=dict)
     subsystems: dict[str, SubsystemConfig] = Field(default_factory=dict)
     prediction: PredictionConfig = Field(default_factory=PredictionConfig)
+
+    def spec(self) -> FleetSpec:
+        """The plain form the core reads (`app.core.config`)."""
+        return FleetSpec(
+            self.window.spec(),
+            {name: r.spec() for name, r in self.resources.items()},
+            {name: sub.spec() for name, sub in self.subsystems.items()},
+            self.prediction.spec(),
+        )
 
     @model_validator(mode="after")
     def _known_resources(self) -> FleetPolicy:

@@ -37,10 +37,10 @@ import orjson
 
 from app.core.accuracy import ConflictScorer
 from app.core.engine import PredictionEngine
-from app.core.ingest import TelemetryIngest
+from app.core.events import ConflictObserved, ConflictPredicted
 from app.dev.simulator import DAY_MS, FleetSimulator
 from app.wire.codec import SourceRef
-from app.wire.events import ConflictObserved, ConflictPredicted
+from app.wire.telemetry import TelemetryIngest
 
 
 def reset_accuracy(engine: PredictionEngine) -> None:
@@ -53,7 +53,7 @@ def run(subsystems: int, days: float, warmup_days: float, seed: int) -> dict[str
     sim = FleetSimulator(subsystems=subsystems, seed=seed, interval_ms=20_000)
     policy = sim.policy()
     ingest = TelemetryIngest(policy.window)
-    engine = PredictionEngine(policy)
+    engine = PredictionEngine(policy.spec())
     step = policy.window.size_ms
     horizon = policy.prediction.horizon
     scorers: dict[str, ConflictScorer] = {}
@@ -149,9 +149,7 @@ def run(subsystems: int, days: float, warmup_days: float, seed: int) -> dict[str
         "bytes_per_series": int(statistics.median(sizes)) if sizes else 0,
         "bytes_per_series_max": max(sizes) if sizes else 0,
         "elapsed_s": round(elapsed, 1),
-        "nan_free": all(
-            not (isinstance(x, float) and math.isnan(x)) for v in mase_h for x in v
-        ),
+        "nan_free": all(not (isinstance(x, float) and math.isnan(x)) for v in mase_h for x in v),
     }
 
 

@@ -183,11 +183,11 @@ class Offline:
 
     def __init__(self, policy: FleetPolicy, settings: Settings, predict: bool = True) -> None:
         from app.core.engine import PredictionEngine
-        from app.core.ingest import TelemetryIngest
+        from app.wire.telemetry import TelemetryIngest
 
         self.settings = settings
         self.ingest = TelemetryIngest(policy.window)
-        self.engine = PredictionEngine(policy) if predict else None
+        self.engine = PredictionEngine(policy.spec()) if predict else None
         self.offset = 0
 
     def run(self, messages: list[Message]) -> Expected:
@@ -1138,9 +1138,9 @@ def rss_main(argv: list[str]) -> None:
     import gc
 
     from app.core.engine import PredictionEngine
-    from app.core.ingest import TelemetryIngest
     from app.core.snapshot import seal
     from app.wire.codec import SourceRef
+    from app.wire.telemetry import TelemetryIngest
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--subsystems", type=int, required=True)
@@ -1161,7 +1161,7 @@ def rss_main(argv: list[str]) -> None:
     )
     started = time.perf_counter()
     ingest = TelemetryIngest(policy.window)
-    engine = PredictionEngine(policy)
+    engine = PredictionEngine(policy.spec())
     window_tables: dict[str, Any] = {}
     windows = 0
     for i, m in enumerate(messages):

@@ -72,9 +72,7 @@ def backtest(
             import asyncio
 
             source = Path(tmp) / "topic.jsonl"
-            n = asyncio.run(
-                copy_topic(s, bootstrap_for(s), topic, start_ms, end_ms, source)
-            )
+            n = asyncio.run(copy_topic(s, bootstrap_for(s), topic, start_ms, end_ms, source))
             err_console.print(f"read {n} records from {topic}")
         assert source is not None
         with progress() as bar:
@@ -104,8 +102,6 @@ def backtest(
         f"(recall {_fmt(conf['recall'])}, precision {_fmt(conf['precision'])}) "
         f"in {metrics['runtime']['seconds']:.1f} s -> {output}"
     )
-
-
 
 
 def _fmt(value: float | None) -> str:

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from app.core.events import ConflictObserved, ConflictPredicted
 from app.core.forecasters.kernels import NO_MASK, accuracy_score
 from app.core.types import SeriesForecast
-from app.wire.events import ConflictObserved, ConflictPredicted
 
 DAY_MS = 86_400_000
 FloatArray = npt.NDArray[np.float64]

@@ -53,15 +53,15 @@ from statistics import NormalDist
 import numpy as np
 import numpy.typing as npt
 
-from app.core.types import SeriesForecast
-from app.settings import FleetPolicy
-from app.wire.events import (
+from app.core.config import FleetSpec
+from app.core.events import (
     ConflictObserved,
     ConflictPredicted,
     Contributor,
     SaturationPredicted,
     ms_to_iso,
 )
+from app.core.types import SeriesForecast
 
 FloatArray = npt.NDArray[np.float64]
 _SQRT2 = math.sqrt(2.0)
@@ -504,7 +504,7 @@ class ConflictPredictor:
         self._used_ids: dict[str, int] = {}
 
     @classmethod
-    def from_policy(cls, resource: str, policy: FleetPolicy) -> ConflictPredictor:
+    def from_policy(cls, resource: str, policy: FleetSpec) -> ConflictPredictor:
         """A predictor with the fleet's horizon, threshold, window size and first level."""
         pred = policy.prediction
         return cls(
@@ -671,23 +671,21 @@ class ConflictPredictor:
     ) -> ConflictPredicted:
         assert self.episode is not None
         conflict_id = self.episode.conflict_id
-        return ConflictPredicted.model_validate(
-            {
-                "event_id": f"{conflict_id}:{status}:{origin_ms}",
-                "status": status,
-                "conflict_id": conflict_id,
-                "resource": self.resource,
-                "emitted_at_ms": origin_ms,
-                "emitted_at": ms_to_iso(origin_ms),
-                "expected_start_ms": view.expected_start_ms,
-                "expected_end_ms": view.expected_end_ms,
-                "expected_start": ms_to_iso(view.expected_start_ms),
-                "lead_time_s": (view.expected_start_ms - origin_ms) // 1000,
-                "probability": view.probability,
-                "predicted_peak": view.peak,
-                "capacity": capacity,
-                "contributors": list(view.contributors),
-            }
+        return ConflictPredicted(
+            event_id=f"{conflict_id}:{status}:{origin_ms}",
+            status=status,  # type: ignore[arg-type]  # "predicted" | "updated" | "cleared"
+            conflict_id=conflict_id,
+            resource=self.resource,
+            emitted_at_ms=origin_ms,
+            emitted_at=ms_to_iso(origin_ms),
+            expected_start_ms=view.expected_start_ms,
+            expected_end_ms=view.expected_end_ms,
+            expected_start=ms_to_iso(view.expected_start_ms),
+            lead_time_s=(view.expected_start_ms - origin_ms) // 1000,
+            probability=float(view.probability),
+            predicted_peak=float(view.peak),
+            capacity=float(capacity),
+            contributors=list(view.contributors),
         )
 
     # ----------------------------------------------------------------- observed breaches
@@ -711,10 +709,10 @@ class ConflictPredictor:
             contributors.append(
                 Contributor(
                     subsystem=name,
-                    share=min(1.0, value / total),
-                    forecast=exp.point,
-                    lower=exp.lower,
-                    upper=exp.upper,
+                    share=float(min(1.0, value / total)),
+                    forecast=float(exp.point),
+                    lower=float(exp.lower),
+                    upper=float(exp.upper),
                 )
             )
         contributors.sort(key=lambda c: (-c.share, c.subsystem))
@@ -724,8 +722,8 @@ class ConflictPredictor:
             window_start_ms=start,
             window_end_ms=origin_ms,
             window_start=ms_to_iso(start),
-            demand=total,
-            capacity=capacity,
+            demand=float(total),
+            capacity=float(capacity),
             predicted_by=predicted_by,
             lead_time_s=lead,
             contributors=contributors,
@@ -746,10 +744,10 @@ def _rank(total: TotalDemand, i: int) -> tuple[Contributor, ...]:
     ranked = [
         Contributor(
             subsystem=name,
-            share=min(1.0, p.mean[i] / whole) if whole > 0.0 else 0.0,
-            forecast=p.point[i],
-            lower=p.lower[i],
-            upper=p.upper[i],
+            share=float(min(1.0, p.mean[i] / whole)) if whole > 0.0 else 0.0,
+            forecast=float(p.point[i]),
+            lower=float(p.lower[i]),
+            upper=float(p.upper[i]),
         )
         for name, p in zip(total.names, total.paths, strict=True)
     ]
@@ -818,12 +816,12 @@ class SaturationWatch:
             event_id=f"saturation:{subsystem}:{metric}@{start}:{origin}",
             subsystem=subsystem,
             metric=metric,
-            limit=limit,
+            limit=float(limit),
             emitted_at_ms=origin,
             expected_start_ms=start,
             lead_time_s=(start - origin) // 1000,
-            probability=max(probs[first : last + 1]),
-            predicted_peak=max(path.mean[first : last + 1]),
+            probability=float(max(probs[first : last + 1])),
+            predicted_peak=float(max(path.mean[first : last + 1])),
         )
 
     def forget(self, subsystem: str) -> None:

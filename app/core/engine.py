@@ -20,7 +20,7 @@ same windows in the same per-subsystem order give byte-identical events.
 Cost: stage 1 runs for every series of every window, so its hot path avoids work twice done:
 accuracy is scored from the errors the forecaster computes anyway (no second store of pending
 forecasts), the detector's verdict is read raw, and event bodies are built from the
-forecaster's lists without validation or per-field bookkeeping (`trusted_model`).
+forecaster's lists as they are (plain dataclasses, no validation on the hot path).
 """
 
 from __future__ import annotations
@@ -28,21 +28,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from pydantic import BaseModel
+from typing import Literal
 
 from app.core.accuracy import ConflictScorer, ForecastAccuracy, HorizonTotals
 from app.core.anomaly import SeriesAnomalyDetector
+from app.core.config import FleetSpec
 from app.core.conflicts import ConflictPredictor, SaturationWatch
-from app.core.forecast import SeriesForecaster
-from app.core.join import ResourceJoin
-from app.core.planner import RebalancePlanner
-from app.core.policy import overlay
-from app.core.snapshot import seal, unseal
-from app.core.types import SeriesForecast
-from app.settings import FleetPolicy
-from app.wire.events import (
+from app.core.events import (
     AccuracyReport,
     AnomalyDetected,
     ConflictPredicted,
@@ -58,40 +50,17 @@ from app.wire.events import (
     SeriesStats,
     ms_to_iso,
 )
+from app.core.forecast import SeriesForecaster
+from app.core.join import ResourceJoin
+from app.core.planner import RebalancePlanner
+from app.core.policy import overlay
+from app.core.snapshot import seal, unseal
+from app.core.types import SeriesForecast
 
-METRIC = "metric"
-RESOURCE = "resource"
+SeriesKind = Literal["metric", "resource"]
+METRIC: SeriesKind = "metric"
+RESOURCE: SeriesKind = "resource"
 DAY_MS = 86_400_000
-
-_M = TypeVar("_M", bound=BaseModel)
-_set_attr = object.__setattr__
-_new = object.__new__
-
-
-def trusted_model(cls: type[_M], values: dict[str, Any], fields_set: set[str]) -> _M:
-    """An instance of the frozen pydantic model ``cls`` holding ``values`` as they are.
-
-    What ``cls.model_construct(**values)`` builds (no validation, no copies) minus its per-field
-    bookkeeping, which is most of the cost of a forecast body on the hot path. ``values`` must
-    name every field, in declaration order (the serialiser follows that order); ``fields_set``
-    is what ``model_fields_set`` reports, shared between instances (frozen models never change
-    it; copies copy it). For data that is valid by construction only, with the types validation
-    would give (a float field holds a float, not an int: ``to_json`` writes ``__dict__`` as it
-    is): a unit test checks the result equals, and serialises like, a validated instance.
-    """
-    m = _new(cls)
-    _set_attr(m, "__dict__", values)
-    _set_attr(m, "__pydantic_fields_set__", fields_set)
-    _set_attr(m, "__pydantic_extra__", None)
-    _set_attr(m, "__pydantic_private__", None)
-    return m
-
-
-# What ``model_construct`` records as set (the literal ``type`` is left to its default).
-_FORECAST_SET = set(Forecast.model_fields) - {"type"}
-_SHARE_SET = set(ResourceShare.model_fields) - {"type"}
-_INTERVAL_SET = set(Interval.model_fields)
-_BODY_SET = set(SeriesForecastBody.model_fields)
 
 _ISO_DAYS: dict[int, str] = {}
 
@@ -115,7 +84,7 @@ def iso_ms(ms: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    """What the engine needs from `FleetPolicy`, resolved once."""
+    """What the engine needs from `FleetSpec`, resolved once."""
 
     step_ms: int
     horizon: int
@@ -126,7 +95,7 @@ class EngineConfig:
     mode: str
 
     @classmethod
-    def from_policy(cls, policy: FleetPolicy) -> EngineConfig:
+    def from_policy(cls, policy: FleetSpec) -> EngineConfig:
         p = policy.prediction
         step_ms = policy.window.size_ms
         return cls(
@@ -167,21 +136,15 @@ def body_from_rows(
     """
     n = len(levels)
     intervals = [
-        trusted_model(
-            Interval, {"level": lvl, "lower": rows[1 + k], "upper": rows[1 + n + k]}, _INTERVAL_SET
-        )
+        Interval(level=lvl, lower=rows[1 + k], upper=rows[1 + n + k])
         for k, lvl in enumerate(levels)
     ]
-    return trusted_model(
-        SeriesForecastBody,
-        {
-            "point": rows[0],
-            "intervals": intervals,
-            "model": model,
-            "recent_error": recent_error,
-            "warming_up": warming_up,
-        },
-        _BODY_SET,
+    return SeriesForecastBody(
+        point=rows[0],
+        intervals=intervals,
+        model=model,
+        recent_error=recent_error,
+        warming_up=warming_up,
     )
 
 
@@ -218,19 +181,14 @@ def share_values(share: ResourceShare) -> ShareValues:
 def share_from_values(values: ShareValues) -> ResourceShare:
     """The `ResourceShare` that `share_values` took apart (equal, same bytes)."""
     subsystem, resource, start, step_s, actual, rows, levels, model, recent, warming = values
-    return trusted_model(
-        ResourceShare,
-        {
-            "type": "resource_share",
-            "event_id": f"share:{resource}:{subsystem}:{start}",
-            "subsystem": subsystem,
-            "resource": resource,
-            "window_start_ms": start,
-            "step_s": step_s,
-            "actual": actual,
-            "forecast": body_from_rows(rows, levels, model, recent, warming),
-        },
-        _SHARE_SET,
+    return ResourceShare(
+        event_id=f"share:{resource}:{subsystem}:{start}",
+        subsystem=subsystem,
+        resource=resource,
+        window_start_ms=start,
+        step_s=step_s,
+        actual=actual,
+        forecast=body_from_rows(rows, levels, model, recent, warming),
     )
 
 
@@ -376,20 +334,15 @@ class SubsystemPredictor:
             self._evict(index)
         end_ms = window.window_end_ms
         # Built without re-validation: every part comes from validated windows or the core.
-        forecast = trusted_model(
-            Forecast,
-            {
-                "type": "forecast",
-                "event_id": f"forecast:{self.subsystem}:{end_ms}",
-                "subsystem": self.subsystem,
-                "origin_ms": end_ms,
-                "origin": iso_ms(end_ms),
-                "step_s": c.step_ms // 1000,
-                "horizon": c.horizon,
-                "metrics": bodies[METRIC],
-                "resources": bodies[RESOURCE],
-            },
-            _FORECAST_SET,
+        forecast = Forecast(
+            event_id=f"forecast:{self.subsystem}:{end_ms}",
+            subsystem=self.subsystem,
+            origin_ms=end_ms,
+            origin=iso_ms(end_ms),
+            step_s=c.step_ms // 1000,
+            horizon=c.horizon,
+            metrics=bodies[METRIC],
+            resources=bodies[RESOURCE],
         )
         out.events[:0] = [forecast, *anomalies]
         if self.windows % c.accuracy_every == 0:
@@ -397,7 +350,7 @@ class SubsystemPredictor:
         return out
 
     def _learn(
-        self, model: SeriesModel, kind: str, name: str, y: float, window: LoadWindow
+        self, model: SeriesModel, kind: SeriesKind, name: str, y: float, window: LoadWindow
     ) -> tuple[SeriesForecastBody, AnomalyDetected | None]:
         """Score, then learn one value of one series; return its forecast body (and alarm)."""
         ts = window.window_start_ms
@@ -445,19 +398,14 @@ class SubsystemPredictor:
     def _share(
         self, resource: str, window: LoadWindow, stats: SeriesStats, body: SeriesForecastBody
     ) -> ResourceShare:
-        return trusted_model(
-            ResourceShare,
-            {
-                "type": "resource_share",
-                "event_id": f"share:{resource}:{self.subsystem}:{window.window_start_ms}",
-                "subsystem": self.subsystem,
-                "resource": resource,
-                "window_start_ms": window.window_start_ms,
-                "step_s": self.config.step_ms // 1000,
-                "actual": stats.mean,
-                "forecast": body,
-            },
-            _SHARE_SET,
+        return ResourceShare(
+            event_id=f"share:{resource}:{self.subsystem}:{window.window_start_ms}",
+            subsystem=self.subsystem,
+            resource=resource,
+            window_start_ms=window.window_start_ms,
+            step_s=self.config.step_ms // 1000,
+            actual=stats.mean,
+            forecast=body,
         )
 
     def _evict(self, index: int) -> None:
@@ -490,7 +438,7 @@ class SubsystemPredictor:
 class ResourcePredictor:
     """Stage 2 for one shared resource: join shares, predict conflicts, plan, score."""
 
-    def __init__(self, resource: str, config: EngineConfig, policy: FleetPolicy) -> None:
+    def __init__(self, resource: str, config: EngineConfig, policy: FleetSpec) -> None:
         self.resource = resource
         self.config = config
         self.base_policy = policy  # pso.yaml; `policy` is it with the runtime record applied
@@ -610,13 +558,13 @@ class PredictionEngine:
 
     Examples
     --------
-    >>> from app.settings import FleetPolicy
-    >>> engine = PredictionEngine(FleetPolicy())
+    >>> from app.core.config import FleetSpec
+    >>> engine = PredictionEngine(FleetSpec())
     >>> engine.subsystems, engine.resources
     ({}, {})
     """
 
-    def __init__(self, policy: FleetPolicy) -> None:
+    def __init__(self, policy: FleetSpec) -> None:
         self.policy = policy
         self.config = EngineConfig.from_policy(policy)
         self.subsystems: dict[str, SubsystemPredictor] = {}
@@ -656,7 +604,7 @@ class PredictionEngine:
         return seal((self.subsystems, self.resources), key, context=("prediction-engine",))
 
     @classmethod
-    def restore(cls, policy: FleetPolicy, blob: bytes, key: str | bytes) -> PredictionEngine:
+    def restore(cls, policy: FleetSpec, blob: bytes, key: str | bytes) -> PredictionEngine:
         engine = cls(policy)
         engine.subsystems, engine.resources = unseal(blob, key, context=("prediction-engine",))
         return engine

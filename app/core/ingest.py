@@ -1,11 +1,11 @@
-"""Telemetry message -> load windows and dead letters: the pure ingest step.
+"""Decoded samples -> load windows and dead letters: the pure ingest step.
 
-The Faust agent and the offline backtest both run `TelemetryIngest` on raw message bytes, so
-live and replay window exactly alike. The caller owns persistence (``touched`` lists the
-subsystems a message changed). The agent splits `process` into `parse` and `apply`: it
-makes sure every subsystem of the message is in memory in between (see ``agents/ingest.py``),
-and tells `apply` which subsystems' samples are windowed elsewhere (``forward``: the worker
-that owns their home partition windows them).
+`WindowIngest.apply` takes one message's elements, as the wire codec split them
+(`app.wire.telemetry.TelemetryIngest` parses the bytes), and windows each valid sample of a
+subsystem this worker holds, forwards those another worker holds (``forward``) and leaves
+those it already took (``skip``: a redelivered message). The Faust agent and the offline
+backtest both run it, so live and replay window exactly alike. The caller owns persistence
+(``touched`` lists the subsystems a message changed).
 
 Every sample of a message ends in exactly one place: a window (``accepted``), held as a
 possible time jump (``held``: settled by the subsystem's next samples, see
@@ -15,25 +15,31 @@ possible time jump (``held``: settled by the subsystem's next samples, see
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-import orjson
-
+from app.core.config import WindowSpec
+from app.core.events import DeadLetter, DeadLetterReason, LoadWindow
+from app.core.rejects import BatchColumns, Rejections, SourceRef
 from app.core.windows import AddOutcome, HeldSample, WindowedLoad
-from app.settings import WindowConfig
-from app.wire.codec import (
-    MAX_MESSAGE_BYTES,
-    BatchColumns,
-    Rejections,
-    SourceRef,
-    batch_columns,
-    fast_fields,
-    parse_envelope,
-    validate_sample,
-)
-from app.wire.events import DeadLetter, DeadLetterReason, LoadWindow
+
+#: subsystem, ts (epoch ms), metrics, resources of one valid sample
+SampleFields = tuple[str, int, dict[str, float], dict[str, float]]
+
+
+class SampleDecoder(Protocol):
+    """How `WindowIngest` reads one element of a message (the wire codec provides it)."""
+
+    def fields(self, element: Any) -> SampleFields | None:
+        """The fields of an element that is plainly valid (cheap); None: ask `validate`."""
+
+    def validate(
+        self, element: Any, index: int | None, rejections: Rejections
+    ) -> SampleFields | None:
+        """The fields of a valid element, or None with the reason added to ``rejections``."""
+
 
 #: Where a held sample came from, as windows keep it: topic, partition, offset, key (base64),
 #: origin. Plain data, so that window state stays JSON-able.
@@ -78,28 +84,23 @@ class ParsedMessage:
         return names
 
 
-class TelemetryIngest:
-    """Decode, validate and window telemetry for any number of subsystems.
+class WindowIngest:
+    """Window the decoded samples of messages, for any number of subsystems.
 
     ``windows`` maps subsystem -> `WindowedLoad`; pass a pre-filled mapping to resume from
-    restored state, or a mapping backed by a table (see ``agents/ingest.py``).
-    ``max_message_bytes`` is the input cap (larger messages are dead-lettered as
-    ``too_large``); ``max_dead_letter_bytes`` the size a dead letter must fit in (one that
-    would not carries the original's length and SHA-256 instead of its bytes).
+    restored state, or a mapping the caller fills per message (see ``agents/ingest.py``).
+    ``decoder`` reads each element (`app.wire.codec.TelemetryDecoder`).
     """
 
     def __init__(
         self,
-        window: WindowConfig,
+        window: WindowSpec,
+        decoder: SampleDecoder,
         windows: MutableMapping[str, WindowedLoad] | None = None,
-        *,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
-        max_dead_letter_bytes: int | None = None,
     ) -> None:
         self.window = window
+        self.decoder = decoder
         self.windows: MutableMapping[str, WindowedLoad] = {} if windows is None else windows
-        self.max_message_bytes = max_message_bytes
-        self.max_dead_letter_bytes = max_dead_letter_bytes
 
     def new_windows(self, subsystem: str) -> WindowedLoad:
         """Fresh window state for ``subsystem``, shaped by the window configuration."""
@@ -114,39 +115,6 @@ class TelemetryIngest:
             state = self.windows[subsystem] = self.new_windows(subsystem)
         return state
 
-    def process(
-        self, value: bytes | None, source: SourceRef, into: IngestResult | None = None
-    ) -> IngestResult:
-        """Window every valid sample of one message; dead-letter the rest (one record).
-
-        ``into`` accumulates into an existing result (a replay loop reuses one instead of
-        allocating one per message).
-        """
-        result = IngestResult() if into is None else into
-        return self.apply(self.parse(value, source, result), result)
-
-    def parse(self, value: bytes | None, source: SourceRef, into: IngestResult) -> ParsedMessage:
-        """The message's elements, not validated yet; message-level rejects are noted in its
-        `Rejections` (recorded by `apply`)."""
-        raw = value or b""
-        rejections = Rejections(source, raw)
-        elements: Sequence[tuple[int | None, Any]]
-        cap = self.max_message_bytes
-        try:  # the common case, one sample object: no envelope checks to make
-            doc = orjson.loads(raw) if raw[:1] == b"{" and len(raw) <= cap else None
-        except orjson.JSONDecodeError:
-            doc = None
-        if type(doc) is dict:
-            into.items += 1
-            elements = ((None, doc),)
-        else:
-            items, elements = parse_envelope(raw, rejections, cap)
-            into.items += items
-            if items > 1 and elements:
-                columns = batch_columns([element for _, element in elements])
-                return ParsedMessage(raw, source, elements, rejections, columns)
-        return ParsedMessage(raw, source, elements, rejections)
-
     def apply(
         self,
         message: ParsedMessage,
@@ -154,30 +122,29 @@ class TelemetryIngest:
         skip: Callable[[str], bool] | None = None,
         forward: Callable[[str], bool] | None = None,
     ) -> IngestResult:
-        """`process` after `parse`. Samples of a subsystem for which ``skip`` is true are left
-        out (a worker's state that already holds this message), late or not; samples of one
-        for which ``forward`` is true go to ``result.forward`` (windowed by another worker).
-        Rejects of invalid samples are reported all the same (their ids do not change)."""
+        """Window one parsed message. Samples of a subsystem for which ``skip`` is true are
+        left out (a worker's state that already holds this message), late or not; samples of
+        one for which ``forward`` is true go to ``result.forward`` (windowed by another
+        worker). Rejects of invalid samples are reported all the same (their ids do not
+        change); the message's rejects make one dead letter."""
         source = message.source
         rejections = message.rejections
         elements = message.elements
         if message.columns is not None:
             elements = self._apply_columns(message.columns, elements, result, skip, forward)
+        decoder = self.decoder
         held_from: HeldSource | None = None
         # A batch is usually one subsystem's: look its state up once.
         current: str | None = None
         state: WindowedLoad | None = None
         forwarding = False
         for index, element in elements:
-            fields = fast_fields(element)
-            if fields is not None:
-                subsystem, ts, metrics, resources = fields
-            else:
-                sample = validate_sample(element, index, rejections)
-                if sample is None:
+            fields = decoder.fields(element)
+            if fields is None:
+                fields = decoder.validate(element, index, rejections)
+                if fields is None:
                     continue
-                subsystem, ts = sample.subsystem, sample.ts
-                metrics, resources = sample.metrics, sample.resources
+            subsystem, ts, metrics, resources = fields
             if subsystem != current:
                 current = subsystem
                 state = None
@@ -214,7 +181,7 @@ class TelemetryIngest:
                 self._dead_held(subsystem, outcome, result)
         if rejections.count:
             result.rejected += rejections.count
-            result.dead.append(rejections.record(max_bytes=self.max_dead_letter_bytes))
+            result.dead.append(rejections.record())
         return result
 
     def _apply_columns(
@@ -268,7 +235,8 @@ class TelemetryIngest:
                 }
                 for s, _code, _reason in rejected
             ]
-            rejections = Rejections(source, orjson.dumps(samples))
+            raw = json.dumps(samples, separators=(",", ":"), allow_nan=False).encode()
+            rejections = Rejections(source, raw)
             for sample, code, reason in rejected:
                 why: DeadLetterReason = "late" if code == "late" else "time_jump"
                 rejections.add(
@@ -277,52 +245,7 @@ class TelemetryIngest:
             first = rejected[0][0].index
             suffix = f":held:{subsystem}:{'' if first is None else first}"
             result.rejected += rejections.count
-            result.dead.append(rejections.record(suffix, self.max_dead_letter_bytes))
-
-    def process_plain_run(self, lines: Sequence[bytes], first: int, into: IngestResult) -> int:
-        """`process` of ``lines[first:]``, one message each, while each is the common message:
-        one plainly valid sample object, accepted. Returns the index of the first line it
-        declined, having changed nothing for it (``len(lines)`` if none): a batch, invalid
-        JSON, a sample that needs the model, a late sample or a possible time jump. The caller
-        runs `process` on that one, which handles and words every case, then resumes after it.
-
-        A replay's inner loop: spares it the envelope and bookkeeping of the general path
-        (same windows, same counts).
-        """
-        windows = self.windows
-        closed = into.windows
-        touched = into.touched
-        loads = orjson.loads
-        cap = self.max_message_bytes
-        n, end = first, len(lines)
-        try:
-            while n < end:
-                raw = lines[n]
-                if not raw.startswith(b"{") or len(raw) > cap:
-                    return n
-                try:
-                    fields = fast_fields(loads(raw))
-                except orjson.JSONDecodeError:
-                    return n
-                if fields is None:
-                    return n
-                subsystem, ts, metrics, resources = fields
-                state = windows.get(subsystem)
-                if state is None:
-                    state = self.windows_for(subsystem)
-                if not state.trusts(ts):
-                    return n  # a possible time jump: `process` holds it
-                outcome = state.add(ts, metrics, resources)
-                if not outcome.accepted:
-                    return n  # late: nothing was changed, `process` dead-letters it
-                touched.add(subsystem)
-                if outcome.closed:
-                    closed.extend(outcome.closed)
-                n += 1
-            return n
-        finally:
-            into.items += n - first
-            into.accepted += n - first
+            result.dead.append(rejections.record(suffix))
 
     def flush(
         self, subsystems: Iterable[str] | None = None, into: IngestResult | None = None

@@ -32,11 +32,11 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import linprog
 
-from app.settings import FleetPolicy, SubsystemConfig
-from app.wire.events import Allocation, ConflictPredicted, Deferral, RebalanceRecommended
+from app.core.config import FleetSpec, SubsystemSpec
+from app.core.events import Allocation, ConflictPredicted, Deferral, RebalanceRecommended
 
 PlanMode = Literal["advise", "dry-run"]
-_DEFAULT_POLICY = SubsystemConfig()
+_DEFAULT_POLICY = SubsystemSpec()
 
 
 @dataclass(slots=True)
@@ -67,11 +67,11 @@ class RebalancePlanner:
 
     Examples
     --------
-    >>> from app.wire.events import ConflictPredicted
-    >>> from app.settings import FleetPolicy
-    >>> policy = FleetPolicy.model_validate({
-    ...     "resources": {"db": {"capacity": 10}},
-    ...     "subsystems": {"api": {"weight": 5}, "batch": {"weight": 1, "deferrable": True}}})
+    >>> from app.core.config import FleetSpec, ResourceSpec, SubsystemSpec
+    >>> policy = FleetSpec(
+    ...     resources={"db": ResourceSpec(capacity=10.0)},
+    ...     subsystems={"api": SubsystemSpec(weight=5.0),
+    ...                 "batch": SubsystemSpec(weight=1.0, deferrable=True)})
     >>> conflict = ConflictPredicted(
     ...     event_id="db@1700000100000:predicted:1700000040000", status="predicted",
     ...     conflict_id="db@1700000100000", resource="db", emitted_at_ms=1700000040000,
@@ -103,7 +103,7 @@ class RebalancePlanner:
         conflict: ConflictPredicted,
         demand: Mapping[str, Mapping[str, float]],
         future_headroom: Mapping[str, Sequence[tuple[int, float]]],
-        policy: FleetPolicy,
+        policy: FleetSpec,
         mode: PlanMode = "advise",
         capacities: Mapping[str, float] | None = None,
     ) -> RebalanceRecommended:
@@ -164,7 +164,7 @@ class RebalancePlanner:
 
     @staticmethod
     def _cells(
-        demand: Mapping[str, Mapping[str, float]], policy: FleetPolicy, notes: list[str]
+        demand: Mapping[str, Mapping[str, float]], policy: FleetSpec, notes: list[str]
     ) -> list[_Cell]:
         cells: list[_Cell] = []
         for sub in sorted(demand):
@@ -183,7 +183,7 @@ class RebalancePlanner:
     def _capacities(
         resources: Sequence[str],
         conflict: ConflictPredicted,
-        policy: FleetPolicy,
+        policy: FleetSpec,
         overrides: Mapping[str, float] | None,
         notes: list[str],
     ) -> dict[str, float | None]:
@@ -318,7 +318,7 @@ class RebalancePlanner:
                     Deferral(
                         subsystem=c.subsystem,
                         resource=c.resource,
-                        amount=amount,
+                        amount=float(amount),
                         from_ms=window_start_ms,
                         to_ms=to_ms,
                     )
@@ -354,10 +354,10 @@ class RebalancePlanner:
                 Allocation(
                     subsystem=c.subsystem,
                     resource=c.resource,
-                    demand=c.demand,
-                    allocated=c.allocated,
-                    minimum=c.minimum,
-                    weight=c.weight,
+                    demand=float(c.demand),
+                    allocated=float(c.allocated),
+                    minimum=float(c.minimum),
+                    weight=float(c.weight),
                     action=action,
                 )
             )
@@ -373,7 +373,7 @@ class RebalancePlanner:
             allocations=allocations,
             deferrals=sorted(moves, key=lambda d: (d.resource, d.subsystem, d.to_ms)),
             feasible=residual <= 0.0,
-            residual_overload=max(0.0, residual),
+            residual_overload=float(max(0.0, residual)),
             value_protected=math.fsum(protected),
             value_at_risk=math.fsum(at_risk),
             note="; ".join(notes),

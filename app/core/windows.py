@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.wire.events import LoadWindow, SeriesStats, ms_to_iso
+from app.core.events import LoadWindow, SeriesStats, ms_to_iso
 
 _iso_cache: dict[int, str] = {}
 

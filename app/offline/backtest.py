@@ -17,7 +17,7 @@ CPU of its own when there are enough; stage 2 runs in the parent while stage 1 g
 what the workers stream as final.
 
 Output directory (the contract with `app.offline.report`): one JSONL file per event family, each
-line ``event.to_json()`` as live publishes it (``windows``, ``forecasts``, ``anomalies``,
+line the event's JSON as live publishes it (``windows``, ``forecasts``, ``anomalies``,
 ``conflicts``, ``rebalance``, ``accuracy``, plus ``saturation``), and ``metrics.json``.
 """
 
@@ -41,10 +41,7 @@ import yaml
 from pydantic import ValidationError
 
 from app.core.accuracy import ConflictScorer, FloatArray
-from app.core.ingest import IngestResult, TelemetryIngest
-from app.settings import ConfigError, FleetPolicy
-from app.wire.codec import SourceRef, is_copy
-from app.wire.events import (
+from app.core.events import (
     AccuracyReport,
     AnomalyDetected,
     ConflictObserved,
@@ -55,9 +52,14 @@ from app.wire.events import (
     OutputEvent,
     RebalanceRecommended,
     SaturationPredicted,
-    TelemetrySample,
     ms_to_iso,
 )
+from app.core.ingest import IngestResult
+from app.settings import ConfigError, FleetPolicy
+from app.wire.codec import SourceRef, is_copy
+from app.wire.events import TelemetrySample
+from app.wire.records import encode
+from app.wire.telemetry import TelemetryIngest
 
 #: event files, in the order they are created
 FILES = (
@@ -496,7 +498,7 @@ def _stage1(
     policy = FleetPolicy.model_validate_json(policy_json)
     size_ms = policy.window.size_ms
     ingest = TelemetryIngest(policy.window)
-    engine = PredictionEngine(policy)
+    engine = PredictionEngine(policy.spec())
     out = Stage1Result(records=os.path.join(tmpdir, f"stage1-{worker}.bin"))
     anomalous: set[tuple[str, int]] = set()
     pending: list[LoadWindow] = []  # closed windows not yet predicted, see `predict`
@@ -519,8 +521,8 @@ def _stage1(
                     result = engine.subsystem(window.subsystem).process(window)
                     record = pickle.dumps(
                         (
-                            window.to_json(),
-                            [(_event_file(e), e.to_json()) for e in result.events],
+                            encode(window),
+                            [(_event_file(e), encode(e)) for e in result.events],
                             [share_values(share) for share in result.shares],
                         ),
                         protocol=pickle.HIGHEST_PROTOCOL,
@@ -650,7 +652,7 @@ class _Stage2:
         for fh in self.files.values():
             fh.seek(0)
             fh.truncate()
-        self.engine = PredictionEngine(self.policy)
+        self.engine = PredictionEngine(self.policy.spec())
         self.counts = {"windows": 0, "rebalance": 0, "infeasible": 0}
         self.subsystems: set[str] = set()
         self.span = [0, 0]
@@ -682,7 +684,7 @@ class _Stage2:
 
     def write(self, events: list[OutputEvent]) -> None:
         for event in events:
-            self.files[_event_file(event)].write(event.to_json() + b"\n")
+            self.files[_event_file(event)].write(encode(event) + b"\n")
             if isinstance(event, RebalanceRecommended):
                 self.counts["rebalance"] += 1
                 self.counts["infeasible"] += not event.feasible

@@ -41,8 +41,10 @@ from matplotlib import dates as mdates
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+import app.core.events as core
 from app.core.accuracy import ConflictScorer
 from app.wire.events import ConflictObserved, ConflictPredicted
+from app.wire.records import to_core
 
 RHO = 0.3
 MAX_SERIES_CHARTS = 12
@@ -258,9 +260,11 @@ def load_run(out_dir: Path, max_series_charts: int = MAX_SERIES_CHARTS) -> RunDa
     scorer = ConflictScorer(step_ms or 60_000, horizon or 1)
     for c in _jsonl(out_dir / "conflicts.jsonl"):
         if c["type"] == "conflict_predicted":
-            event: ConflictPredicted | ConflictObserved = ConflictPredicted.model_validate(c)
+            event: core.ConflictPredicted | core.ConflictObserved = to_core(
+                ConflictPredicted.model_validate(c)
+            )
         elif c["type"] == "conflict_observed":
-            event = ConflictObserved.model_validate(c)
+            event = to_core(ConflictObserved.model_validate(c))
         else:
             continue
         scorer.observe(event)
@@ -357,16 +361,30 @@ def resource_chart(run: RunData, res: ResourceTrace) -> bytes:
     for k, level in enumerate(sorted(run.levels)):
         ts, _, lo, hi = res.band(level)
         if ts:
-            ax.fill_between(_t(ts), lo, hi, color="tab:blue", alpha=shades.get(k, 0.1), lw=0,
-                            label=f"{level:.0%} forecast band (h=1)")
+            ax.fill_between(
+                _t(ts),
+                lo,
+                hi,
+                color="tab:blue",
+                alpha=shades.get(k, 0.1),
+                lw=0,
+                label=f"{level:.0%} forecast band (h=1)",
+            )
     if res.point:
         ts = sorted(res.point)
-        ax.plot(_t(ts), [res.point[t] for t in ts], color="tab:blue", lw=0.8, ls="--",
-                label="forecast h=1 (sum of contributors)")
+        ax.plot(
+            _t(ts),
+            [res.point[t] for t in ts],
+            color="tab:blue",
+            lw=0.8,
+            ls="--",
+            label="forecast h=1 (sum of contributors)",
+        )
     if res.actual:
         ts = sorted(res.actual)
-        ax.plot(_t(ts), [res.actual[t] for t in ts], color="black", lw=1.0,
-                label="actual total demand")
+        ax.plot(
+            _t(ts), [res.actual[t] for t in ts], color="black", lw=1.0, label="actual total demand"
+        )
     if res.capacity is not None:
         ax.axhline(res.capacity, color="tab:red", lw=1.2, label=f"capacity {res.capacity:g}")
     _conflict_markers(ax, run, res)
@@ -389,20 +407,46 @@ def _conflict_markers(ax: Axes, run: RunData, res: ResourceTrace) -> None:
     hits = [p for p in res.predicted if p["conflict_id"] in lead_by_id]
     misses = [p for p in res.predicted if p["conflict_id"] not in lead_by_id]
     if hits:
-        ax.plot(_t([int(p["emitted_at_ms"]) for p in hits]), [y] * len(hits), "v",
-                color="darkred", ms=8, label="conflict predicted (then breached)")
+        ax.plot(
+            _t([int(p["emitted_at_ms"]) for p in hits]),
+            [y] * len(hits),
+            "v",
+            color="darkred",
+            ms=8,
+            label="conflict predicted (then breached)",
+        )
     if misses:
-        ax.plot(_t([int(p["emitted_at_ms"]) for p in misses]), [y] * len(misses), "v",
-                color="orange", mfc="none", ms=8, label="conflict predicted (no breach credited)")
+        ax.plot(
+            _t([int(p["emitted_at_ms"]) for p in misses]),
+            [y] * len(misses),
+            "v",
+            color="orange",
+            mfc="none",
+            ms=8,
+            label="conflict predicted (no breach credited)",
+        )
     if res.cleared:
-        ax.plot(_t([int(c["emitted_at_ms"]) for c in res.cleared]), [y] * len(res.cleared), "x",
-                color="dimgrey", ms=7, label="conflict cleared")
+        ax.plot(
+            _t([int(c["emitted_at_ms"]) for c in res.cleared]),
+            [y] * len(res.cleared),
+            "x",
+            color="dimgrey",
+            ms=7,
+            label="conflict cleared",
+        )
     for p in res.predicted[:MAX_CONFLICT_LABELS]:
         lead = lead_by_id.get(p["conflict_id"])
         text = f"lead {fmt_duration(lead)}" if lead is not None else "—"
-        ax.annotate(text, (_t(int(p["emitted_at_ms"])), y), xytext=(0, 9),
-                    textcoords="offset points", ha="center", fontsize=7, rotation=90,
-                    va="bottom")
+        ax.annotate(
+            text,
+            (_t(int(p["emitted_at_ms"])), y),
+            xytext=(0, 9),
+            textcoords="offset points",
+            ha="center",
+            fontsize=7,
+            rotation=90,
+            va="bottom",
+        )
 
 
 def series_chart(run: RunData, trace: SeriesTrace) -> bytes:
@@ -411,17 +455,31 @@ def series_chart(run: RunData, trace: SeriesTrace) -> bytes:
     ax = fig.add_subplot()
     shades = {0: 0.30, 1: 0.15}
     for k, level in enumerate(sorted(trace.lower)):
-        ax.fill_between(_t(trace.fc_ts), trace.lower[level], trace.upper[level],
-                        color="tab:blue", alpha=shades.get(k, 0.1), lw=0,
-                        label=f"{level:.0%} band (h=1)")
+        ax.fill_between(
+            _t(trace.fc_ts),
+            trace.lower[level],
+            trace.upper[level],
+            color="tab:blue",
+            alpha=shades.get(k, 0.1),
+            lw=0,
+            label=f"{level:.0%} band (h=1)",
+        )
     if trace.fc_ts:
-        ax.plot(_t(trace.fc_ts), trace.point, color="tab:blue", lw=0.8, ls="--",
-                label="forecast h=1")
+        ax.plot(
+            _t(trace.fc_ts), trace.point, color="tab:blue", lw=0.8, ls="--", label="forecast h=1"
+        )
     ax.plot(_t(trace.ts), trace.actual, color="black", lw=0.9, label="actual (window mean)")
     if trace.anomalies:
-        ax.plot(_t([a[0] for a in trace.anomalies]), [a[1] for a in trace.anomalies], "o",
-                color="tab:red", ms=7, mfc="none", mew=1.8,
-                label=f"anomaly ({len(trace.anomalies)})")
+        ax.plot(
+            _t([a[0] for a in trace.anomalies]),
+            [a[1] for a in trace.anomalies],
+            "o",
+            color="tab:red",
+            ms=7,
+            mfc="none",
+            mew=1.8,
+            label=f"anomaly ({len(trace.anomalies)})",
+        )
     ax.set_title(trace.label)
     ax.set_ylabel(trace.name)
     _time_axis(ax)
@@ -439,8 +497,13 @@ def accuracy_chart(run: RunData) -> bytes:
     finite = [m for m in mase if m is not None]
     if finite:
         hs = list(range(1, len(mase) + 1))
-        ax1.plot(hs, [math.nan if m is None else m for m in mase], "o-", color="tab:blue",
-                 label="MASE (overall)")
+        ax1.plot(
+            hs,
+            [math.nan if m is None else m for m in mase],
+            "o-",
+            color="tab:blue",
+            label="MASE (overall)",
+        )
         ax1.axhline(1.0, color="grey", ls="--", lw=1, label="seasonal naive (= 1)")
         ax1.set_ylabel("MASE (lower is better)")
         ax1.set_title("Forecast error by horizon")
@@ -448,8 +511,13 @@ def accuracy_chart(run: RunData) -> bytes:
     else:  # the naive baseline is the same window a day earlier: no MASE before day 2
         mae = overall.get("mae_by_horizon", [])
         hs = list(range(1, len(mae) + 1))
-        ax1.plot(hs, [math.nan if m is None else m for m in mae], "o-", color="tab:blue",
-                 label="MAE (overall)")
+        ax1.plot(
+            hs,
+            [math.nan if m is None else m for m in mae],
+            "o-",
+            color="tab:blue",
+            label="MAE (overall)",
+        )
         ax1.set_ylabel("MAE (lower is better)")
         ax1.set_title("Forecast error by horizon (MASE needs over a day of input)")
         ax1.set_ylim(bottom=0)
@@ -459,8 +527,13 @@ def accuracy_chart(run: RunData) -> bytes:
     for k, (key, values) in enumerate(sorted(overall.get("coverage", {}).items())):
         color = colors[k % len(colors)]
         h = list(range(1, len(values) + 1))
-        ax2.plot(h, [math.nan if v is None else v for v in values], "o-", color=color,
-                 label=f"coverage of {float(key):.0%} interval")
+        ax2.plot(
+            h,
+            [math.nan if v is None else v for v in values],
+            "o-",
+            color=color,
+            label=f"coverage of {float(key):.0%} interval",
+        )
         ax2.axhline(float(key), color=color, ls="--", lw=1, label=f"nominal {float(key):.0%}")
     ax2.set_xlabel("horizon (windows ahead)")
     ax2.set_ylabel("share of actuals inside")
@@ -514,8 +587,10 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[Row]:
         ("conflict predictions", fmt_count(conf["predictions"])),
         ("conflict precision", fmt_pct(conf["precision"])),
         ("median lead time", fmt_duration(lead.get("median"))),
-        ("lead time p10 – p90",
-         f"{fmt_duration(lead.get('p10'))} – {fmt_duration(lead.get('p90'))}"),
+        (
+            "lead time p10 – p90",
+            f"{fmt_duration(lead.get('p10'))} – {fmt_duration(lead.get('p90'))}",
+        ),
         ("anomalies", fmt_count(anom["events"])),
     ]
     if anom.get("labelled"):
@@ -530,8 +605,11 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[Row]:
     rows += [
         ("rebalance plans", fmt_count(plans["count"])),
         ("infeasible plans", fmt_count(plans["infeasible"])),
-        ("runtime", f"{runtime['seconds']:.1f} s ({runtime['samples_per_s']:,.0f} samples/s, "
-                    f"{runtime['workers']} workers)"),
+        (
+            "runtime",
+            f"{runtime['seconds']:.1f} s ({runtime['samples_per_s']:,.0f} samples/s, "
+            f"{runtime['workers']} workers)",
+        ),
     ]
     overrides = metrics.get("config", {}).get("overrides", [])
     if overrides:
@@ -539,8 +617,16 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[Row]:
     return rows
 
 
-RESOURCE_HEADER = ("resource", "capacity", "episodes", "predicted", "recall", "predictions",
-                   "precision", "median lead")
+RESOURCE_HEADER = (
+    "resource",
+    "capacity",
+    "episodes",
+    "predicted",
+    "recall",
+    "predictions",
+    "precision",
+    "median lead",
+)
 
 
 def resource_rows(metrics: Mapping[str, Any]) -> list[tuple[str, ...]]:
@@ -548,16 +634,18 @@ def resource_rows(metrics: Mapping[str, Any]) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for name, r in sorted(metrics["conflicts"].get("resources", {}).items()):
         cap = caps.get(name, {}).get("capacity")
-        out.append((
-            name,
-            fmt_float(cap) if cap is not None else DASH,
-            fmt_count(r["episodes"]),
-            fmt_count(r["predicted_episodes"]),
-            fmt_pct(r["recall"]),
-            fmt_count(r["predictions"]),
-            fmt_pct(r["precision"]),
-            fmt_duration(r.get("lead_time_s", {}).get("median")),
-        ))
+        out.append(
+            (
+                name,
+                fmt_float(cap) if cap is not None else DASH,
+                fmt_count(r["episodes"]),
+                fmt_count(r["predicted_episodes"]),
+                fmt_pct(r["recall"]),
+                fmt_count(r["predictions"]),
+                fmt_pct(r["precision"]),
+                fmt_duration(r.get("lead_time_s", {}).get("median")),
+            )
+        )
     return out
 
 
@@ -622,7 +710,9 @@ COMPARISON_HEADER = ("", "baseline", "what-if", "change")
 
 
 def comparison_rows(
-    base: Outcome, what_if: Outcome, base_metrics: Mapping[str, Any],
+    base: Outcome,
+    what_if: Outcome,
+    base_metrics: Mapping[str, Any],
     metrics: Mapping[str, Any],
 ) -> list[tuple[str, str, str, str]]:
     """Side by side: the baseline run, this (what-if) run, and the difference."""
@@ -644,16 +734,23 @@ def comparison_rows(
         a, b = caps_a.get(name, {}).get("capacity"), caps_b.get(name, {}).get("capacity")
         diff = DASH if a is None or b is None else f"{b - a:+,.1f}"
         rows.append((f"capacity {name}", fmt_float(a), fmt_float(b), diff))
-    lead_diff = (DASH if base.median_lead_s is None or what_if.median_lead_s is None
-                 else _signed_duration(what_if.median_lead_s - base.median_lead_s))
+    lead_diff = (
+        DASH
+        if base.median_lead_s is None or what_if.median_lead_s is None
+        else _signed_duration(what_if.median_lead_s - base.median_lead_s)
+    )
     rows += [
         count("conflict episodes", base.episodes, what_if.episodes),
         count("episodes predicted", base.predicted_episodes, what_if.predicted_episodes),
         share("conflict recall", base.recall, what_if.recall),
         count("conflict predictions", base.predictions, what_if.predictions),
         share("conflict precision", base.precision, what_if.precision),
-        ("median lead time", fmt_duration(base.median_lead_s),
-         fmt_duration(what_if.median_lead_s), lead_diff),
+        (
+            "median lead time",
+            fmt_duration(base.median_lead_s),
+            fmt_duration(what_if.median_lead_s),
+            lead_diff,
+        ),
         count("breached windows", base.breach_windows, what_if.breach_windows),
         num("overload (Σ demand − capacity)", base.overload, what_if.overload),
         num("worst excess in a window", base.peak_excess, what_if.peak_excess),
@@ -704,46 +801,59 @@ def build_sections(run: RunData, baseline_dir: Path | None = None) -> list[Secti
     if baseline_dir is not None:
         base_metrics = orjson.loads((baseline_dir / "metrics.json").read_bytes())
         overrides = ", ".join(m.get("config", {}).get("overrides", [])) or "none"
-        sections.append(Section(
-            "What-if vs baseline",
-            text=f"This run (what-if, overrides: {overrides}) against the baseline run in "
-                 f"{baseline_dir.name}/. Overload sums, over breached windows, the actual "
-                 "total demand above capacity.",
-            header=COMPARISON_HEADER,
-            rows=list(comparison_rows(outcome(baseline_dir), outcome_of(run), base_metrics,
-                                      m)),
-        ))
+        sections.append(
+            Section(
+                "What-if vs baseline",
+                text=f"This run (what-if, overrides: {overrides}) against the baseline run in "
+                f"{baseline_dir.name}/. Overload sums, over breached windows, the actual "
+                "total demand above capacity.",
+                header=COMPARISON_HEADER,
+                rows=list(comparison_rows(outcome(baseline_dir), outcome_of(run), base_metrics, m)),
+            )
+        )
     res_charts = [
-        Chart(f"resource-{k + 1:02d}-{_safe_name(name)}.png", f"Resource {name}",
-              resource_chart(run, res))
+        Chart(
+            f"resource-{k + 1:02d}-{_safe_name(name)}.png",
+            f"Resource {name}",
+            resource_chart(run, res),
+        )
         for k, (name, res) in enumerate(run.resources.items())
     ]
-    sections.append(Section(
-        "Shared resources",
-        text="Black: actual total demand (sum of contributors' window means). Red line: "
-             "capacity; red shading: observed breaches. Blue: the sum of contributors' h=1 "
-             "forecasts, with bands combining their interval widths per side with correlation "
-             f"ρ = {RHO} (sqrt((1−ρ)Σw² + ρ(Σw)²)). Triangles: first emission of each predicted "
-             "conflict, labelled with the lead time to the breach episode it predicted.",
-        charts=res_charts,
-    ))
+    sections.append(
+        Section(
+            "Shared resources",
+            text="Black: actual total demand (sum of contributors' window means). Red line: "
+            "capacity; red shading: observed breaches. Blue: the sum of contributors' h=1 "
+            "forecasts, with bands combining their interval widths per side with correlation "
+            f"ρ = {RHO} (sqrt((1−ρ)Σw² + ρ(Σw)²)). Triangles: first emission of each predicted "
+            "conflict, labelled with the lead time to the breach episode it predicted.",
+            charts=res_charts,
+        )
+    )
     series_charts = [
-        Chart(f"series-{k + 1:02d}-{_safe_name(run.series[key].label)}.png",
-              run.series[key].label, series_chart(run, run.series[key]))
+        Chart(
+            f"series-{k + 1:02d}-{_safe_name(run.series[key].label)}.png",
+            run.series[key].label,
+            series_chart(run, run.series[key]),
+        )
         for k, key in enumerate(run.charted)
     ]
     rest = sorted(set(run.series) - set(run.charted))
-    text = (f"The {len(run.charted)} most active of {len(run.series)} series (most anomalies, "
-            "then largest relative variation). Red circles: anomalies.")
+    text = (
+        f"The {len(run.charted)} most active of {len(run.series)} series (most anomalies, "
+        "then largest relative variation). Red circles: anomalies."
+    )
     if rest:
         text += " Not charted: " + ", ".join(run.series[k].label for k in rest) + "."
     sections.append(Section("Series", text=text, charts=series_charts))
-    sections.append(Section(
-        "Accuracy by horizon",
-        text="MASE below 1 beats the seasonal-naive forecast (same window one day earlier). "
-             "Coverage should sit on its dashed nominal line.",
-        charts=[Chart("accuracy.png", "Accuracy by horizon", accuracy_chart(run))],
-    ))
+    sections.append(
+        Section(
+            "Accuracy by horizon",
+            text="MASE below 1 beats the seasonal-naive forecast (same window one day earlier). "
+            "Coverage should sit on its dashed nominal line.",
+            charts=[Chart("accuracy.png", "Accuracy by horizon", accuracy_chart(run))],
+        )
+    )
     return sections
 
 
@@ -785,21 +895,29 @@ img{max-width:100%;display:block;margin:.6em 0}p{max-width:900px}
 
 def to_html(sections: Sequence[Section], title: str) -> str:
     e = html.escape
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{e(title)}</title><style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
     for s in sections:
         out.append(f'<section id="{e(_safe_name(s.title.lower()))}"><h2>{e(s.title)}</h2>')
         if s.text:
             out.append(f"<p>{e(s.text)}</p>")
         if s.header is not None:
-            out.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in s.header)
-                       + "</tr></thead><tbody>")
+            out.append(
+                "<table><thead><tr>"
+                + "".join(f"<th>{e(h)}</th>" for h in s.header)
+                + "</tr></thead><tbody>"
+            )
             out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in s.rows]
             out.append("</tbody></table>")
         for c in s.charts:
             data = base64.b64encode(c.png).decode("ascii")
-            out.append(f'<figure><img alt="{e(c.title)}" src="data:image/png;base64,{data}">'
-                       "</figure>")
+            out.append(
+                f'<figure><img alt="{e(c.title)}" src="data:image/png;base64,{data}"></figure>'
+            )
         out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"

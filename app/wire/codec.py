@@ -7,9 +7,6 @@ Nothing here raises on bad input.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -17,7 +14,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from app.wire.events import (
+from app.core.events import (
     MAX_ABS_VALUE,
     MAX_REJECTS_LISTED,
     MAX_SERIES_PER_SAMPLE,
@@ -25,10 +22,14 @@ from app.wire.events import (
     MIN_TS_MS,
     DeadLetter,
     DeadLetterReason,
-    Reject,
-    TelemetrySample,
-    _parse_ts,
 )
+from app.core.rejects import BatchColumns as BatchColumns
+from app.core.rejects import Rejections as Rejections
+from app.core.rejects import SourceRef as SourceRef
+from app.core.rejects import dead_letter as _dead_letter
+from app.core.rejects import without_original as without_original
+from app.wire.events import TelemetrySample, _parse_ts
+from app.wire.records import encode
 
 #: The largest message value PSO takes, by default: Kafka's own default (``message.max.bytes``,
 #: 1 MiB). One limit end to end (`app.settings.Settings.max_message_bytes`): the telemetry
@@ -44,7 +45,6 @@ COPY_HEADER = "pso-copy-of"
 def is_copy(headers: Any) -> bool:
     """Whether a record with these headers is a PSO-made copy of other samples."""
     return bool(headers) and any(name == COPY_HEADER for name, _value in headers)
-_REASON_CHARS = 500
 
 
 def dead_letter_bytes(max_message_bytes: int) -> int:
@@ -54,99 +54,11 @@ def dead_letter_bytes(max_message_bytes: int) -> int:
     return (max_message_bytes * 4) // 3 + 4 + MAX_REJECTS_LISTED * 1024 + 16 * 1024
 
 
-@dataclass(slots=True)
-class SourceRef:
-    """Where a message came from, for dead-letter records and deterministic ids."""
-
-    topic: str
-    partition: int | None = None
-    offset: int | None = None
-    key: bytes | None = None
-    origin: str | None = None  # topic:partition:offset of the message a forwarded copy is of
-
-    @property
-    def where(self) -> str:
-        return f"{self.topic}:{self.partition}:{self.offset}"
-
-
-@dataclass(slots=True)
-class Rejections:
-    """The rejects of one message as they are found; `record` makes its one `DeadLetter`.
-
-    Only the first `MAX_REJECTS_LISTED` are kept one by one (their reasons are worded only
-    then: ``reason`` may be a callable), the rest are counted: a message of 10,000 bad samples
-    costs one record of about its own size, not 10,000 records carrying it 10,000 times.
-    """
-
-    source: SourceRef
-    raw: bytes
-    listed: list[Reject] = field(default_factory=list)
-    count: int = 0
-    by_reason: dict[str, int] = field(default_factory=dict)
-
-    def add(
-        self,
-        code: DeadLetterReason,
-        reason: str | Callable[[], str],
-        *,
-        index: int | None = None,
-        subsystem: str | None = None,
-        ts_ms: int | None = None,
-    ) -> None:
-        self.count += 1
-        self.by_reason[code] = self.by_reason.get(code, 0) + 1
-        if len(self.listed) < MAX_REJECTS_LISTED:
-            text = reason if isinstance(reason, str) else reason()
-            self.listed.append(
-                Reject(
-                    index=index,
-                    reason_code=code,
-                    reason=text[:_REASON_CHARS],
-                    subsystem=subsystem[:200] if type(subsystem) is str else None,
-                    ts_ms=ts_ms,
-                )
-            )
-
-    def record(self, id_suffix: str = "", max_bytes: int | None = None) -> DeadLetter:
-        """The message's dead letter (at least one reject must have been added)."""
-        first = self.listed[0]
-        source = self.source
-        letter = DeadLetter(
-            event_id=f"dead:{source.where}{id_suffix}",
-            reason_code=first.reason_code,
-            reason=first.reason,
-            source_topic=source.topic,
-            source_partition=source.partition,
-            source_offset=source.offset,
-            origin=source.origin,
-            key_b64=_key_b64(source.key),
-            rejected=self.count,
-            rejected_by_reason=dict(sorted(self.by_reason.items())),
-            rejects=self.listed,
-            original_bytes=len(self.raw),
-            original_sha256=hashlib.sha256(self.raw).hexdigest(),
-            original_b64=base64.b64encode(self.raw).decode(),
-        )
-        if max_bytes is not None and len(letter.to_json()) > max_bytes:
-            return without_original(letter)
-        return letter
-
-
-#: A dead letter carries the original key up to this size (Kafka allows keys of any size; a
-#: larger one is hostile, and would make the record twice the size it must be).
-MAX_KEY_CARRIED = 4096
-
-
-def _key_b64(key: bytes | None) -> str | None:
-    if key is None or len(key) > MAX_KEY_CARRIED:
-        return None
-    return base64.b64encode(key).decode()
-
-
-def without_original(letter: DeadLetter) -> DeadLetter:
-    """``letter`` with its original bytes left out (their length and SHA-256 stay): what is
-    sent when the whole record would be too large for the dead-letter topic."""
-    return letter.model_copy(update={"original_b64": None})
+def fit(letter: DeadLetter, max_bytes: int | None) -> DeadLetter:
+    """``letter``, or without the original bytes if it would not fit in ``max_bytes`` as JSON
+    (their length and SHA-256 stay): a dead letter is never lost to its own size."""
+    too_large = max_bytes is not None and len(encode(letter)) > max_bytes
+    return without_original(letter) if too_large and letter.original_b64 else letter
 
 
 def dead_letter(
@@ -160,10 +72,11 @@ def dead_letter(
     ts_ms: int | None = None,
     max_bytes: int | None = None,
 ) -> DeadLetter:
-    """A dead letter for one reject of one message, with a deterministic id from its position."""
-    rejections = Rejections(source, value)
-    rejections.add(code, reason, index=index, subsystem=subsystem, ts_ms=ts_ms)
-    return rejections.record(max_bytes=max_bytes)
+    """A dead letter for one reject of one message, sized to fit ``max_bytes``."""
+    letter = _dead_letter(
+        source, value, code, reason, index=index, subsystem=subsystem, ts_ms=ts_ms
+    )
+    return fit(letter, max_bytes)
 
 
 @dataclass(slots=True)
@@ -236,6 +149,22 @@ def decode_message(
     if rejections.count:
         out.dead.append(rejections.record())
     return out
+
+
+class TelemetryDecoder:
+    """How the core's ingest step reads a message's elements (`app.core.ingest.SampleDecoder`):
+    the fast path for plainly valid samples, the pydantic model for everything else."""
+
+    @staticmethod
+    def fields(element: Any) -> SampleFields | None:
+        return fast_fields(element)
+
+    @staticmethod
+    def validate(element: Any, index: int | None, rejections: Rejections) -> SampleFields | None:
+        sample = validate_sample(element, index, rejections)
+        if sample is None:
+            return None
+        return sample.subsystem, sample.ts, sample.metrics, sample.resources
 
 
 def validate_sample(
@@ -368,17 +297,6 @@ def fast_fields(element: Any) -> SampleFields | None:
     elif type(resources) is not dict:
         return None
     return subsystem, ts, metrics, resources
-
-
-@dataclass(slots=True)
-class BatchColumns:
-    """A batch envelope of one subsystem's plainly valid samples, as columns: ``ts[i]`` and
-    ``metrics[name][i]`` are sample i's. What `fast_fields` would give for each element."""
-
-    subsystem: str
-    ts: list[int]
-    metrics: dict[str, list[float]]
-    resources: dict[str, list[float]]
 
 
 _SAMPLE_KEYS = (

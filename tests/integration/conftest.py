@@ -28,6 +28,7 @@ from app.dev.simulator import FleetSimulator
 from app.kafka.topics import create_topics
 from app.settings import Settings, load_policy, load_settings
 from app.wire.codec import SourceRef
+from app.wire.records import encode
 
 BROKER_INFO: dict[str, str] = {}
 
@@ -191,8 +192,9 @@ async def read_topic(
 
 def fleet_messages(hours: float = 3) -> tuple[FleetSimulator, list[tuple[bytes, bytes]]]:
     """``hours`` of a 4-subsystem fleet, 30 s samples, batched four to a message."""
-    sim = FleetSimulator(subsystems=4, seed=11, interval_ms=30_000,
-                         start_ms=1_795_564_800_000 + 10 * 3_600_000)
+    sim = FleetSimulator(
+        subsystems=4, seed=11, interval_ms=30_000, start_ms=1_795_564_800_000 + 10 * 3_600_000
+    )
     messages: list[tuple[bytes, bytes]] = []
     pending: dict[str, list[dict[str, Any]]] = {}
     for sample in sim.samples(int(hours * 3_600_000)):
@@ -207,23 +209,21 @@ def fleet_messages(hours: float = 3) -> tuple[FleetSimulator, list[tuple[bytes, 
 def offline(policy_path: Path, messages: list[tuple[bytes, bytes]]) -> dict[str, bytes]:
     """event id -> bytes of every event the pure core emits (closed windows included)."""
     from app.core.engine import PredictionEngine
-    from app.core.ingest import TelemetryIngest
+    from app.wire.telemetry import TelemetryIngest
 
     policy = load_policy(policy_path)
     ingest = TelemetryIngest(policy.window)
-    engine = PredictionEngine(policy)
+    engine = PredictionEngine(policy.spec())
     events: dict[str, bytes] = {}
     for i, (_key, value) in enumerate(messages):
         for window in ingest.process(value, SourceRef("t", 0, i)).windows:
-            events[window.event_id] = window.to_json()
+            events[window.event_id] = encode(window)
             for event in engine.process(window):
-                events[event.event_id] = event.to_json()
+                events[event.event_id] = encode(event)
     return events
 
 
-async def produce(
-    env: PsoEnv, messages: list[tuple[bytes, bytes]], pause_s: float = 0.0
-) -> None:
+async def produce(env: PsoEnv, messages: list[tuple[bytes, bytes]], pause_s: float = 0.0) -> None:
     """Produce keyed telemetry; with ``pause_s`` one message at a time, as a live fleet would."""
     from app.kafka.connection import start_producer
 
@@ -297,9 +297,7 @@ async def where_are(env: PsoEnv, event_ids: set[str]) -> str:
     from app.kafka.connection import start_consumer
 
     settings = env.settings
-    consumer = await start_consumer(
-        settings, env.bootstrap, isolation_level="read_uncommitted"
-    )
+    consumer = await start_consumer(settings, env.bootstrap, isolation_level="read_uncommitted")
     committed = await start_consumer(settings, env.bootstrap)
     try:
         tps = [
@@ -321,11 +319,16 @@ async def where_are(env: PsoEnv, event_ids: set[str]) -> str:
                         event_id = orjson.loads(rec.value)["event_id"]
                         if event_id in event_ids:
                             found[event_id] = (tp.topic, tp.partition, rec.offset)
-        lagging = {f"{tp.topic}[{tp.partition}]": (stable[tp], high[tp]) for tp in tps
-                   if stable[tp] != high[tp]}
-        return (f"found read_uncommitted: {sorted(found.items())[:8]}; "
-                f"(last stable, high-water) where they differ: {lagging}; "
-                f"inputs: {await _or_error(input_positions(env))}")
+        lagging = {
+            f"{tp.topic}[{tp.partition}]": (stable[tp], high[tp])
+            for tp in tps
+            if stable[tp] != high[tp]
+        }
+        return (
+            f"found read_uncommitted: {sorted(found.items())[:8]}; "
+            f"(last stable, high-water) where they differ: {lagging}; "
+            f"inputs: {await _or_error(input_positions(env))}"
+        )
     finally:
         await consumer.stop()
         await committed.stop()

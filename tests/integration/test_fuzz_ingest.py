@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.routing import home_partition
+from app.core.events import MAX_TS_MS, MIN_TS_MS
 from app.wire.codec import SourceRef, decode_message
-from app.wire.events import MAX_TS_MS, MIN_TS_MS
 from tests.integration.conftest import PsoEnv, read_topic
 
 pytestmark = pytest.mark.integration
@@ -100,9 +100,7 @@ def message(partition: int) -> st.SearchStrategy[bytes]:
 traffic = st.tuples(*(st.lists(message(p), min_size=5, max_size=25) for p in range(PARTITIONS)))
 
 
-async def produce(
-    env: PsoEnv, by_partition: list[list[bytes]]
-) -> dict[tuple[int, int], bytes]:
+async def produce(env: PsoEnv, by_partition: list[list[bytes]]) -> dict[tuple[int, int], bytes]:
     """Produce each partition's messages there, interleaved, keyed by some subsystem whatever
     the message carries (so most samples are away from home). Returns what went where."""
     from app.kafka.connection import start_producer

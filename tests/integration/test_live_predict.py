@@ -96,16 +96,15 @@ def test_records_pso_cannot_use_on_its_own_topics_are_dead_lettered(
         return len(invalid(records)) >= len(junk)
 
     dead = asyncio.run(read_topic(s, pso_env.bootstrap, s.topics.deadletter, all_junk))
-    got = sorted(
-        (d["source_topic"], base64.b64decode(d["original_b64"])) for d in invalid(dead)
-    )
+    got = sorted((d["source_topic"], base64.b64decode(d["original_b64"])) for d in invalid(dead))
     assert got == sorted((topic, value or b"") for topic, _key, value in junk)
     assert all(d["reason"] for d in invalid(dead))
 
     # Every forecast and conflict of the fleet is still published, byte for byte.
     for topic in (s.topics.forecasts, s.topics.conflicts):
         want = {
-            v for v in expected.values()
+            v
+            for v in expected.values()
             if orjson.loads(v)["type"] in ("forecast", "conflict_predicted", "conflict_observed")
             and _topic_of(orjson.loads(v)["type"], s) == topic
         }

@@ -54,8 +54,13 @@ def _configure(
     expected = offline(env.config, messages)
     kinds = {orjson.loads(v)["type"] for v in expected.values()}
     assert kinds >= {
-        "load_window", "forecast", "anomaly", "conflict_predicted", "conflict_observed",
-        "rebalance_recommended", "accuracy_report",
+        "load_window",
+        "forecast",
+        "anomaly",
+        "conflict_predicted",
+        "conflict_observed",
+        "rebalance_recommended",
+        "accuracy_report",
     }, kinds
     return messages, expected
 
@@ -90,8 +95,12 @@ def test_sigkill_mid_stream_then_restart_with_empty_data_dir(
     )
     missing = set(expected) - {event_id for event_id, _ in records}
     # A rare failure here once left only the missing ids: say where they are, and keep the log.
-    detail = "" if not missing else asyncio.run(where_are(pso_env, missing)) + "\n" + (
-        pso_env.log_path(1).read_text()[-6000:]
+    detail = (
+        ""
+        if not missing
+        else asyncio.run(where_are(pso_env, missing))
+        + "\n"
+        + (pso_env.log_path(1).read_text()[-6000:])
     )
     assert not missing, f"{len(missing)} missing: {sorted(missing)[:20]}\n{detail}"
     assert_same_events(expected, records)

@@ -71,20 +71,20 @@ def test_capacity_topic_changes_stage_two_at_runtime(
 
     conflicts = asyncio.run(read_topic(s, pso_env.bootstrap, s.topics.conflicts, conflicts_seen))
     predicted = [
-        doc for doc in (orjson.loads(r.value) for r in conflicts)
+        doc
+        for doc in (orjson.loads(r.value) for r in conflicts)
         if doc["type"] == "conflict_predicted"
     ]
     assert predicted, "a capacity cut to an eighth must predict conflicts"
     for doc in predicted:
         assert doc["capacity"] == tight[doc["resource"]]
 
-    dead = asyncio.run(
-        read_topic(s, pso_env.bootstrap, s.topics.deadletter, lambda r: len(r) >= 2)
-    )
+    dead = asyncio.run(read_topic(s, pso_env.bootstrap, s.topics.deadletter, lambda r: len(r) >= 2))
     policy_dead = [orjson.loads(r.value) for r in dead]
     policy_dead = [d for d in policy_dead if d["reason_code"] == "invalid_policy"]
     assert sorted(base64.b64decode(d["original_b64"]) for d in policy_dead) == [
-        b"not json", b'{"capacity": -1}',
+        b"not json",
+        b'{"capacity": -1}',
     ]
     assert any("capacity" in d["reason"] for d in policy_dead)
 

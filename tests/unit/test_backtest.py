@@ -22,6 +22,7 @@ from app.core.engine import PredictionEngine
 from app.core.snapshot import seal, unseal
 from app.offline.backtest import FILES, anomaly_metrics, apply_overrides, run_backtest
 from app.settings import ConfigError, FleetPolicy, ResourceConfig, load_policy
+from app.wire.records import encode
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "backtest"
 EXPECTED = DATA / "expected"
@@ -297,14 +298,14 @@ def test_anomaly_metrics_are_window_based() -> None:
 
 
 def test_engine_state_sealed_mid_backtest_resumes_identically(policy: FleetPolicy) -> None:
-    from app.core.ingest import TelemetryIngest
     from app.wire.codec import SourceRef
+    from app.wire.telemetry import TelemetryIngest
 
     ingest = TelemetryIngest(policy.window)
     windows = []
     for i, line in enumerate((DATA / "input.jsonl").read_bytes().splitlines()[:240]):
         windows.extend(ingest.process(line, SourceRef("t", None, i)).windows)
-    engine = PredictionEngine(policy)
+    engine = PredictionEngine(policy.spec())
     for window in windows[:30]:
         engine.process(window)
     key = b"backtest-test-key-0123456789abcdef"
@@ -312,8 +313,8 @@ def test_engine_state_sealed_mid_backtest_resumes_identically(policy: FleetPolic
     state = unseal(seal(restored.resources, key, context=("t",)), key, context=("t",))
     assert sorted(state) == sorted(engine.resources)
     for window in windows[30:]:
-        a = [e.to_json() for e in engine.process(window)]
-        assert a == [e.to_json() for e in restored.process(window)]
+        a = [encode(e) for e in engine.process(window)]
+        assert a == [encode(e) for e in restored.process(window)]
 
 
 def test_policy_without_resources_has_no_conflict_metrics(tmp_path: Path) -> None:

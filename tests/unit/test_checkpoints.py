@@ -16,20 +16,15 @@ import orjson
 import pytest
 
 from agents.checkpoints import CheckpointedStates, Record
-from agents.predict import apply_resource_record, decode_resource_record
+from agents.predict import apply_resource_record
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
-from app.core.ingest import TelemetryIngest
+from app.core.events import ContributorsDeparted, LoadWindow, ResourcePolicy, ResourceShare
 from app.core.snapshot import SnapshotRejected, seal, unseal
 from app.dev.simulator import FleetSimulator
 from app.settings import FleetPolicy
 from app.wire.codec import SourceRef
-from app.wire.events import (
-    ContributorsDeparted,
-    LoadWindow,
-    ResourcePolicy,
-    ResourceShare,
-    ResourceShares,
-)
+from app.wire.records import decode_resource_record, decode_window, encode, encode_shares
+from app.wire.telemetry import TelemetryIngest
 
 KEY = b"k" * 32
 SCOPE = "pso/subsystem-models-v3"  # where the checkpoints are written: app id and table
@@ -110,8 +105,8 @@ def _stage1(
     windows: tuple[LoadWindow, ...], policy: FleetPolicy, every: int, kill_at: int | None
 ) -> tuple[list[bytes], Table, Topic]:
     """Stage 1 over ``windows`` as records of one partition; 'restart' before ``kill_at``."""
-    config = EngineConfig.from_policy(policy)
-    records = [(i, w.subsystem.encode(), w.to_json()) for i, w in enumerate(windows)]
+    config = EngineConfig.from_policy(policy.spec())
+    records = [(i, w.subsystem.encode(), encode(w)) for i, w in enumerate(windows)]
     topic = Topic(records)
 
     def make(name: str) -> SubsystemPredictor:
@@ -119,7 +114,7 @@ def _stage1(
 
     def replay(p: SubsystemPredictor, partition: int, record: Record) -> None:
         value = record[2]
-        p.process(LoadWindow.model_validate_json(value))
+        p.process(decode_window(value))
 
     async def run() -> tuple[list[bytes], Table]:
         table = Table()
@@ -129,9 +124,9 @@ def _stage1(
             if offset == kill_at:  # a new worker: the changelog is all that is left
                 table = Table(table.changelog)
                 live = states(table, topic, make, replay, every)
-            window = LoadWindow.model_validate_json(value)
+            window = decode_window(value)
             predictor = await live.get(window.subsystem, 0, offset)
-            out += [e.to_json() for e in predictor.process(window).events]
+            out += [encode(e) for e in predictor.process(window).events]
             await live.updated(window.subsystem, predictor, offset)
         return out, table
 
@@ -167,7 +162,7 @@ def test_checkpoints_are_written_every_n_windows_and_memory_keeps_tokens() -> No
 def trained(name: str, n: int) -> SubsystemPredictor:
     """``name``'s predictor after its first ``n`` windows: state a forger would like to plant."""
     policy, windows = scenario()
-    predictor = SubsystemPredictor(name, EngineConfig.from_policy(policy), {})
+    predictor = SubsystemPredictor(name, EngineConfig.from_policy(policy.spec()), {})
     for window in [w for w in windows if w.subsystem == name][:n]:
         predictor.process(window)
     assert predictor.windows == n
@@ -181,7 +176,7 @@ def restored(
     scope: str = SCOPE,
 ) -> SubsystemPredictor:
     """What a new worker holding ``changelog`` makes of ``name`` (nothing to replay)."""
-    config = EngineConfig.from_policy(scenario()[0])
+    config = EngineConfig.from_policy(scenario()[0].spec())
     table = changelog if isinstance(changelog, Table) else Table(changelog)
 
     def make(n: str) -> SubsystemPredictor:
@@ -246,22 +241,22 @@ def test_checkpoint_of_the_previous_format_is_rebuilt_fresh(
 
 def test_stage2_rebuild_replays_shares_policies_and_departures() -> None:
     policy, windows = scenario()
-    config = EngineConfig.from_policy(policy)
+    config = EngineConfig.from_policy(policy.spec())
     resource = "db-main"
     subsystems = {w.subsystem: SubsystemPredictor(w.subsystem, config, {}) for w in windows}
     values: list[bytes] = []
     for i, w in enumerate(windows):
-        values += [s.to_json() for s in subsystems[w.subsystem].process(w).shares]
+        values += [encode(s) for s in subsystems[w.subsystem].process(w).shares]
         if i == len(windows) // 3:
-            values.append(ResourcePolicy(resource=resource, capacity=5.0).to_json())
+            values.append(encode(ResourcePolicy(resource=resource, capacity=5.0)))
         if i == len(windows) // 2:
             values.append(
-                ContributorsDeparted(
+                encode(ContributorsDeparted(
                     event_id="d",
                     resource=resource,
                     subsystems=[windows[0].subsystem],
                     waiting_window_start_ms=w.window_start_ms,
-                ).to_json()
+                ))
             )
     values = [v for v in values if orjson.loads(v)["resource"] == resource]
     # Stage 1 sends batches of shares (here runs of up to 4), policies and departures between.
@@ -269,22 +264,21 @@ def test_stage2_rebuild_replays_shares_policies_and_departures() -> None:
     run_of: list[ResourceShare] = []
     for v in [*values, b"{}"]:
         if orjson.loads(v).get("type") == "resource_share" and len(run_of) < 4:
-            run_of.append(ResourceShare.model_validate_json(v))
+            run_of.append(decode_resource_record(v)[0])
             continue
         if run_of:
             single = len(run_of) == 1  # a lone share as it was sent before batches: still read
-            batch = ResourceShares(resource=resource, shares=run_of)
-            packed.append(run_of[0].to_json() if single else batch.to_json())
+            packed.append(encode(run_of[0]) if single else encode_shares(resource, run_of))
             run_of = []
         if orjson.loads(v).get("type") == "resource_share":
-            run_of.append(ResourceShare.model_validate_json(v))
+            run_of.append(decode_resource_record(v)[0])
         elif v != b"{}":
             packed.append(v)
     assert len(packed) < len(values) // 2
     records = [(i, resource.encode(), v) for i, v in enumerate(packed)]
 
     def make(name: str) -> ResourcePredictor:
-        return ResourcePredictor(name, config, policy)
+        return ResourcePredictor(name, config, policy.spec())
 
     def replay(p: ResourcePredictor, partition: int, record: Record) -> None:
         value = record[2]
@@ -302,7 +296,7 @@ def test_stage2_rebuild_replays_shares_policies_and_departures() -> None:
             predictor = await live.get(resource, 0, offset)
             for record in decode_resource_record(value):
                 events, _ts = apply_resource_record(predictor, record)
-                out += [e.to_json() for e in events]
+                out += [encode(e) for e in events]
             await live.updated(resource, predictor, offset)
         return out
 

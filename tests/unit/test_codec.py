@@ -8,6 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from app.wire.codec import SourceRef, decode_message
+from app.wire.records import encode
 
 SRC = SourceRef("pso.telemetry", 3, 42, b"api")
 GOOD = {"subsystem": "api", "ts": "2026-11-25T06:00:00Z", "metrics": {"cpu": 0.5}}
@@ -48,8 +49,8 @@ def test_batch_mixing_good_and_bad_keeps_the_good() -> None:
 def test_a_message_of_many_bad_samples_makes_one_bounded_dead_letter() -> None:
     """The amplification found from outside: 10,000 rejects of a 90 KB message were 10,000
     records carrying it each (1.15 GB). Now one record, at most ~2x the message."""
+    from app.core.events import MAX_REJECTS_LISTED
     from app.wire.codec import dead_letter_bytes
-    from app.wire.events import MAX_REJECTS_LISTED
 
     raw = orjson.dumps([{"ts": 1}] * 10_000)
     out = decode_message(raw, SRC)
@@ -57,24 +58,25 @@ def test_a_message_of_many_bad_samples_makes_one_bounded_dead_letter() -> None:
     assert dead.rejected == 10_000 and dead.rejected_by_reason == {"invalid_sample": 10_000}
     assert len(dead.rejects) == MAX_REJECTS_LISTED
     assert [r.index for r in dead.rejects] == list(range(MAX_REJECTS_LISTED))
-    assert len(dead.to_json()) <= 2 * len(raw) + 64 * 1024
-    assert len(dead.to_json()) <= dead_letter_bytes(len(raw))
+    assert len(encode(dead)) <= 2 * len(raw) + 64 * 1024
+    assert len(encode(dead)) <= dead_letter_bytes(len(raw))
 
 
 def test_a_dead_letter_too_large_for_its_topic_keeps_the_length_and_hash() -> None:
     import hashlib
 
-    from app.wire.codec import Rejections
+    from app.wire.codec import Rejections, fit
 
     raw = b"[" + b" " * 5000 + b"]"
     rejections = Rejections(SRC, raw)
     rejections.add("empty_batch", "batch envelope is an empty array")
     full = rejections.record()
-    trimmed = rejections.record(max_bytes=len(full.to_json()) - 1)
+    assert fit(full, len(encode(full))) is full
+    trimmed = fit(full, len(encode(full)) - 1)
     assert full.original_b64 is not None and trimmed.original_b64 is None
     assert trimmed.original_bytes == len(raw)
     assert trimmed.original_sha256 == hashlib.sha256(raw).hexdigest()
-    assert len(trimmed.to_json()) < 2000
+    assert len(encode(trimmed)) < 2000
 
 
 def test_precise_reasons() -> None:
@@ -252,8 +254,8 @@ def test_fast_path_covers_the_usual_shapes() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(elements, min_size=1, max_size=4), st.booleans())
 def test_ingest_dead_letters_match_the_reference_decoder(batch: list, single: bool) -> None:
-    from app.core.ingest import TelemetryIngest
     from app.settings import WindowConfig
+    from app.wire.telemetry import TelemetryIngest
 
     try:
         raw = orjson.dumps(batch[0] if single else batch)
@@ -346,8 +348,9 @@ def test_ingest_in_columns_equals_ingest_sample_by_sample(batches: list) -> None
     batch after batch on the same state: late samples, runs out of order, -0.0 included."""
     import dataclasses
 
-    from app.core.ingest import IngestResult, TelemetryIngest
+    from app.core.ingest import IngestResult
     from app.settings import WindowConfig
+    from app.wire.telemetry import TelemetryIngest
 
     config = WindowConfig(size_s=60, allowed_lateness_windows=1, max_time_jump_s=3600)
     in_columns, by_sample = TelemetryIngest(config), TelemetryIngest(config)
@@ -363,8 +366,8 @@ def test_ingest_in_columns_equals_ingest_sample_by_sample(batches: list) -> None
         plain = dataclasses.replace(by_sample.parse(raw, SRC, want), columns=None)
         in_columns.apply(parsed, got)  # no finite input raises (values are bounded)
         by_sample.apply(plain, want)
-        assert [w.to_json() for w in got.windows] == [w.to_json() for w in want.windows]
-        assert [d.to_json() for d in got.dead] == [d.to_json() for d in want.dead]
+        assert [encode(w) for w in got.windows] == [encode(w) for w in want.windows]
+        assert [encode(d) for d in got.dead] == [encode(d) for d in want.dead]
         assert (got.accepted, got.items, got.held, got.touched) == (
             want.accepted,
             want.items,
@@ -379,8 +382,9 @@ def test_ingest_in_columns_equals_ingest_sample_by_sample(batches: list) -> None
 
 def test_a_client_batch_is_taken_in_columns() -> None:
     """The property above must exercise the columns, not just the per-sample loop."""
-    from app.core.ingest import IngestResult, TelemetryIngest
+    from app.core.ingest import IngestResult
     from app.settings import WindowConfig
+    from app.wire.telemetry import TelemetryIngest
 
     batch = [
         {"subsystem": "api", "ts": 1795586400000 + i * 1000, "metrics": {"cpu": 0.5 + i}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from statistics import NormalDist
 
 import pytest
@@ -18,9 +19,9 @@ from app.core.conflicts import (
     exceedance_probability,
     level_z,
 )
+from app.core.events import ConflictObserved, ConflictPredicted
 from app.core.snapshot import seal, unseal
 from app.core.types import SeriesForecast
-from app.wire.events import ConflictObserved, ConflictPredicted
 
 STEP = 60_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -331,7 +332,7 @@ def _scenario(cp: ConflictPredictor, reverse: bool = False) -> list[dict[str, ob
         paths = dict(reversed(PATHS.items())) if reverse else PATHS
         if j >= 9:
             paths = {"a": flat(10.0), "b": flat(10.0), "c": flat(10.0)}
-        out += [e.model_dump() for e in step(cp, j, paths)]
+        out += [asdict(e) for e in step(cp, j, paths)]
     return out
 
 
@@ -373,7 +374,7 @@ def test_zero_width_intervals_and_zero_demand_stay_finite() -> None:
     assert isinstance(event, ConflictPredicted)
     assert event.probability == 1.0 and event.expected_start_ms == at(3)
     assert [c.share for c in event.contributors] == [1.0, 0.0]
-    dumped = event.model_dump()
+    dumped = asdict(event)
     assert all(
         math.isfinite(v) for c in dumped["contributors"] for v in c.values() if isinstance(v, float)
     )

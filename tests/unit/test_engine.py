@@ -12,20 +12,15 @@ import orjson
 import pytest
 
 from app.core.engine import PredictionEngine, iso_ms, share_from_values, share_values
-from app.core.ingest import TelemetryIngest
+from app.core.events import LoadWindow, ms_to_iso
 from app.core.snapshot import SnapshotRejected
 from app.dev.simulator import FleetSimulator
 from app.settings import FleetPolicy
 from app.wire.codec import SourceRef
-from app.wire.events import (
-    SCHEMAS,
-    Forecast,
-    LoadWindow,
-    ResourceShare,
-    SeriesForecastBody,
-    ms_to_iso,
-)
+from app.wire.events import SCHEMAS
+from app.wire.records import encode, to_core
 from app.wire.schemas import SCHEMA_DIR, render_schemas
+from app.wire.telemetry import TelemetryIngest
 
 HOURS = 16
 
@@ -42,18 +37,18 @@ def scenario() -> tuple[FleetPolicy, tuple[LoadWindow, ...]]:
 
 
 def run(engine: PredictionEngine, windows: tuple[LoadWindow, ...]) -> list[bytes]:
-    return [event.to_json() for w in windows for event in engine.process(w)]
+    return [encode(event) for w in windows for event in engine.process(w)]
 
 
 @cache
 def reference() -> tuple[bytes, ...]:
     policy, windows = scenario()
-    return tuple(run(PredictionEngine(policy), windows))
+    return tuple(run(PredictionEngine(policy.spec()), windows))
 
 
 def test_same_windows_give_byte_identical_events() -> None:
     policy, windows = scenario()
-    assert run(PredictionEngine(policy), windows) == list(reference())
+    assert run(PredictionEngine(policy.spec()), windows) == list(reference())
 
 
 def test_every_kind_of_event_is_produced_and_matches_its_schema() -> None:
@@ -96,7 +91,7 @@ def test_no_nan_and_ordered_intervals_in_forecasts() -> None:
 def test_snapshot_restore_continues_identically() -> None:
     policy, windows = scenario()
     half = len(windows) // 2
-    engine = PredictionEngine(policy)
+    engine = PredictionEngine(policy.spec())
     first = run(engine, windows[:half])
     blob = engine.snapshot("k" * 32)
     restored = PredictionEngine.restore(policy, blob, "k" * 32)
@@ -105,7 +100,7 @@ def test_snapshot_restore_continues_identically() -> None:
 
 def test_tampered_or_foreign_snapshots_are_refused() -> None:
     policy, windows = scenario()
-    engine = PredictionEngine(policy)
+    engine = PredictionEngine(policy.spec())
     run(engine, windows[:50])
     blob = engine.snapshot("k" * 32)
     with pytest.raises(SnapshotRejected):
@@ -131,58 +126,66 @@ def test_schemas_include_every_output_type() -> None:
     assert set(render_schemas()) == {p.name for p in SCHEMA_DIR.glob("*.json")}
 
 
-def test_hot_path_events_equal_validated_ones() -> None:
-    """Forecasts and shares are built without validation (`trusted_model`): they must be the
-    very models, fields set and bytes that validation gives."""
+def test_core_types_mirror_the_wire_models_field_for_field() -> None:
+    """The core's dataclasses and the wire's pydantic models are one contract written twice
+    (the core imports no pydantic): same names, same fields, in the same order."""
+    import dataclasses
+
+    import app.core.events as core
+    import app.wire.events as wire
+
+    mirrored = 0
+    for name in dir(wire):
+        model = getattr(wire, name)
+        if not (isinstance(model, type) and issubclass(model, wire._Wire)) or model is wire._Wire:
+            continue
+        if name in ("TelemetrySample", "ResourceShares"):
+            continue  # inputs and envelopes the core never sees
+        mine = getattr(core, name)
+        assert [f.name for f in dataclasses.fields(mine)] == list(model.model_fields), name
+        mirrored += 1
+    assert mirrored >= 18
+
+
+def test_every_event_is_what_its_wire_model_validates_byte_for_byte() -> None:
+    """Every kind of event the core makes validates against its wire model (finite, in range)
+    and serialises to the bytes the validated model serialises to."""
+    import app.wire.events as wire
+
     policy, windows = scenario()
-    engine = PredictionEngine(policy)
-    seen: set[str] = set()
-    for w in windows[:300]:
+    engine = PredictionEngine(policy.spec())
+    ingest = TelemetryIngest(policy.window)
+    events: list[Any] = list(windows[:200])
+    for w in windows:
         out = engine.subsystem(w.subsystem).process(w)
-        for event in [*out.events, *out.shares]:
-            if not isinstance(event, Forecast | ResourceShare):
-                continue
-            seen.add(event.type)
-            again = type(event).model_validate_json(event.to_json())
-            assert again == event and again.to_json() == event.to_json()
-            constructed = type(event).model_construct(**event.model_dump(exclude={"type"}))
-            assert event.model_fields_set == constructed.model_fields_set
-            body = event.metrics if isinstance(event, Forecast) else {"": event.forecast}
-            for part in body.values():
-                assert part.model_fields_set == set(SeriesForecastBody.model_fields)
-    assert seen == {"forecast", "resource_share"}
+        events += [*out.events, *out.shares]
+        for share in out.shares:
+            events += engine.resource(share.resource).add(share)
+    events += ingest.process(b'[{"subsystem": "a", "ts": "x"}, 3]', SourceRef("t", 0, 1)).dead
+    events += ingest.process(b"{not json", SourceRef("t", 0, 2)).dead
+    kinds = Counter(type(m).__name__ for m in events)
+    assert {"LoadWindow", "Forecast", "ResourceShare", "ConflictPredicted"} <= kinds.keys()
+    assert {"RebalanceRecommended", "AccuracyReport", "DeadLetter"} <= kinds.keys()
+    checked: set[str] = set()
+    for event in events:
+        kind = type(event).__name__
+        if kind in checked and kind in ("Forecast", "ResourceShare", "LoadWindow"):
+            continue  # thousands of these: one of each is enough after the first 200 windows
+        again = getattr(wire, kind).model_validate_json(encode(event))
+        assert again.to_json() == encode(event), kind
+        assert to_core(again) == event, kind
+        checked.add(kind)
 
 
 def test_share_values_round_trip() -> None:
     """The backtest hands shares between processes as `share_values`: nothing may change."""
     policy, windows = scenario()
-    engine = PredictionEngine(policy)
+    engine = PredictionEngine(policy.spec())
     shares = [s for w in windows[:200] for s in engine.subsystem(w.subsystem).process(w).shares]
     assert shares
     for share in shares:
         again = share_from_values(pickle.loads(pickle.dumps(share_values(share))))
-        assert again == share and again.to_json() == share.to_json()
-        assert again.model_fields_set == share.model_fields_set
-
-
-def test_to_json_is_the_bytes_of_model_dump() -> None:
-    """`to_json` serialises ``__dict__`` directly: the bytes of the pydantic dump, every type."""
-    policy, windows = scenario()
-    engine = PredictionEngine(policy)
-    ingest = TelemetryIngest(policy.window)
-    models: list[Any] = list(windows[:200])
-    for w in windows:
-        out = engine.subsystem(w.subsystem).process(w)
-        models += [*out.events, *out.shares]
-        for share in out.shares:
-            models += engine.resource(share.resource).add(share)
-    models += ingest.process(b'[{"subsystem": "a", "ts": "x"}, 3]', SourceRef("t", 0, 1)).dead
-    models += ingest.process(b"{not json", SourceRef("t", 0, 2)).dead
-    kinds = Counter(type(m).__name__ for m in models)
-    assert {"LoadWindow", "Forecast", "ResourceShare", "ConflictPredicted"} <= kinds.keys()
-    assert {"RebalanceRecommended", "AccuracyReport", "DeadLetter"} <= kinds.keys()
-    for m in models:
-        assert m.to_json() == orjson.dumps(m.model_dump(mode="json")), type(m).__name__
+        assert again == share and encode(again) == encode(share)
 
 
 @pytest.mark.parametrize(

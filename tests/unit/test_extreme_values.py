@@ -10,11 +10,14 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import app.wire.events as wire
 from app.core.engine import PredictionEngine
-from app.core.ingest import IngestResult, TelemetryIngest
+from app.core.events import MAX_ABS_VALUE
+from app.core.ingest import IngestResult
 from app.settings import FleetPolicy, ResourceConfig, WindowConfig
 from app.wire.codec import SourceRef
-from app.wire.events import MAX_ABS_VALUE
+from app.wire.records import encode
+from app.wire.telemetry import TelemetryIngest
 
 BASE = 1_795_586_400_000
 
@@ -45,7 +48,7 @@ def test_values_anywhere_in_range_never_make_the_engine_raise(
 ) -> None:
     policy = FleetPolicy(resources={"db": ResourceConfig(capacity=MAX_ABS_VALUE)})
     ingest = TelemetryIngest(policy.window)
-    engine = PredictionEngine(policy)
+    engine = PredictionEngine(policy.spec())
     rng = random.Random(seed)
     events = []
     out = IngestResult()
@@ -67,4 +70,4 @@ def test_values_anywhere_in_range_never_make_the_engine_raise(
     assert not out.dead
     events += engine.finish()
     for event in events:
-        type(event).model_validate_json(event.to_json())  # finite, schema-valid
+        getattr(wire, type(event).__name__).model_validate_json(encode(event))  # finite, valid

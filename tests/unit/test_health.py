@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from app.core.events import AccuracyReport, HorizonAccuracy
 from app.ops.health import WorkerHealth
-from app.wire.events import AccuracyReport, HorizonAccuracy
+from app.wire.records import encode
 
 
 def _health() -> WorkerHealth:
@@ -62,7 +63,7 @@ def test_model_error_from_a_published_accuracy_report() -> None:
         conflict_median_lead_s=60.0,
     )
     health = _health()
-    health.record_out("pso.accuracy", report.to_json())
+    health.record_out("pso.accuracy", encode(report))
     health.record_out("pso.accuracy", b"{not json")  # never breaks the worker
     health.record_out("pso.accuracy", b'{"scope": "x"}')
     error = health.snapshot(160.0).model_error
@@ -83,14 +84,14 @@ def test_log_line_summarises_many_scopes() -> None:
             horizons=[HorizonAccuracy(horizon=1, n=5, mae=1.0, mase=mase, coverage={})],
             conflict_precision=None, conflict_recall=None, conflict_median_lead_s=None,
         )
-        health.record_out("pso.accuracy", report.to_json())
+        health.record_out("pso.accuracy", encode(report))
     for scope, precision in (("resource:db-main", 0.8), ("resource:gpu", 0.95)):
         report = AccuracyReport(
             event_id=f"accuracy:{scope}:1", emitted_at_ms=1, scope=scope, windows_scored=5,
             horizons=[], conflict_precision=precision, conflict_recall=1.0,
             conflict_median_lead_s=None,
         )
-        health.record_out("pso.accuracy", report.to_json())
+        health.record_out("pso.accuracy", encode(report))
     line = health.snapshot(101.0).log_line()
     assert "model(median of 3): mase_h1=0.400" in line
     assert "conflicts(worst of 2): precision=0.800 recall=1.000" in line

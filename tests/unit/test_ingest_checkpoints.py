@@ -11,9 +11,10 @@ import orjson
 import pytest
 
 from agents.ingest import CheckpointedWindows
-from app.core.ingest import TelemetryIngest
 from app.settings import WindowConfig
 from app.wire.codec import SourceRef
+from app.wire.records import encode
+from app.wire.telemetry import TelemetryIngest
 from tests.unit.test_checkpoints import KEY, Table, Topic
 
 WINDOW = WindowConfig(size_s=60, allowed_lateness_windows=1)
@@ -86,7 +87,7 @@ def run(
             at, key, value = records[offset]
             result = await live.take(value, SourceRef("t", 0, at, key))
             if result is not None:
-                out += [w.to_json() for w in result.windows]
+                out += [encode(w) for w in result.windows]
                 dead += [d.event_id for d in result.dead]
                 await live.checkpoint(at)
             offset += 1
@@ -100,7 +101,7 @@ def test_the_agent_windows_as_the_pure_core_does() -> None:
     ingest = TelemetryIngest(WINDOW)
     expected: list[bytes] = []
     for at, key, value in records:
-        expected += [w.to_json() for w in ingest.process(value, SourceRef("t", 0, at, key)).windows]
+        expected += [encode(w) for w in ingest.process(value, SourceRef("t", 0, at, key)).windows]
     out, dead, _, _ = run(records, every=5)
     assert out == expected and len(expected) > 60
     assert len(dead) == 2  # the late sample and the broken message
@@ -175,7 +176,7 @@ def test_a_record_the_core_failed_on_is_passed_over_by_a_rebuild_as_it_was_live(
                     failed.append(offset)
                     continue
                 if result is not None:
-                    out += [w.to_json() for w in result.windows]
+                    out += [encode(w) for w in result.windows]
                     await live.checkpoint(offset)
             return out, failed
 

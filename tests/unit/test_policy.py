@@ -5,12 +5,18 @@ from __future__ import annotations
 import orjson
 
 from app.core.engine import PredictionEngine
-from app.core.ingest import TelemetryIngest
+from app.core.events import (
+    ConflictPredicted,
+    LoadWindow,
+    RebalanceRecommended,
+    ResourcePolicy,
+    SubsystemShareOverride,
+)
 from app.core.policy import overlay
 from app.dev.simulator import FleetSimulator
 from app.settings import FleetPolicy
 from app.wire.codec import SourceRef
-from app.wire.events import ConflictPredicted, LoadWindow, RebalanceRecommended, ResourcePolicy
+from app.wire.telemetry import TelemetryIngest
 
 
 def _scenario() -> tuple[FleetPolicy, list[LoadWindow]]:
@@ -29,12 +35,15 @@ def test_overlay_changes_only_the_named_resource_and_terms() -> None:
             "resources": {"db": {"capacity": 100, "unit": "conns"}, "gpu": {"capacity": 8}},
             "subsystems": {"api": {"weight": 2, "min": {"gpu": 1}, "deferrable": False}},
         }
-    )
+    ).spec()
     new = overlay(
         base,
         ResourcePolicy(
             resource="db",
-            subsystems={"api": {"min": 5, "deferrable": True}, "etl": {"weight": 0.5}},
+            subsystems={
+                "api": SubsystemShareOverride(min=5.0, deferrable=True),
+                "etl": SubsystemShareOverride(weight=0.5),
+            },
         ),
     )
     assert new.resources["db"].capacity == 100 and new.resources["db"].unit == "conns"
@@ -50,7 +59,7 @@ def test_overlay_changes_only_the_named_resource_and_terms() -> None:
 def test_capacity_update_takes_effect_from_its_point_in_the_stream_and_reverts() -> None:
     policy, windows = _scenario()
     resources = sorted(policy.resources)
-    engine = PredictionEngine(policy)
+    engine = PredictionEngine(policy.spec())
     cut, back = len(windows) // 2, 3 * len(windows) // 4
     before = [e for w in windows[:cut] for e in engine.process(w)]
     assert not [e for e in before if isinstance(e, ConflictPredicted)]
@@ -67,7 +76,7 @@ def test_capacity_update_takes_effect_from_its_point_in_the_stream_and_reverts()
     for name in resources:
         engine.resource(name).apply_policy(ResourcePolicy(resource=name))  # tombstone
         assert engine.resource(name).capacity == policy.resources[name].capacity
-        assert engine.resource(name).policy == policy
+        assert engine.resource(name).policy == policy.spec()
     after = [e for w in windows[back:] for e in engine.process(w)]
     statuses = [e.status for e in after if isinstance(e, ConflictPredicted)]
     assert statuses and set(statuses) <= {"cleared", "updated"} and "cleared" in statuses

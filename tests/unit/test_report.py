@@ -1,7 +1,7 @@
 """The backtest report, rendered from a real (small) engine run on the simulator.
 
 The fixture writes a run directory in the backtest's output contract itself (events exactly as
-``event.to_json()``, a ``metrics.json`` computed from the engine's own accuracy state), so the
+``encode(event)``, a ``metrics.json`` computed from the engine's own accuracy state), so the
 report is tested without depending on the backtest command.
 """
 
@@ -23,7 +23,7 @@ from matplotlib import image as mpimg
 
 from app.core.accuracy import ConflictScorer, HorizonTotals
 from app.core.engine import PredictionEngine
-from app.core.ingest import TelemetryIngest
+from app.core.events import ConflictObserved, ConflictPredicted, LoadWindow, ms_to_iso
 from app.dev.simulator import FleetSimulator
 from app.offline.report import (
     fmt_count,
@@ -35,7 +35,8 @@ from app.offline.report import (
 )
 from app.settings import FleetPolicy, ResourceConfig
 from app.wire.codec import SourceRef
-from app.wire.events import ConflictObserved, ConflictPredicted, LoadWindow, ms_to_iso
+from app.wire.records import encode
+from app.wire.telemetry import TelemetryIngest
 
 HOURS = 12
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -96,11 +97,16 @@ def _horizon_stats(totals: list[HorizonTotals], levels: tuple[float, ...]) -> di
     }
 
 
-def write_run(out: Path, policy: FleetPolicy, samples: int, windows: tuple[LoadWindow, ...],
-              overrides: tuple[str, ...] = ()) -> None:
+def write_run(
+    out: Path,
+    policy: FleetPolicy,
+    samples: int,
+    windows: tuple[LoadWindow, ...],
+    overrides: tuple[str, ...] = (),
+) -> None:
     """Run the engine and write its output the way ``pso backtest -o`` does (the contract)."""
     out.mkdir(parents=True, exist_ok=True)
-    engine = PredictionEngine(policy)
+    engine = PredictionEngine(policy.spec())
     c = engine.config
     scorers: dict[str, ConflictScorer] = {}
     overall = ConflictScorer(c.step_ms, c.horizon)
@@ -108,11 +114,11 @@ def write_run(out: Path, policy: FleetPolicy, samples: int, windows: tuple[LoadW
     anomalies = plans = infeasible = 0
     try:
         for w in windows:
-            handles["windows.jsonl"].write(w.to_json() + b"\n")
+            handles["windows.jsonl"].write(encode(w) + b"\n")
             for event in engine.process(w):
                 if event.type not in FILES:
                     continue
-                handles[FILES[event.type]].write(event.to_json() + b"\n")
+                handles[FILES[event.type]].write(encode(event) + b"\n")
                 if isinstance(event, ConflictPredicted | ConflictObserved):
                     scorer = scorers.setdefault(
                         event.resource, ConflictScorer(c.step_ms, c.horizon)
@@ -226,7 +232,7 @@ def test_every_image_is_an_inline_non_blank_png(run_dir: Path) -> None:
     for alt, src in report.images:
         prefix = "data:image/png;base64,"
         assert src.startswith(prefix), alt
-        png = base64.b64decode(src[len(prefix):], validate=True)
+        png = base64.b64decode(src[len(prefix) :], validate=True)
         assert png.startswith(PNG_SIGNATURE), alt
         pixels = mpimg.imread(BytesIO(png), format="png")
         assert pixels.shape[0] > 200 and pixels.shape[1] > 800, alt
@@ -299,8 +305,15 @@ def test_resource_forecast_band_sums_contributors_and_contains_the_point(run_dir
 
 
 def test_rendering_is_deterministic(run_dir: Path, tmp_path: Path) -> None:
-    for name in ("windows.jsonl", "forecasts.jsonl", "anomalies.jsonl", "conflicts.jsonl",
-                 "rebalance.jsonl", "accuracy.jsonl", "metrics.json"):
+    for name in (
+        "windows.jsonl",
+        "forecasts.jsonl",
+        "anomalies.jsonl",
+        "conflicts.jsonl",
+        "rebalance.jsonl",
+        "accuracy.jsonl",
+        "metrics.json",
+    ):
         (tmp_path / name).write_bytes((run_dir / name).read_bytes())
     render_report(tmp_path)
     for name in ("report.md", "report.html"):
@@ -313,11 +326,19 @@ def test_rendering_is_deterministic(run_dir: Path, tmp_path: Path) -> None:
 def test_what_if_section_compares_against_the_baseline(run_dir: Path, tmp_path: Path) -> None:
     policy, samples, windows = scenario()
     capacity = policy.resources["db-main"].capacity
-    roomy = policy.model_copy(update={"resources": {
-        **policy.resources, "db-main": ResourceConfig(capacity=capacity * 1.5)}})
+    roomy = policy.model_copy(
+        update={
+            "resources": {**policy.resources, "db-main": ResourceConfig(capacity=capacity * 1.5)}
+        }
+    )
     what_if = tmp_path / "what-if"
-    write_run(what_if, roomy, samples, windows,
-              overrides=(f"resources.db-main.capacity={capacity * 1.5:g}",))
+    write_run(
+        what_if,
+        roomy,
+        samples,
+        windows,
+        overrides=(f"resources.db-main.capacity={capacity * 1.5:g}",),
+    )
     render_report(what_if, baseline_dir=run_dir)
     rows = {r[0]: r for r in parse(what_if / "report.html").rows if len(r) == 4}
     base = orjson.loads((run_dir / "metrics.json").read_bytes())["conflicts"]["overall"]
@@ -335,13 +356,18 @@ def test_what_if_section_compares_against_the_baseline(run_dir: Path, tmp_path: 
     assert "What-if vs baseline" in (what_if / "report.md").read_text(encoding="utf-8")
 
 
-def test_missing_optional_files_and_null_metrics_still_render(run_dir: Path,
-                                                               tmp_path: Path) -> None:
+def test_missing_optional_files_and_null_metrics_still_render(
+    run_dir: Path, tmp_path: Path
+) -> None:
     metrics = orjson.loads((run_dir / "metrics.json").read_bytes())
     metrics["forecast"]["overall"]["mase_by_horizon"] = [None] * 15
     metrics["conflicts"]["overall"].update(recall=None, precision=None)
-    metrics["conflicts"]["overall"]["lead_time_s"] = {"median": None, "p10": None, "p90": None,
-                                                     "values": []}
+    metrics["conflicts"]["overall"]["lead_time_s"] = {
+        "median": None,
+        "p10": None,
+        "p90": None,
+        "values": [],
+    }
     (tmp_path / "metrics.json").write_bytes(orjson.dumps(metrics))
     (tmp_path / "windows.jsonl").write_bytes((run_dir / "windows.jsonl").read_bytes())
     render_report(tmp_path)  # no forecasts, conflicts, anomalies or plans files

@@ -8,10 +8,12 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.ingest import IngestResult, TelemetryIngest
+from app.core.ingest import IngestResult
 from app.core.windows import MAX_HELD, WindowedLoad
 from app.settings import WindowConfig
 from app.wire.codec import SourceRef
+from app.wire.records import encode
+from app.wire.telemetry import TelemetryIngest
 
 BASE = 1_795_586_400_000  # 2026-11-25T06:00:00Z
 Y2099 = 4_102_358_400_000  # 2099-12-31T00:00:00Z
@@ -135,5 +137,5 @@ def test_every_sample_ends_in_one_place_and_a_restored_state_goes_on_alike(
     )
     for offset, ts in enumerate(stamps[cut:], start=cut):
         restored.process(sample(ts), SourceRef("t", 0, offset), out)
-    assert [w.to_json() for w in out.windows] == [w.to_json() for w in whole.windows]
-    assert [d.to_json() for d in out.dead] == [d.to_json() for d in whole.dead]
+    assert [encode(w) for w in out.windows] == [encode(w) for w in whole.windows]
+    assert [encode(d) for d in out.dead] == [encode(d) for d in whole.dead]

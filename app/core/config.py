@@ -1,0 +1,79 @@
+"""The fleet policy as the core reads it: plain frozen dataclasses.
+
+``pso.yaml`` and the ``PSO_*`` environment are parsed and validated by `app.settings`
+(pydantic), whose models hand the core these with ``.spec()``: the core never parses a
+file or reads the environment, so it runs the same in a worker, a backtest or a test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """Tumbling event-time windows per subsystem, and how far a sample may jump ahead.
+
+    Examples
+    --------
+    >>> WindowSpec(size_s=60, allowed_lateness_windows=2).lateness_ms
+    120000
+    """
+
+    size_s: int = 60
+    allowed_lateness_windows: int = 2
+    max_time_jump_s: int = 3600
+    jump_confirmations: int = 3
+
+    @property
+    def size_ms(self) -> int:
+        return self.size_s * 1000
+
+    @property
+    def lateness_ms(self) -> int:
+        return self.allowed_lateness_windows * self.size_ms
+
+    @property
+    def max_jump_ms(self) -> int:
+        return self.max_time_jump_s * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSpec:
+    """A shared resource (DB connection pool, GPU pool...) and how much of it exists."""
+
+    capacity: float
+    unit: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SubsystemSpec:
+    """Business policy of one subsystem for rebalance planning."""
+
+    weight: float = 1.0
+    min: dict[str, float] = field(default_factory=dict)  # resource -> guaranteed use
+    deferrable: bool = False
+    limits: dict[str, float] = field(default_factory=dict)  # metric -> saturation limit
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionSpec:
+    """Knobs of the prediction engine."""
+
+    horizon: int = 15
+    levels: tuple[float, ...] = (0.8, 0.95)
+    conflict_threshold: float = 0.5
+    accuracy_every_windows: int = 60
+    idle_evict_s: int = 6 * 3600
+    mode: Literal["advise", "dry-run"] = "advise"
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSpec:
+    """The fleet policy: windows, shared resources, subsystems and prediction knobs."""
+
+    window: WindowSpec = field(default_factory=WindowSpec)
+    resources: dict[str, ResourceSpec] = field(default_factory=dict)
+    subsystems: dict[str, SubsystemSpec] = field(default_factory=dict)
+    prediction: PredictionSpec = field(default_factory=PredictionSpec)

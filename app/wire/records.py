@@ -1,0 +1,114 @@
+"""Records of PSO's own topics, to and from the core's types: encode an event for Kafka,
+decode a load window, a resource-shares record or a runtime policy, validated on the way in
+by the wire models (anyone may write to a topic)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+import app.core.events as core
+from app.wire.events import (
+    ContributorsDeparted,
+    LoadWindow,
+    ResourcePolicy,
+    ResourceShare,
+    ResourceShares,
+)
+
+#: what stage 2 applies in turn, decoded from one record of the shares topic
+ResourceRecord = core.ResourceShare | core.ResourcePolicy | core.ContributorsDeparted
+
+
+def encode(event: Any) -> bytes:
+    """An event's canonical JSON bytes: the same event always serialises to the same bytes
+    (fields in declaration order, as the wire model and its schema list them)."""
+    return orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_shares(resource: str, shares: Sequence[core.ResourceShare]) -> bytes:
+    """A `ResourceShares` record: consecutive shares of one resource."""
+    return encode({"type": "resource_shares", "resource": resource, "shares": list(shares)})
+
+
+def to_core(model: BaseModel) -> Any:
+    """The core's dataclass for a validated wire model (same name, same fields)."""
+    cls = getattr(core, type(model).__name__)
+    return cls(**{name: _to_core(getattr(model, name)) for name in type(model).model_fields})
+
+
+def _to_core(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return to_core(value)
+    if isinstance(value, list):
+        return [_to_core(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_core(v) for k, v in value.items()}
+    return value
+
+
+def decode_window(value: bytes | None) -> core.LoadWindow:
+    """One record of ``pso.load`` (ValueError if it is not a `LoadWindow`)."""
+    if value is None:
+        raise ValueError("no value (a tombstone)")
+    window: core.LoadWindow = to_core(LoadWindow.model_validate(orjson.loads(value)))
+    return window
+
+
+def decode_resource_record(value: bytes | None) -> list[ResourceRecord]:
+    """One record of ``{app_id}-resource-shares``: a batch of shares, a share, a policy or a
+    departure, as the records stage 2 applies in turn (ValueError if it is none of them)."""
+    if value is None:
+        raise ValueError("no value (a tombstone)")
+    doc = orjson.loads(value)
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    kind = doc.get("type")
+    if kind == "resource_shares":
+        return [to_core(s) for s in ResourceShares.model_validate(doc).shares]
+    if kind == "resource_policy":
+        return [to_core(ResourcePolicy.model_validate(doc))]
+    if kind == "contributors_departed":
+        return [to_core(ContributorsDeparted.model_validate(doc))]
+    return [to_core(ResourceShare.model_validate(doc))]
+
+
+class InvalidPolicy(ValueError):
+    """A ``pso.capacity`` record PSO cannot apply; the message is the dead-letter reason."""
+
+
+def decode_policy_record(key: bytes | None, value: bytes | None) -> core.ResourcePolicy:
+    """One ``pso.capacity`` record -> the `ResourcePolicy` it sets.
+
+    The key names the resource (compaction keeps one record per resource); the value may
+    repeat it. An empty value is a tombstone: back to ``pso.yaml``.
+
+    >>> decode_policy_record(b"db", b'{"capacity": 80}').capacity
+    80.0
+    >>> decode_policy_record(b"db", None) == core.ResourcePolicy(resource="db")
+    True
+    """
+    name = key.decode("utf-8", "replace") if key else None
+    if not value:
+        if not name:
+            raise InvalidPolicy("a tombstone needs the resource name as its key")
+        return core.ResourcePolicy(resource=name)
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidPolicy(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidPolicy("a resource policy is a JSON object")
+    doc.setdefault("type", "resource_policy")
+    if name is not None and doc.setdefault("resource", name) != name:
+        raise InvalidPolicy(f"key {name!r} and resource {doc['resource']!r} differ")
+    try:
+        policy: core.ResourcePolicy = to_core(ResourcePolicy.model_validate(doc))
+        return policy
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise InvalidPolicy(f"{where}: {first['msg']}") from None
