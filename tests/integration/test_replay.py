@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
+from app.cli.replay import replay_cmd
 from app.dev.broker import EmbeddedKafka, ExternalBroker
 from app.kafka.connection import client_kwargs, start_producer
 from app.kafka.range import RangeReader, RangeRecord, TopicNotFound, read_range
-from app.kafka.replay import parse_speed, replay, replay_cmd
+from app.kafka.replay import parse_speed, replay
 from app.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
