@@ -158,7 +158,8 @@ def test_odd_lines_route_the_same_with_any_worker_count(
 def test_stage2_streams_while_stage1_runs(
     tmp_path: Path, policy: FleetPolicy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("app.offline.backtest._BLOCK_BYTES", 4096)  # many blocks, many watermarks
+    # many blocks, many watermarks
+    monkeypatch.setattr("app.offline.backtest.source._BLOCK_BYTES", 4096)
     m = run_backtest(DATA / "input.jsonl", policy, tmp_path, workers=2, render=False)
     assert m["runtime"]["stage2_overlapped"] is True
     for name in FILES:
@@ -173,7 +174,7 @@ def test_a_late_newcomer_with_old_windows_restarts_stage2(
 ) -> None:
     # Watermarks only cover subsystems already seen: a subsystem that first shows up at the
     # end with the oldest windows breaks the streamed order, so stage 2 must start over.
-    monkeypatch.setattr("app.offline.backtest._BLOCK_BYTES", 4096)
+    monkeypatch.setattr("app.offline.backtest.source._BLOCK_BYTES", 4096)
     lines = (DATA / "input.jsonl").read_bytes().splitlines()
     late = [x.replace(b'"checkout"', b'"newcomer"') for x in lines[:90] if b'"checkout"' in x]
     source = tmp_path / "in.jsonl"
