@@ -57,9 +57,9 @@ topic (the worker subprocess swaps in `SharedInputTopics`). Every run also repor
 the worker and by the broker per sample, which stays comparable when other processes share the
 2 cores (their 1-minute load average as each phase starts is in ``loadavg_at_phase_start``),
 and, on the embedded broker, the MB each run wrote per topic. A worker phase that stops making
-progress (under 2 % of a core for 60 s while expected output is missing) ends early with
-``stalled_at_s``; ``worker_log`` counts agent crashes and ERROR lines in the worker's log and
-gives the first crash's reason.
+progress (nothing new on its outputs for 60 s while it uses under 10 % of a core, expected
+output still missing) ends early with ``stalled_at_s``; ``worker_log`` counts agent crashes
+and ERROR lines in the worker's log and gives the first crash's reason.
 
 ``latency_ms`` ({p50, p99, max}): after catching up, the same full worker gets the simulator's
 next ``--paced-minutes`` (120) at ``--paced-rate`` (10,000) samples per wall second: event time
@@ -658,6 +658,7 @@ async def measure(
     broker_pid: int | None,
     progress: Any = None,
     every_s: float = 10.0,
+    output: Any = None,
     stall_s: float = 60.0,
 ) -> dict[str, Any]:
     """Poll until ``done()``; CPU used by the worker and the broker from its first message in.
@@ -665,13 +666,16 @@ async def measure(
     CPU shares tell a reader whether a rate was bound by the worker's own core (share near 1)
     or by waiting (commits, the broker, other processes on the 2 cores). With ``progress``,
     every ``every_s``: [seconds since the first message in, worker and broker CPU share over
-    the interval, progress()]. A worker that is not done yet uses under 2 % of a core for
-    ``stall_s`` is given up on (``stalled``) instead of waited for until ``timeout_s``.
+    the interval, progress()]. A worker that is not done yet, whose ``output()`` (a count of
+    records read from its outputs) has not grown for ``stall_s`` while it used under 10 % of a
+    core (an idle worker's timers take ~4 %), is given up on (``stalled_at_s``) instead of
+    waited for until ``timeout_s``.
     """
     deadline = time.monotonic() + timeout_s
     start: tuple[float | None, float | None, float] | None = None
     mark: tuple[float | None, float | None, float] | None = None
     idle_mark: tuple[float | None, float | None, float] | None = None
+    idle_output = -1
     timeline: list[Any] = []
     ok = stalled = False
 
@@ -695,11 +699,13 @@ async def measure(
         if start is not None:
             current = now()
             if idle_mark is None or current[2] - idle_mark[2] >= stall_s:
+                count = output() if output is not None else -1
                 if idle_mark is not None and current[0] is not None and idle_mark[0] is not None:
-                    stalled = current[0] - idle_mark[0] < 0.02 * (current[2] - idle_mark[2])
+                    idle = current[0] - idle_mark[0] < 0.1 * (current[2] - idle_mark[2])
+                    stalled = idle and count == idle_output
                     if stalled:
                         break
-                idle_mark = current
+                idle_mark, idle_output = current, count
         if progress is not None and start is not None and mark is not None:
             current = now()
             if current[2] - mark[2] >= every_s:
@@ -762,24 +768,27 @@ class SealLog:
         self._lock = threading.Lock()
 
     def install(self) -> None:
+        import contextvars
+
         import agents.checkpoints as checkpoints
         from app.core.snapshot import seal  # what agents.checkpoints calls
 
         checkpoint = checkpoints.CheckpointedStates._checkpoint
-        last: list[Any] = [0.0, 0]  # the latest seal's seconds and bytes
+        # The seal's seconds and bytes, per task: agents seal concurrently, each in its task.
+        last: contextvars.ContextVar[tuple[float, int]] = contextvars.ContextVar("last_seal")
         records = self.records
 
         def timed_seal(obj: Any, key: str | bytes) -> bytes:
             started = time.perf_counter()
             blob = seal(obj, key)
-            last[0], last[1] = time.perf_counter() - started, len(blob)
+            last.set((time.perf_counter() - started, len(blob)))
             return blob
 
         async def timed_checkpoint(
             self: checkpoints.CheckpointedStates, name: str, obj: Any, good_to: int
         ) -> Any:
             entered = time.time()
-            last[:] = [0.0, 0]
+            last.set((0.0, 0))
             error: str | None = None
             try:
                 return await checkpoint(self, name, obj, good_to)
@@ -787,6 +796,7 @@ class SealLog:
                 error = f"{type(exc).__name__}: {exc}"[:300]
                 raise
             finally:
+                seal_s, size = last.get()
                 records.append(
                     {
                         "table": str(getattr(self.table, "name", self.label)),
@@ -794,8 +804,8 @@ class SealLog:
                         "state": obj is not None,
                         "t0": entered,
                         "t1": time.time(),
-                        "seal_s": last[0],
-                        "bytes": last[1],
+                        "seal_s": seal_s,
+                        "bytes": size,
                         "error": error,
                     }
                 )
@@ -1370,7 +1380,13 @@ async def bench(args: argparse.Namespace, broker: Any, tmp: Path) -> dict[str, A
     await tail.start()
     w = Worker("ingest", ing, telemetry, tmp, guarantee, args.profile, app_options=options)
     try:
-        m = await measure(w, lambda: expected.windows <= tail.seen.keys(), args.timeout, broker.pid)
+        m = await measure(
+            w,
+            lambda: expected.windows <= tail.seen.keys(),
+            args.timeout,
+            broker.pid,
+            output=lambda: len(tail.records),
+        )
         ingest_done = time.time()
     finally:
         await asyncio.to_thread(w.stop)
@@ -1429,7 +1445,12 @@ async def bench(args: argparse.Namespace, broker: Any, tmp: Path) -> dict[str, A
             }
 
         m = await measure(
-            w, lambda: want <= tail_c.seen.keys(), args.timeout, broker.pid, e2e_progress
+            w,
+            lambda: want <= tail_c.seen.keys(),
+            args.timeout,
+            broker.pid,
+            e2e_progress,
+            output=lambda: len(tail_c.records),
         )
         e2e_done = time.time()
         st = m["stats"]
@@ -1611,7 +1632,13 @@ async def worker_rss(
     await tail.start()
     w = Worker("pso", dep, t.telemetry, tmp, guarantee, None, app_options=options)
     try:
-        m = await measure(w, lambda: want <= tail.seen.keys(), args.timeout, broker.pid)
+        m = await measure(
+            w,
+            lambda: want <= tail.seen.keys(),
+            args.timeout,
+            broker.pid,
+            output=lambda: len(tail.records),
+        )
         done = time.time()
         mem = w.rss()
         st = m["stats"]
