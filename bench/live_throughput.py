@@ -66,7 +66,8 @@ next ``--paced-minutes`` (120) at ``--paced-rate`` (10,000) samples per wall sec
 runs at rate / subsystems (100) event seconds per wall second, and a message is sent when the
 wall clock reaches its event time (its newest sample's) on that scale. Every subsystem flushes
 at the same instant, so 100 messages (6,000 samples) go out at once every 0.6 s and windows close
-in bursts of 100 (a worst case); the JSON gives the rate reached and how late the sender was.
+in bursts of 100 (a worst case); the JSON gives the rate reached, how late the sender was,
+and the CPU share the worker and the broker had meanwhile (whether the worker got what it needed).
 A message is *produced* when this process hands it to its aiokafka producer (``time.time()``
 just before ``send``). An event is *readable* when a read_committed consumer here receives it
 (its fetches wait at most 50 ms). The message that *causes* an event is the first message,
@@ -1482,11 +1483,13 @@ async def bench(args: argparse.Namespace, broker: Any, tmp: Path) -> dict[str, A
         phase("paced")
         speed = args.paced_rate / args.subsystems  # event s per wall s (1 sample/s each)
         paced_started = time.time()
+        cpu0 = (cpu_seconds(w.proc.pid), cpu_seconds(broker.pid))
         sent = await send_paced(shared, bootstrap, telemetry, paced, speed)
         paced_ids = expected_paced.windows | expected_paced.all_events()
         paced_ok = await tail_c.wait_for(paced_ids, 120.0, w)
         await tail_u.wait_for(paced_ids, 10.0, w)
         paced_done = time.time()
+        cpu1 = (cpu_seconds(w.proc.pid), cpu_seconds(broker.pid))
     finally:
         await asyncio.to_thread(w.stop)
         await tail_c.stop()
@@ -1497,6 +1500,9 @@ async def bench(args: argparse.Namespace, broker: Any, tmp: Path) -> dict[str, A
     paced_checkpoints = checkpoint_summary(seals, paced_started, paced_done, keys)
     paced_bursts = seal_bursts(seals, paced_started, paced_done)
     paced_samples = sum(m.samples for m in paced)
+    paced_cpu = [
+        b - a if a is not None and b is not None else None for a, b in zip(cpu0, cpu1, strict=True)
+    ]
     latency = {
         "paced_target_samples_per_s": args.paced_rate,
         "paced_event_s_per_wall_s": round(speed, 2),
@@ -1506,6 +1512,14 @@ async def bench(args: argparse.Namespace, broker: Any, tmp: Path) -> dict[str, A
         "sender_behind_schedule_ms_max": round(sent.behind_max_s * 1000, 1),
         "paced_windows": len(expected_paced.windows),
         "paced_missing": len(paced_ids - tail_c.seen.keys()) if not paced_ok else 0,
+        # Whether the worker had the CPU it needed (other processes share the 2 cores).
+        "worker_cpu_share": None
+        if paced_cpu[0] is None
+        else round(paced_cpu[0] / (paced_done - paced_started), 2),
+        "broker_cpu_share": None
+        if paced_cpu[1] is None
+        else round(paced_cpu[1] / (paced_done - paced_started), 2),
+        "worker_cpu_us_per_sample": us_per_sample(paced_cpu[0], paced_samples),
         **latency_report(
             expected_paced, sent.produced, tail_c, tail_u, e2e.topics, users, paced_bursts
         ),
