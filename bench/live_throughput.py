@@ -382,7 +382,8 @@ def validation_cost(messages: list[Message], window: Any, passes: int = 5) -> di
     """PSO's ingest parse + validation per sample on ``messages``, in this process, without
     windowing: `TelemetryIngest.parse`, then for elements it did not take as columns what
     `TelemetryIngest.apply` runs on each before windowing it (`fast_fields`, else pydantic)."""
-    from app.core.ingest import IngestResult, TelemetryIngest
+    from app.core.ingest import IngestResult
+    from app.wire.telemetry import TelemetryIngest
     from app.wire.codec import SourceRef, fast_fields, validate_sample
 
     ingest = TelemetryIngest(window)
@@ -401,7 +402,7 @@ def validation_cost(messages: list[Message], window: Any, passes: int = 5) -> di
                 continue
             for index, element in parsed.elements:
                 if fast_fields(element) is None:
-                    validate_sample(element, parsed.raw, parsed.source, index, result.dead)
+                    validate_sample(element, index, parsed.rejections)
         return time.perf_counter() - started
 
     def json_pass() -> float:
@@ -779,9 +780,9 @@ class SealLog:
         last: contextvars.ContextVar[tuple[float, int]] = contextvars.ContextVar("last_seal")
         records = self.records
 
-        def timed_seal(obj: Any, key: str | bytes) -> bytes:
+        def timed_seal(obj: Any, key: str | bytes, **kwargs: Any) -> bytes:
             started = time.perf_counter()
-            blob = seal(obj, key)
+            blob = seal(obj, key, **kwargs)
             last.set((time.perf_counter() - started, len(blob)))
             return blob
 
