@@ -383,8 +383,8 @@ def validation_cost(messages: list[Message], window: Any, passes: int = 5) -> di
     windowing: `TelemetryIngest.parse`, then for elements it did not take as columns what
     `TelemetryIngest.apply` runs on each before windowing it (`fast_fields`, else pydantic)."""
     from app.core.ingest import IngestResult
-    from app.wire.telemetry import TelemetryIngest
     from app.wire.codec import SourceRef, fast_fields, validate_sample
+    from app.wire.telemetry import TelemetryIngest
 
     ingest = TelemetryIngest(window)
     samples = sum(m.samples for m in messages)
