@@ -598,10 +598,11 @@ def cli_server() -> Iterator[subprocess.Popen[str]]:
         stdout=subprocess.PIPE,
         text=True,
     )
-    yield server
-    assert server.stdin is not None
-    server.stdin.close()
-    server.wait(timeout=30)
+    with server:  # closes its pipes on the way out
+        yield server
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=30)
 
 
 def run_cli(

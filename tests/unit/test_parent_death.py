@@ -48,6 +48,8 @@ def test_child_ends_when_its_parent_is_killed() -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
         if child is not None and survivors([child], timeout_s=0):
             os.kill(child.pid, signal.SIGKILL)
 
