@@ -72,7 +72,12 @@ CASES = [
         expect="permission denied: {d}/read-only/broker",
         unprivileged=True,
     ),
-    case("broker-bad-env", "broker", expect="PSO_EMBEDDED", env={"PSO_EMBEDDED": "bogus"}),
+    case(
+        "broker-bad-env",
+        "broker",
+        expect="embedded: Input should be 'auto', 'kafka' or 'tansu'",
+        env={"PSO_EMBEDDED": "bogus"},
+    ),
     case(
         "broker-fetch-cache-dir-is-a-file",
         "broker",
