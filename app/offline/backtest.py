@@ -55,6 +55,7 @@ from app.core.events import (
     ms_to_iso,
 )
 from app.core.ingest import IngestResult
+from app.errors import ExitCode, PsoError
 from app.settings import ConfigError, FleetPolicy
 from app.wire.codec import SourceRef, is_copy
 from app.wire.events import TelemetrySample
@@ -89,8 +90,10 @@ _CSV_ERROR = b"\x00csv:"  # a CSV row that cannot become a sample (never valid J
 ProgressFn = Callable[[str, int, int], None]
 
 
-class BacktestError(ValueError):
+class BacktestError(PsoError, ValueError):
     """Bad backtest input (missing file, unknown format): one readable line."""
+
+    exit_code = ExitCode.USER_ERROR
 
 
 # --------------------------------------------------------------------------- what-if
