@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
 from app.core.snapshot import SnapshotRejected, seal, unseal
+from app.errors import ExitCode, PsoError
 from app.kafka.connection import client_kwargs
 from app.settings import Settings
 
@@ -44,8 +45,10 @@ ReplayFn = Callable[[Any, int, Record], None]
 WriteFn = Callable[[str, bytes, Any], Awaitable[None]]
 
 
-class ReplayStalled(RuntimeError):
+class ReplayStalled(PsoError, RuntimeError):
     """The input topic did not deliver the records a rebuild needs in time."""
+
+    exit_code = ExitCode.RUNTIME_FAILURE
 
 
 def app_bootstrap(app: Any) -> str:

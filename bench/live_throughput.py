@@ -1236,7 +1236,7 @@ def broker_description(broker: Any) -> str:
         return f"external cluster (PSO_BROKER) at {broker.bootstrap}"
     if broker.kind == "kafka":
         return (
-            f"embedded Apache Kafka {KAFKA_VERSION} (KRaft single node, app/dev/broker.py "
+            f"embedded Apache Kafka {KAFKA_VERSION} (KRaft single node, app/dev/broker "
             f"EmbeddedKafka, JVM heap {broker.heap_mb} MB, same 2-core machine) "
             f"at {broker.bootstrap}"
         )
@@ -1860,7 +1860,11 @@ def main() -> None:
 
     started = time.perf_counter()
     external = os.environ.get("PSO_BROKER")
-    broker: Any = ExternalBroker(external) if external else EmbeddedKafka(heap_mb=512)
+    broker: Any = (
+        ExternalBroker(external)
+        if external
+        else EmbeddedKafka.from_settings(load_settings(), heap_mb=512)
+    )
     with tempfile.TemporaryDirectory(prefix="pso-live-bench-") as tmp, broker:
         result = asyncio.run(bench(args, broker, Path(tmp)))
     result["bench_seconds"] = round(time.perf_counter() - started, 1)

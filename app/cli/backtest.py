@@ -11,7 +11,7 @@ import typer
 from app.cli.args import check_topic
 from app.cli.common import bootstrap_for, err_console, parse_time_ms, progress, settings
 from app.errors import UsageError
-from app.offline.backtest import BacktestError, apply_overrides, copy_topic, run_backtest
+from app.offline.backtest import apply_overrides, copy_topic, run_backtest
 from app.settings import load_policy
 
 
@@ -84,17 +84,14 @@ def backtest(
                     tasks[stage] = bar.add_task(label, total=total)
                 bar.update(tasks[stage], completed=done, total=total)
 
-            try:
-                metrics = run_backtest(
-                    source,
-                    policy,
-                    output,
-                    overrides=overrides,
-                    workers=workers,
-                    progress=report,
-                )
-            except BacktestError as exc:
-                raise UsageError(str(exc)) from None
+            metrics = run_backtest(  # a BacktestError is a PsoError: one line, exit 2
+                source,
+                policy,
+                output,
+                overrides=overrides,
+                workers=workers,
+                progress=report,
+            )
     inp, conf = metrics["input"], metrics["conflicts"]["overall"]
     err_console.print(
         f"{inp['samples']} samples, {inp['windows']} windows, "

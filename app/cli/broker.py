@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli.common import err_console
+from app.cli.common import err_console, settings
 
 broker_cli = typer.Typer(help="The embedded Apache Kafka broker.", invoke_without_command=True)
 
@@ -27,7 +27,7 @@ def broker_main(
         return
     from app.dev.broker import run_foreground
 
-    run_foreground(port=port, data_dir=data_dir)
+    run_foreground(settings(), port=port, data_dir=data_dir)
 
 
 @broker_cli.command("fetch")
@@ -35,5 +35,5 @@ def broker_fetch() -> None:
     """Download the broker jars from Maven Central into the cache (idempotent)."""
     from app.dev.broker import fetch_jars
 
-    path = fetch_jars()
+    path = fetch_jars(settings().cache_dir)
     err_console.print(f"kafka jars ready in {path}")

@@ -61,7 +61,7 @@ def bootstrap_for(s: Settings) -> str:
         return s.broker
     from app.dev.broker import running_embedded
 
-    found = running_embedded()
+    found = running_embedded(s.cache_dir)
     if found is None:
         raise UsageError(
             "no Kafka broker: set PSO_BROKER=host:port, or start one with `pso broker`"

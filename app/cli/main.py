@@ -2,7 +2,8 @@
 a failure is shown.
 
 Every failure a user can cause (bad argument, unusable file, bad config, unreachable broker)
-is one readable line on stderr and the error's exit code (2), decided in `main`. Arguments are
+is one readable line on stderr and the error's exit code (2; 3 for a run that failed on its
+way and may succeed on a restart: `app.errors.ExitCode`), decided in `main`. Arguments are
 checked while parsing (typer/click checks and callbacks), so a command that talks to Kafka
 fails on a bad argument before any network. Each command lives in a module of its own here;
 nothing of PSO imports this package.
@@ -20,8 +21,7 @@ from app.cli.broker import broker_cli
 from app.cli.common import err_console
 from app.cli.schemas import schemas_cli
 from app.cli.topics import topics_cli
-from app.errors import PsoError, path_error_message
-from app.settings import ConfigError
+from app.errors import ExitCode, PsoError, path_error_message
 
 cli = typer.Typer(
     name="pso",
@@ -45,16 +45,14 @@ cli.command("forecast")(series.forecast_cmd)
 
 
 def user_error_message(exc: BaseException) -> str | None:
-    """The one line to show for an error the user caused; None for a bug (keeps its traceback).
+    """The one line to show for an error PSO raised on purpose; None for a bug (keeps its
+    traceback).
 
-    The one place that decides what is a user error: `PsoError` (and the older errors below,
-    until they derive from it), typer/click's usage errors, and an `OSError` about a path
-    (missing, a directory, not allowed...). Anything else is a bug.
+    The one place that decides: a `PsoError` (every exception class of ``app`` and ``agents``
+    derives from it), typer/click's usage errors, and an `OSError` about a path (missing, a
+    directory, not allowed...). Anything else is a bug.
     """
-    from app.dev.broker import BrokerError
-    from app.kafka.connection import BrokerUnreachable
-
-    if isinstance(exc, PsoError | ConfigError | BrokerError | BrokerUnreachable):
+    if isinstance(exc, PsoError):
         return str(exc)
     if isinstance(exc, typer.TyperException):  # click's usage errors (typer vendors click)
         return exc.format_message()
@@ -71,7 +69,7 @@ def _print_error(message: str) -> None:
 
 
 def main() -> None:
-    """Run the CLI: a user error is one line on stderr and exit code 2; a bug raises."""
+    """Run the CLI: a `PsoError` is one line on stderr and its exit code; a bug raises."""
     import logging
 
     if sys.argv[1:2] != ["worker"]:
@@ -90,7 +88,7 @@ def main() -> None:
         if message is None:
             raise  # a bug: the traceback says where
         _print_error(message)
-        sys.exit(exc.exit_code if isinstance(exc, PsoError) else 2)
+        sys.exit(exc.exit_code if isinstance(exc, PsoError) else ExitCode.USER_ERROR)
 
 
 if __name__ == "__main__":

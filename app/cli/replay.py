@@ -10,7 +10,7 @@ import typer
 from app.cli.args import check_topic
 from app.cli.common import bootstrap_for, err_console, parse_time_ms, progress, settings
 from app.errors import UsageError
-from app.kafka.range import SEEK_MODES, SeekMode, TopicNotFound
+from app.kafka.range import SEEK_MODES, SeekMode
 from app.kafka.replay import parse_speed, replay
 
 
@@ -59,12 +59,9 @@ def replay_cmd(
         def advance(sent: int, scanned: int, planned: int) -> None:
             bar.update(task, completed=scanned, total=planned)
 
-        try:
-            result = asyncio.run(
-                replay(s, bootstrap, from_topic, to_topic, start_ms, end_ms, factor, mode, advance)
-            )
-        except TopicNotFound as exc:
-            raise UsageError(str(exc)) from None
+        result = asyncio.run(  # TopicNotFound is a PsoError: one line, exit 2
+            replay(s, bootstrap, from_topic, to_topic, start_ms, end_ms, factor, mode, advance)
+        )
     err_console.print(
         f"replayed {result.sent} of {result.scanned} records scanned "
         f"({result.partitioning} partitions) {from_topic} -> {to_topic}"

@@ -19,6 +19,8 @@ import pickle
 from collections.abc import Sequence
 from typing import Any
 
+from app.core.errors import ExitCode, PsoError
+
 #: Format version: bumped when what the MAC covers changes, so older blobs are refused.
 MAGIC = b"PSO2"
 #: HMAC-SHA256 keys shorter than this are refused (RFC 2104: at least the hash's length).
@@ -28,8 +30,10 @@ _MAC_LEN = 32
 Key = str | bytes
 
 
-class SnapshotRejected(ValueError):
+class SnapshotRejected(PsoError, ValueError):
     """The snapshot bytes are not authentic (wrong key or context, tampered, or not a snapshot)."""
+
+    exit_code = ExitCode.USER_ERROR
 
 
 def key_bytes(key: Key) -> bytes:

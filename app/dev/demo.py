@@ -231,6 +231,9 @@ def _note_prediction(state: DemoState, doc: dict[str, Any]) -> None:
 def _start_worker(
     settings: Settings, bootstrap: str, config: Path, log_path: Path
 ) -> subprocess.Popen[bytes]:
+    # The worker inherits this process's environment, with its own PSO_* on top: handing an
+    # environment to a child, not reading a setting (those go through `Settings`; the test
+    # of no stray os.environ allows this one copy).
     env = dict(os.environ)
     env.update(
         {
@@ -288,7 +291,7 @@ def run_demo(settings: Settings, duration_s: float, subsystems: int, speed: floa
         broker = ExternalBroker(settings.broker)
     else:
         console.print("[bold]starting the embedded Kafka broker…[/]")
-        broker = EmbeddedKafka(heap_mb=512)
+        broker = EmbeddedKafka.from_settings(settings, heap_mb=512)
     worker: subprocess.Popen[bytes] | None = None
     state = DemoState()
     kind = "external" if settings.broker else getattr(broker, "kind", "kafka")

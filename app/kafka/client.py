@@ -23,14 +23,17 @@ from typing import Any, Self
 import orjson
 from pydantic import ValidationError
 
+from app.errors import ExitCode, PsoError
 from app.kafka.connection import start_producer
 from app.settings import Settings, load_settings
 from app.wire.codec import describe_validation_error
 from app.wire.events import TelemetrySample
 
 
-class InvalidSample(ValueError):
+class InvalidSample(PsoError, ValueError):
     """The sample does not match the telemetry contract; the message says which field."""
+
+    exit_code = ExitCode.USER_ERROR
 
 
 def validate_sample(sample: dict[str, Any] | TelemetrySample) -> TelemetrySample:

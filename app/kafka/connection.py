@@ -14,11 +14,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
+from app.errors import ExitCode, PsoError
 from app.settings import Settings
 
 
-class BrokerUnreachable(ConnectionError):
+class BrokerUnreachable(PsoError, ConnectionError):
     """No Kafka broker answered at the configured address."""
+
+    exit_code = ExitCode.USER_ERROR
 
 
 def client_kwargs(settings: Settings, bootstrap: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any, Literal, NamedTuple
 from aiokafka.errors import UnsupportedVersionError
 from aiokafka.structs import TopicPartition
 
+from app.errors import ExitCode, PsoError
 from app.kafka.connection import start_consumer
 from app.settings import Settings
 
@@ -38,8 +39,10 @@ SeekMode = Literal["offsets", "scan"]
 SEEK_MODES: tuple[SeekMode, ...] = ("offsets", "scan")
 
 
-class TopicNotFound(LookupError):
+class TopicNotFound(PsoError, LookupError):
     """The topic does not exist on the broker (topics are never auto-created)."""
+
+    exit_code = ExitCode.USER_ERROR
 
 
 class RangeRecord(NamedTuple):

@@ -20,11 +20,12 @@ from typing import TextIO
 
 from app.core.anomaly import SeriesAnomalyDetector
 from app.core.forecast import SeriesForecaster
+from app.errors import PsoError
 
 Progress = Callable[[int], None]
 
 
-class SeriesFileError(ValueError):
+class SeriesFileError(PsoError, ValueError):
     """The input file is not a usable series (message names the row or column)."""
 
 

@@ -11,6 +11,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 import app.core.events as core
+from app.errors import ExitCode, PsoError
 from app.wire.events import (
     ContributorsDeparted,
     LoadWindow,
@@ -76,8 +77,10 @@ def decode_resource_record(value: bytes | None) -> list[ResourceRecord]:
     return [to_core(ResourceShare.model_validate(doc))]
 
 
-class InvalidPolicy(ValueError):
+class InvalidPolicy(PsoError, ValueError):
     """A ``pso.capacity`` record PSO cannot apply; the message is the dead-letter reason."""
+
+    exit_code = ExitCode.USER_ERROR
 
 
 def decode_policy_record(key: bytes | None, value: bytes | None) -> core.ResourcePolicy:

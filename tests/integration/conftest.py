@@ -37,7 +37,11 @@ BROKER_INFO: dict[str, str] = {}
 def kafka() -> Iterator[EmbeddedKafka | ExternalBroker]:
     external = os.environ.get("PSO_BROKER")
     broker: EmbeddedKafka | ExternalBroker
-    broker = ExternalBroker(external) if external else EmbeddedKafka(heap_mb=384, kind="kafka")
+    broker = (
+        ExternalBroker(external)
+        if external
+        else EmbeddedKafka.from_settings(load_settings(), heap_mb=384, kind="kafka")
+    )
     broker.start()
     kind = "external cluster (PSO_BROKER)" if external else f"embedded {broker.kind}"
     if not external and broker.kind == "kafka":

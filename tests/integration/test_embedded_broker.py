@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.dev.broker import EmbeddedKafka, KafkaDistribution, find_java, stop_pidfile
+from app.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -24,9 +25,13 @@ REPO = Path(__file__).resolve().parents[2]
 TS_MS = 1_700_000_000_000  # event time chosen by the test, must survive the round trip
 
 
+SETTINGS = load_settings()  # JAVA_HOME, PSO_CACHE_DIR, CALF_TANSU_BIN
+
+
 def _kafka_runnable() -> bool:
-    return find_java() is not None and (
-        KafkaDistribution().is_complete() or shutil.which("mvn") is not None
+    return find_java(java_home=SETTINGS.java_home) is not None and (
+        KafkaDistribution(cache_dir=SETTINGS.cache_dir).is_complete()
+        or shutil.which("mvn") is not None
     )
 
 
@@ -54,7 +59,9 @@ async def _create_topic(bootstrap: str, topic: str) -> None:
 
 @pytest.mark.skipif(not _kafka_runnable(), reason="needs java 17+ and mvn (or cached jars)")
 async def test_embedded_kafka_round_trip_and_clean_stop(tmp_path: Path) -> None:
-    broker = EmbeddedKafka(kind="kafka", data_dir=tmp_path / "kafka", heap_mb=256)
+    broker = EmbeddedKafka.from_settings(
+        SETTINGS, kind="kafka", data_dir=tmp_path / "kafka", heap_mb=256
+    )
     broker.start()  # blocking on purpose: nothing else runs on this loop yet
     pid = broker.pid
     assert pid is not None
@@ -103,7 +110,7 @@ async def test_embedded_kafka_round_trip_and_clean_stop(tmp_path: Path) -> None:
 
 async def test_tansu_fallback_round_trip_and_stop_from_another_process(tmp_path: Path) -> None:
     data = tmp_path / "tansu"
-    broker = EmbeddedKafka(kind="tansu", data_dir=data)
+    broker = EmbeddedKafka.from_settings(SETTINGS, kind="tansu", data_dir=data)
     broker.start()
     pid = broker.pid
     assert pid is not None

@@ -1,4 +1,4 @@
-"""Unit tests for app/dev/broker.py: config rendering, ports, jar cache, process control.
+"""Unit tests for app/dev/broker: config rendering, ports, jar cache, process control, settings.
 
 No JVM and no network: Maven and java are replaced by tiny Python scripts that behave like
 them (copy "jars", print the broker's ready line and listen on the configured port).
@@ -28,10 +28,14 @@ from app.dev.broker import (
     ExternalBroker,
     KafkaDistribution,
     choose_kind,
+    config,
+    embedded,
+    jars,
     new_cluster_id,
     normalize_bootstrap,
     parse_java_version,
     pick_free_port,
+    pidfile,
     port_accepts,
     port_is_free,
     render_log4j2,
@@ -40,6 +44,7 @@ from app.dev.broker import (
     stop_pidfile,
     tail_lines,
 )
+from app.settings import Settings, load_settings
 
 
 def parse_props(text: str) -> dict[str, str]:
@@ -60,7 +65,7 @@ def write_script(path: Path, body: str) -> Path:
 
 def pid_alive(pid: int) -> bool:
     """True when pid exists and is not a zombie."""
-    return B._proc_cmdline(pid) is not None
+    return pidfile._proc_cmdline(pid) is not None
 
 
 # --------------------------------------------------------------------------- rendering
@@ -197,9 +202,8 @@ def test_choose_kind_refuses_kafka_without_java_in_one_line() -> None:
 # --------------------------------------------------------------------------- resolve_broker
 
 
-def test_resolve_broker_prefers_settings_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PSO_BROKER", "env-host:1")
-    chosen = resolve_broker("settings-host:2")
+def test_resolve_broker_uses_the_settings_broker() -> None:
+    chosen = resolve_broker(Settings(broker="settings-host:2"))
     assert isinstance(chosen, ExternalBroker)
     assert chosen.bootstrap == "settings-host:2"
     with chosen as same:  # start/stop are no-ops
@@ -208,29 +212,33 @@ def test_resolve_broker_prefers_settings_over_env(monkeypatch: pytest.MonkeyPatc
         assert same.pid is None
 
 
-def test_resolve_broker_uses_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resolve_broker_reads_pso_broker_through_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("PSO_BROKER", "PLAINTEXT://env-host:9093")
-    chosen = resolve_broker(None)
+    chosen = resolve_broker(load_settings())
     assert isinstance(chosen, ExternalBroker)
     assert chosen.bootstrap == "env-host:9093"
 
 
 @pytest.mark.parametrize("value", [None, "", "embedded", "AUTO"])
-def test_resolve_broker_embedded_is_returned_unstarted(
-    monkeypatch: pytest.MonkeyPatch, value: str | None
-) -> None:
-    monkeypatch.delenv("PSO_BROKER", raising=False)
-    chosen = resolve_broker(value)
+def test_resolve_broker_embedded_is_returned_unstarted(value: str | None, tmp_path: Path) -> None:
+    settings = Settings(broker=value, embedded="tansu", cache_dir=tmp_path, JAVA_HOME=tmp_path)
+    chosen = resolve_broker(settings)
     assert isinstance(chosen, EmbeddedKafka)
     assert chosen.pid is None
     assert not chosen.is_running()
     with pytest.raises(BrokerError, match="not started"):
         _ = chosen.bootstrap
+    # ... and it is the embedded broker the settings describe
+    assert chosen.kind == "tansu"
+    assert chosen.java_home == tmp_path
+    assert chosen.distribution is not None and chosen.distribution.cache_dir == tmp_path
 
 
 def test_resolve_broker_rejects_bad_address() -> None:
     with pytest.raises(BrokerError, match="not host:port"):
-        resolve_broker("no-port-here")
+        resolve_broker(Settings(broker="no-port-here"))
 
 
 # --------------------------------------------------------------------------- ports
@@ -291,17 +299,28 @@ def pom(tmp_path: Path) -> Path:
     return path
 
 
-def test_cache_root_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("PSO_CACHE_DIR", str(tmp_path))
-    assert B.cache_root() == tmp_path
-    assert KafkaDistribution().libs == tmp_path / f"kafka-{B.KAFKA_VERSION}" / "libs"
-    monkeypatch.delenv("PSO_CACHE_DIR")
+def test_cache_root_is_the_given_dir_or_the_settings_default(tmp_path: Path) -> None:
+    assert B.cache_root(tmp_path) == tmp_path
+    assert B.cache_root(Path("~/pso-cache")) == Path.home() / "pso-cache"
     assert B.cache_root() == Path.home() / ".cache" / "pso"
+    assert B.cache_root() == B.cache_root(Settings.model_fields["cache_dir"].default)
+    assert (
+        KafkaDistribution(cache_dir=tmp_path).libs == tmp_path / f"kafka-{B.KAFKA_VERSION}" / "libs"
+    )
+
+
+def test_pso_cache_dir_reaches_the_jars_through_the_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PSO_CACHE_DIR", str(tmp_path))
+    broker = EmbeddedKafka.from_settings(load_settings())
+    assert broker.distribution is not None
+    assert broker.distribution.libs == tmp_path / f"kafka-{B.KAFKA_VERSION}" / "libs"
 
 
 def test_default_pom_is_the_deploy_one() -> None:
-    assert B.DEFAULT_POM.is_file()
-    assert "kafka_2.13" in B.DEFAULT_POM.read_text()
+    assert jars.DEFAULT_POM.is_file()
+    assert "kafka_2.13" in jars.DEFAULT_POM.read_text()
 
 
 def test_fetch_writes_marker_and_runs_maven_once(tmp_path: Path, pom: Path) -> None:
@@ -311,7 +330,7 @@ def test_fetch_writes_marker_and_runs_maven_once(tmp_path: Path, pom: Path) -> N
     libs = dist.ensure()
     assert libs == tmp_path / "cache" / "kafka-9.9.9" / "libs"
     assert dist.is_complete()
-    marker = json.loads((libs / B.MARKER_FILE).read_text())
+    marker = json.loads((libs / jars.MARKER_FILE).read_text())
     assert marker["jars"] == {"kafka-clients.jar": 50, "kafka_2.13-9.9.9.jar": 100}
     assert marker["kafka_version"] == "9.9.9"
     assert stat.S_IMODE(libs.stat().st_mode) == 0o755
@@ -458,10 +477,10 @@ def test_start_waits_for_port_and_log_then_stop_kills_the_group(
         assert os.getpgid(pid) == pid  # own process group
         data = broker.data_dir
         assert data is not None
-        info = json.loads((data / B.PID_FILE).read_text())
+        info = json.loads((data / pidfile.PID_FILE).read_text())
         assert info["pid"] == pid
         assert info["bootstrap"] == broker.bootstrap
-        props = parse_props((data / B.SERVER_PROPERTIES).read_text())
+        props = parse_props((data / config.SERVER_PROPERTIES).read_text())
         assert props["controller.quorum.voters"] == f"1@127.0.0.1:{broker.controller_port}"
         assert "Kafka Server started" in broker.log_path.read_text()
         assert broker.ready_seconds is not None
@@ -485,8 +504,8 @@ def test_given_port_and_data_dir_are_used_and_kept(
         second.start()
     broker.stop()
     broker.stop()  # idempotent
-    assert (data / B.LOG_FILE).exists()
-    assert not (data / B.PID_FILE).exists()
+    assert (data / embedded.LOG_FILE).exists()
+    assert not (data / pidfile.PID_FILE).exists()
 
 
 def test_busy_port_is_reported_before_spawning(
@@ -513,7 +532,7 @@ def test_crash_during_start_raises_with_log_tail(
     assert "exited with code 3" in first
     assert any("simulated broker crash" in line for line in rest)
     assert broker.pid is None
-    assert not (data / B.PID_FILE).exists()
+    assert not (data / pidfile.PID_FILE).exists()
 
 
 def test_not_ready_in_time_is_killed(
@@ -527,7 +546,7 @@ def test_not_ready_in_time_is_killed(
     assert not pid_alive(hung_pid)
     assert "not ready on 127.0.0.1:" in str(err.value)
     assert broker.pid is None
-    assert not (data / B.PID_FILE).exists()
+    assert not (data / pidfile.PID_FILE).exists()
 
 
 def test_ready_line_of_an_earlier_run_does_not_count(
@@ -535,7 +554,9 @@ def test_ready_line_of_an_earlier_run_does_not_count(
 ) -> None:
     data = tmp_path / "reused"
     data.mkdir()
-    (data / B.LOG_FILE).write_text("[old] INFO [KafkaRaftServer nodeId=1] Kafka Server started\n")
+    (data / embedded.LOG_FILE).write_text(
+        "[old] INFO [KafkaRaftServer nodeId=1] Kafka Server started\n"
+    )
     broker = make(broker_factory, tmp_path, fake_dist, "silent", data_dir=data, startup_timeout_s=1)
     with pytest.raises(BrokerError, match="not ready"):
         broker.start()  # listening, but this run never logged its ready line
@@ -548,13 +569,13 @@ def test_big_log_of_a_reused_data_dir_is_rotated(
     broker_factory: list[EmbeddedKafka],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(B, "_LOG_ROTATE_BYTES", 10)
+    monkeypatch.setattr(embedded, "_LOG_ROTATE_BYTES", 10)
     data = tmp_path / "rotate"
     data.mkdir()
-    (data / B.LOG_FILE).write_text("old run line that is long enough\n")
+    (data / embedded.LOG_FILE).write_text("old run line that is long enough\n")
     with make(broker_factory, tmp_path, fake_dist, "ready", data_dir=data):
-        assert "old run" not in (data / B.LOG_FILE).read_text()
-    assert (data / (B.LOG_FILE + ".1")).read_text() == "old run line that is long enough\n"
+        assert "old run" not in (data / embedded.LOG_FILE).read_text()
+    assert (data / (embedded.LOG_FILE + ".1")).read_text() == "old run line that is long enough\n"
 
 
 def test_old_java_is_refused_in_one_line(
@@ -597,7 +618,7 @@ def test_stop_pidfile_stops_a_broker_from_outside(
     )
     assert done.stdout.strip() == "True"
     assert not pid_alive(pid)
-    assert not (data / B.PID_FILE).exists()
+    assert not (data / pidfile.PID_FILE).exists()
     assert not stop_pidfile(data)  # nothing left to stop
     broker.stop()  # reaps the child; still fine
 
@@ -606,12 +627,12 @@ def test_stop_pidfile_never_kills_a_recycled_pid(tmp_path: Path) -> None:
     sleeper = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
         info = {"pid": sleeper.pid, "kind": "kafka", "token": "/not/our/server.properties"}
-        (tmp_path / B.PID_FILE).write_text(json.dumps(info))
+        (tmp_path / pidfile.PID_FILE).write_text(json.dumps(info))
         assert not stop_pidfile(tmp_path)
         assert sleeper.poll() is None  # untouched
-        assert not (tmp_path / B.PID_FILE).exists()  # stale file cleaned up
+        assert not (tmp_path / pidfile.PID_FILE).exists()  # stale file cleaned up
         info["token"] = "sleep"
-        (tmp_path / B.PID_FILE).write_text(json.dumps(info))
+        (tmp_path / pidfile.PID_FILE).write_text(json.dumps(info))
         assert stop_pidfile(tmp_path, timeout_s=5)
         assert sleeper.wait(timeout=5) == -signal.SIGTERM
     finally:
@@ -625,9 +646,9 @@ def test_pidfile_check_waits_out_the_empty_cmdline_of_a_process_mid_exec(
 ) -> None:
     """/proc shows an empty command line between exec closing fds and the kernel filling it."""
     reads = iter(["", "", "sleep 30"])
-    monkeypatch.setattr(B, "_proc_cmdline", lambda pid: next(reads))
-    (tmp_path / B.PID_FILE).write_text(json.dumps({"pid": 4242, "token": "sleep"}))
-    assert B._live_broker_pid(tmp_path) == 4242
+    monkeypatch.setattr(pidfile, "_proc_cmdline", lambda pid: next(reads))
+    (tmp_path / pidfile.PID_FILE).write_text(json.dumps({"pid": 4242, "token": "sleep"}))
+    assert pidfile.live_broker_pid(tmp_path) == 4242
 
 
 def test_pidfile_check_never_waits_on_a_gone_process(
@@ -638,9 +659,9 @@ def test_pidfile_check_never_waits_on_a_gone_process(
     def gone(pid: int) -> None:
         reads.append(pid)
 
-    monkeypatch.setattr(B, "_proc_cmdline", gone)
-    (tmp_path / B.PID_FILE).write_text(json.dumps({"pid": 4242, "token": "sleep"}))
-    assert B._live_broker_pid(tmp_path) is None
+    monkeypatch.setattr(pidfile, "_proc_cmdline", gone)
+    (tmp_path / pidfile.PID_FILE).write_text(json.dumps({"pid": 4242, "token": "sleep"}))
+    assert pidfile.live_broker_pid(tmp_path) is None
     assert reads == [4242]
 
 
@@ -654,7 +675,7 @@ def test_cmdline_of_a_just_spawned_process_is_never_read_as_empty() -> None:
     for _ in range(200):
         child = subprocess.Popen(["sleep", "30"], start_new_session=True)
         try:
-            cmdline = B._settled_cmdline(child.pid)
+            cmdline = pidfile._settled_cmdline(child.pid)
         finally:
             child.kill()
             child.wait()
@@ -663,11 +684,82 @@ def test_cmdline_of_a_just_spawned_process_is_never_read_as_empty() -> None:
 
 def test_stop_pidfile_without_file_is_false(tmp_path: Path) -> None:
     assert not stop_pidfile(tmp_path)
-    (tmp_path / B.PID_FILE).write_text("not json")
+    (tmp_path / pidfile.PID_FILE).write_text("not json")
     assert not stop_pidfile(tmp_path)
 
 
 def test_wait_gone_sees_a_reaped_process() -> None:
     proc = subprocess.Popen(["true"])
     proc.wait()
-    assert B._wait_gone(proc.pid, 1.0)
+    assert pidfile._wait_gone(proc.pid, 1.0)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_broker_settings_come_from_their_environment_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PSO_EMBEDDED", " Tansu")
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    monkeypatch.setenv("CALF_TANSU_BIN", str(tmp_path / "tansu"))
+    settings = load_settings()
+    assert settings.embedded == "tansu"
+    assert settings.java_home == tmp_path / "jdk"
+    assert settings.tansu_bin == tmp_path / "tansu"
+    broker = EmbeddedKafka.from_settings(settings, heap_mb=256)
+    assert (broker.kind, broker.java_home, broker.tansu_bin) == (
+        "tansu",
+        tmp_path / "jdk",
+        tmp_path / "tansu",
+    )
+    assert broker.heap_mb == 256
+    assert EmbeddedKafka.from_settings(settings, kind="kafka").kind == "kafka"
+
+
+def test_empty_java_home_and_tansu_bin_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JAVA_HOME", "")
+    monkeypatch.setenv("CALF_TANSU_BIN", " ")
+    monkeypatch.delenv("PSO_EMBEDDED", raising=False)
+    settings = load_settings()
+    assert (settings.embedded, settings.java_home, settings.tansu_bin) == ("auto", None, None)
+
+
+def test_unknown_embedded_kind_is_a_settings_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.settings import ConfigError
+
+    monkeypatch.setenv("PSO_EMBEDDED", "docker")
+    with pytest.raises(ConfigError, match="embedded: Input should be 'auto', 'kafka' or 'tansu'"):
+        load_settings()
+
+
+def test_java_home_wins_over_path(tmp_path: Path) -> None:
+    home = tmp_path / "jdk"
+    (home / "bin").mkdir(parents=True)
+    java = write_script(home / "bin" / "java", "print('fake')\n")
+    assert B.find_java(java_home=home) == str(java)
+    assert B.find_java(java_home=tmp_path / "no-jdk") != str(java)  # falls back to PATH
+    assert B.find_java("no-such-java-xyz", java_home=home) is None  # explicit wins
+
+
+def test_broker_starts_the_java_of_its_java_home(
+    tmp_path: Path, fake_dist: KafkaDistribution, broker_factory: list[EmbeddedKafka]
+) -> None:
+    home = tmp_path / "jdk"
+    (home / "bin").mkdir(parents=True)
+    write_script(home / "bin" / "java", FAKE_JAVA.format(mode="ready", version="17.0.9"))
+    broker = EmbeddedKafka(kind="kafka", java_home=home, distribution=fake_dist)
+    broker_factory.append(broker)
+    with broker:
+        assert broker.kind == "kafka"
+        assert f"{home}/bin/java" in broker.log_path.read_text().splitlines()[0]
+
+
+def test_tansu_bin_is_used_verbatim_or_refused(tmp_path: Path) -> None:
+    tansu = write_script(tmp_path / "tansu", "print('fake')\n")
+    assert B.find_tansu(tansu) == str(tansu)
+    plain = tmp_path / "not-executable"
+    plain.write_text("")
+    for bad in (plain, tmp_path / "missing"):
+        with pytest.raises(BrokerError, match=r"CALF_TANSU_BIN=.* does not point at an executable"):
+            B.find_tansu(bad)

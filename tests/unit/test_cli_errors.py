@@ -72,7 +72,12 @@ CASES = [
         expect="permission denied: {d}/read-only/broker",
         unprivileged=True,
     ),
-    case("broker-bad-env", "broker", expect="PSO_EMBEDDED", env={"PSO_EMBEDDED": "bogus"}),
+    case(
+        "broker-bad-env",
+        "broker",
+        expect="embedded: Input should be 'auto', 'kafka' or 'tansu'",
+        env={"PSO_EMBEDDED": "bogus"},
+    ),
     case(
         "broker-fetch-cache-dir-is-a-file",
         "broker",
@@ -708,17 +713,35 @@ def test_user_error_message_tells_bugs_from_user_errors() -> None:
     assert user_error_message(KeyError("api")) is None
 
 
-def test_exit_code_comes_from_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exit_code_comes_from_the_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that failed on its way (exit code 3: a restart may fix it) is one line too."""
     import app.cli.schemas
-
-    class Refused(PsoError):
-        exit_code = 3
+    from agents.checkpoints import ReplayStalled
 
     def refuse() -> dict[str, bytes]:
-        raise Refused("refused")
+        raise ReplayStalled("replay of pso.telemetry:0 stalled at offset 7")
 
     monkeypatch.setattr(app.cli.schemas, "render_schemas", refuse)
     monkeypatch.setattr(sys, "argv", ["pso", "schemas", "export", "--check"])
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 3
+    captured = capsys.readouterr()
+    assert captured.err == "error: replay of pso.telemetry:0 stalled at offset 7\n"
+    assert captured.out == ""
+
+
+def test_every_pso_error_is_a_user_error_message() -> None:
+    """`user_error_message` relies on the base: no list of classes to keep up to date."""
+    from app.dev.broker import BrokerError
+    from app.kafka.connection import BrokerUnreachable
+    from app.kafka.range import TopicNotFound
+    from app.settings import ConfigError
+
+    class Brandnew(PsoError):
+        pass
+
+    for error in (ConfigError, BrokerError, BrokerUnreachable, TopicNotFound, Brandnew):
+        assert user_error_message(error("one line")) == "one line"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from app.errors import ExitCode, PsoError
+
 #: event files, in the order they are created
 FILES = (
     "windows",
@@ -33,5 +35,7 @@ _CSV_ERROR = b"\x00csv:"  # a CSV row that cannot become a sample (never valid J
 ProgressFn = Callable[[str, int, int], None]
 
 
-class BacktestError(ValueError):
+class BacktestError(PsoError, ValueError):
     """Bad backtest input (missing file, unknown format): one readable line."""
+
+    exit_code = ExitCode.USER_ERROR
