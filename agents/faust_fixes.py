@@ -155,6 +155,22 @@ class LsoConsumerThread(AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 1500)
         return consumer
 
+    def fetch_positions(self) -> dict[TP, int]:
+        """The next offset the fetcher hands out, per assigned partition with one (it steps
+        over transaction markers and aborted records): read from the consumer's own state,
+        without a round trip, as ``highwater`` is (for the stall watch, `agents.health`)."""
+        consumer: Any = self._consumer
+        out: dict[TP, int] = {}
+        try:
+            assignment = consumer._subscription.subscription.assignment
+            for tp in assignment.tps:
+                state = assignment.state_value(tp)
+                if state is not None and state.has_valid_position:
+                    out[TP(tp.topic, tp.partition)] = int(state.position)
+        except Exception:  # not started, restarting, or between assignments
+            return {}
+        return out
+
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         consumer: Any = self._ensure_consumer()
         if not self.consumer.in_transaction:
@@ -208,6 +224,16 @@ class PsoConsumer(Consumer):
         super().__init__(*args, **kwargs)
         self._read_offset = ReadOffsets()
         self.commits_stopped: BaseException | None = None
+
+    def fetch_positions(self) -> dict[TP, int]:
+        """See `LsoConsumerThread.fetch_positions`."""
+        thread = getattr(self, "_thread", None)
+        return thread.fetch_positions() if isinstance(thread, LsoConsumerThread) else {}
+
+    def committed_offsets(self) -> dict[TP, int]:
+        """The offsets this worker last committed (or found committed when it was assigned
+        the partition), per partition."""
+        return {tp: int(o) for tp, o in list(self._committed_offset.items()) if o is not None}
 
     def stop_committing(self, reason: BaseException) -> None:
         """Commit nothing from now on: see `stop_worker`."""
