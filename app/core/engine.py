@@ -537,8 +537,8 @@ class ResourcePredictor:
         from which re-reading them (`restore_pending`) puts them back; ``(self, None)`` if
         nothing is pending or a pending share came without a source.
 
-        Pending shares are ~1 KB each: a resource with 80 contributors and 13 windows waiting
-        for a partition behind in event time outgrew a Kafka record (1 MB)."""
+        Pending shares are ~1 KB each: a resource with 80 contributors and a dozen windows
+        waiting for a partition behind in event time outgrew a Kafka record (1 MB)."""
         start = self.join.refill_from()
         if start is None:
             return self, None
