@@ -67,7 +67,10 @@ def register_health(app: faust.App, settings: Settings) -> WorkerHealth:
 
     @app.timer(min(30.0, max(0.5, settings.stall_after_s / 4)))
     async def watch_stalls() -> None:
-        check_stalls(app, health, time.monotonic())
+        try:
+            check_stalls(app, health, time.monotonic())
+        except Exception:  # a watch must never take the worker down (consumer restarting)
+            log.exception("stall watch: no look this time")
 
     return health
 
