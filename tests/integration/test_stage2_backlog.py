@@ -10,9 +10,10 @@ took for a forged snapshot — so it started the resource afresh, its pending sh
 waited for ever for contributors whose shares it had already been given.
 
 Here one contributor of ``db-main`` (23 others) sends its 90 minutes of telemetry only after
-everyone else has sent theirs: 90 windows × 23 pending shares, ~2 MB, when stage 2 first
-checkpoints (``PSO_CHECKPOINT_EVERY=1``). The worker must publish what the pure core computes,
-and no resource checkpoint may carry the pending shares themselves.
+everyone else has sent theirs and stage 2 has taken their shares: ~90 windows × 23 pending
+shares when stage 2 first checkpoints (``PSO_CHECKPOINT_EVERY=1``), a checkpoint of 2,334,304
+bytes before the fix (the same crash, restart and stall; 44 events missing). The worker must
+publish what the pure core computes, and no resource checkpoint may carry the pending shares.
 """
 
 from __future__ import annotations
