@@ -14,6 +14,11 @@ the very same code as live ones, so the rebuilt state equals the state the lost 
 The memory store keeps a few bytes per key instead of the sealed blob (the changelog keeps
 the blob, and recovery restores it from there): a second, pickled copy of every model would
 double a worker's memory.
+
+A checkpoint must fit in one Kafka record (1 MB by default). What the input topic holds anyway
+need not be sealed: with ``lean``, a checkpoint leaves part of the state out (stage 2: the
+shares still waiting for other contributors, ~1 KB each and without bound while a partition is
+behind) and records the input offset from which a rebuild reads it back (``refill``).
 """
 
 from __future__ import annotations
@@ -43,10 +48,23 @@ Record = tuple[int, bytes | None, bytes | None, Headers]
 ReplayFn = Callable[[Any, int, Record], None]
 #: write(name, sealed blob, what the local store keeps): the table write, changelog included
 WriteFn = Callable[[str, bytes, Any], Awaitable[None]]
+#: what a checkpoint seals of a live object, and the input offset from which ``refill`` puts
+#: back what it left out (None: nothing left out)
+LeanFn = Callable[[Any], tuple[Any, int | None]]
+
+_TOKEN = b"checkpoint@"
 
 
 class ReplayStalled(PsoError, RuntimeError):
     """The input topic did not deliver the records a rebuild needs in time."""
+
+    exit_code = ExitCode.RUNTIME_FAILURE
+
+
+class CheckpointLost(PsoError, RuntimeError):
+    """The table holds this worker's own token for a key it has no live object for: a
+    checkpoint write did not complete. Only a restart (recovery restores the sealed blobs
+    from the changelog) rebuilds that state; starting the key afresh would lose it."""
 
     exit_code = ExitCode.RUNTIME_FAILURE
 
@@ -170,6 +188,8 @@ class CheckpointedStates:
     (a rotation); a checkpoint's MAC covers ``scope`` (the table: its name carries the state
     version) and the entry's name, so it restores only where it was written.
 
+    ``lean(obj)``: what to seal and the offset from which ``refill(obj, offset, value)``, on a
+    rebuild, puts back what was left out, from the input records before the checkpoint.
     ``keyed``: the input's records are keyed by name, and a rebuild replays only the name's own
     records; otherwise every record in the range goes to ``replay``, which picks what is its
     own. ``max_lag``: a checkpoint further than this many input records behind its partition
@@ -194,7 +214,11 @@ class CheckpointedStates:
         max_lag: int | None = None,
         label: str = "model",
         scope: str,
+        lean: LeanFn | None = None,
+        refill: ReplayFn | None = None,
     ) -> None:
+        if (lean is None) != (refill is None):
+            raise ValueError("lean and refill go together")
         self.table = table
         self.write = write
         self.keys = tuple(keys)
@@ -211,6 +235,8 @@ class CheckpointedStates:
         self.keyed = keyed
         self.max_lag = max_lag
         self.label = label  # what the objects are, for the log
+        self.lean = lean
+        self.refill = refill
         self._live: dict[str, _Live] = {}
         self._next_sweep: dict[int, int] = {}
         self.rebuilt = 0
@@ -261,7 +287,13 @@ class CheckpointedStates:
 
     async def _checkpoint(self, name: str, obj: Any, good_to: int) -> Any:
         """Seal ``obj`` (None: a fresh one) as the state before input offset ``good_to``."""
-        blob = seal((good_to, obj), self.keys[0], context=(self.scope, name))
+        sealed, refill_from = obj, None
+        if obj is not None and self.lean is not None:
+            sealed, refill_from = self.lean(obj)
+        state = (good_to, sealed) if refill_from is None else (
+            good_to, sealed, min(refill_from, good_to)
+        )
+        blob = seal(state, self.keys[0], context=(self.scope, name))
         token = blob if self.keep_blobs else _token(good_to)
         await self.write(name, blob, token)
         return token
@@ -276,8 +308,14 @@ class CheckpointedStates:
 
     async def _restore(self, name: str, stored: Any, partition: int, offset: int) -> _Live:
         """Unseal ``name``'s checkpoint and replay its input records up to ``offset``."""
+        if isinstance(stored, bytes) and stored.startswith(_TOKEN):
+            raise CheckpointLost(
+                f"{self.label} {name}: the table holds this worker's checkpoint token "
+                f"{stored.decode(errors='replace')} but no live state (a checkpoint write "
+                "failed): a restart restores it from the changelog"
+            )
         try:
-            good_to, obj = unseal(stored, self.keys, context=(self.scope, name))
+            good_to, obj, *rest = unseal(stored, self.keys, context=(self.scope, name))
         except SnapshotRejected as exc:
             log.error(
                 "checkpoint of %s %s in %s refused (%s): starting fresh",
@@ -289,17 +327,25 @@ class CheckpointedStates:
             obj = self.make(name)
         at_checkpoint = self.progress(obj)
         key = name.encode()
-        replayed = 0
-        for record in await self.reader.read(partition, good_to, offset):
-            if record[2] is not None and (record[1] == key or not self.keyed):
+        refill_from = rest[0] if rest and self.refill is not None else good_to
+        replayed = refilled = 0
+        for record in await self.reader.read(partition, refill_from, offset):
+            if record[2] is None or (record[1] != key and self.keyed):
+                continue
+            if record[0] < good_to:  # before the checkpoint: what it left out only
+                assert self.refill is not None
+                self.refill(obj, partition, record)
+                refilled += 1
+            else:
                 self.replay(obj, partition, record)
                 replayed += 1
         self.rebuilt += 1
-        self.replayed += replayed
-        if replayed:
+        self.replayed += replayed + refilled
+        if replayed or refilled:
             log.info(
-                "%s of %s: rebuilt from its checkpoint and %d input records",
-                self.label, name, replayed,
+                "%s of %s: rebuilt from its checkpoint and %d input records (and %d read "
+                "again for what the checkpoint left out)",
+                self.label, name, replayed, refilled,
             )
         token = stored
         if not self.keep_blobs:  # the unsealed object replaces the blob in memory
@@ -310,4 +356,4 @@ class CheckpointedStates:
 def _token(offset: int) -> bytes:
     """What the memory store holds in place of a sealed blob: a fresh object per write (the
     live cache recognises its own write by identity), a few bytes long."""
-    return b"checkpoint@%d" % offset
+    return _TOKEN + b"%d" % offset

@@ -17,7 +17,15 @@ commits back to back), by ``bench/live_throughput.py``. Each fix names what it p
   record in a buffer that a background task sends later, and an exactly-once commit does not
   flush it: a commit could carry a message's offset without the state it produced (models
   and windows silently behind their input after a restart). `put` produces the changelog
-  record right away, inside the current transaction, before the message is acknowledged.
+  record right away, inside the current transaction, before the message is acknowledged,
+  and only then stores the value locally: a send that raises leaves the store as it was.
+* **Agents restarted on half-done records.** Faust's supervisor restarts an agent that
+  raised and carries on: the record it failed on, half processed (some outputs sent, state
+  in memory moved on), is acknowledged when its stream is finalised and committed with the
+  next commit. A stage-2 checkpoint over the 1 MB record limit did that on the live bench
+  and stalled stage 2 for good. `stop_worker` refuses every commit from then on
+  (`PsoConsumer.stop_committing`) and crashes the app: the open transactions are aborted and
+  a restart redoes the record (``tests/integration/test_stalls.py``).
 * **Shutdown that hangs.** On stop Faust commits and ends every transaction twice (once
   when the app waits for its streams, once when the consumer stops) without beginning one in
   between; the agents' last acknowledgements make the second commit fail ("Not in the middle
@@ -147,6 +155,22 @@ class LsoConsumerThread(AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 1500)
         return consumer
 
+    def fetch_positions(self) -> dict[TP, int]:
+        """The next offset the fetcher hands out, per assigned partition with one (it steps
+        over transaction markers and aborted records): read from the consumer's own state,
+        without a round trip, as ``highwater`` is (for the stall watch, `agents.health`)."""
+        consumer: Any = self._consumer
+        out: dict[TP, int] = {}
+        try:
+            assignment = consumer._subscription.subscription.assignment
+            for tp in assignment.tps:
+                state = assignment.state_value(tp)
+                if state is not None and state.has_valid_position:
+                    out[TP(tp.topic, tp.partition)] = int(state.position)
+        except Exception:  # not started, restarting, or between assignments
+            return {}
+        return out
+
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         consumer: Any = self._ensure_consumer()
         if not self.consumer.in_transaction:
@@ -193,12 +217,33 @@ class ReadOffsets(defaultdict[TP, int | None]):
 
 
 class PsoConsumer(Consumer):
-    """Faust's aiokafka consumer on `LsoConsumerThread`, with `_commit_handler` paced and
-    gaps after offset 0 recorded (`ReadOffsets`)."""
+    """Faust's aiokafka consumer on `LsoConsumerThread`, with `_commit_handler` paced, gaps
+    after offset 0 recorded (`ReadOffsets`), and commits that `stop_committing` ends."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_offset = ReadOffsets()
+        self.commits_stopped: BaseException | None = None
+
+    def fetch_positions(self) -> dict[TP, int]:
+        """See `LsoConsumerThread.fetch_positions`."""
+        thread = getattr(self, "_thread", None)
+        return thread.fetch_positions() if isinstance(thread, LsoConsumerThread) else {}
+
+    def committed_offsets(self) -> dict[TP, int]:
+        """The offsets this worker last committed (or found committed when it was assigned
+        the partition), per partition."""
+        return {tp: int(o) for tp, o in list(self._committed_offset.items()) if o is not None}
+
+    def stop_committing(self, reason: BaseException) -> None:
+        """Commit nothing from now on: see `stop_worker`."""
+        if self.commits_stopped is None:
+            self.commits_stopped = reason
+
+    async def force_commit(self, *args: Any, **kwargs: Any) -> bool:
+        if self.commits_stopped is not None:
+            return False
+        return bool(await super().force_commit(*args, **kwargs))
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return LsoConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -308,6 +353,22 @@ class PsoApp(faust.App):
         return PsoTransport(self.conf.broker_consumer, self)
 
 
+async def stop_worker(app: Any, reason: BaseException) -> None:
+    """Stop the worker, committing nothing more, when an agent failed half-way through a
+    record (a send or a checkpoint that raised): part of the record's outputs are in the open
+    transaction and the agent's state in memory has moved on.
+
+    Faust would restart the agent on that state and carry on: the record, acknowledged when
+    its stream is finalised, was then committed half done (how a failed checkpoint once
+    stalled stage 2 for good), and its shutdown commits what is acknowledged. Here every
+    commit is refused first, then the app crashes: the open transactions are aborted and a
+    restarted worker redoes the record from the committed offsets."""
+    consumer = app.consumer
+    if isinstance(consumer, PsoConsumer):
+        consumer.stop_committing(reason)
+    await app.crash(reason)
+
+
 async def put(table: Any, key: Any, value: Any, keep: Any = None) -> None:
     """``table[key] = value`` with the changelog record produced now, in this event's
     transaction (Faust's ``__setitem__`` defers it to a buffer an exactly-once commit does
@@ -320,13 +381,10 @@ async def put(table: Any, key: Any, value: Any, keep: Any = None) -> None:
     if event is None:
         raise RuntimeError("table writes belong to an agent processing an event")
     table._verify_source_topic_partitions(event.message.topic)  # as __setitem__ does
-    table.data[key] = value if keep is None else keep
-    owners = getattr(table.data, "_key_partition", None)
-    if owners is not None:
-        # The memory store drops keys of partitions no longer assigned after a rebalance, but
-        # only those it restored: record live writes too, or a key first written in a
-        # transaction aborted by the rebalance would outlive it here.
-        owners[key] = event.message.partition
+    # The record first: a send that fails (a record over the producer's max_request_size, a
+    # producer gone) leaves the local store as it was, still agreeing with the caller's
+    # state. Written locally first, a failed checkpoint left a token that the stage, restarted
+    # by Faust, took for a forged snapshot: it started a resource afresh and stalled for good.
     await table.changelog_topic.send(
         key=key,
         value=value,
@@ -335,3 +393,10 @@ async def put(table: Any, key: Any, value: Any, keep: Any = None) -> None:
         value_serializer=table.value_serializer,
         callback=table._on_changelog_sent,
     )
+    table.data[key] = value if keep is None else keep
+    owners = getattr(table.data, "_key_partition", None)
+    if owners is not None:
+        # The memory store drops keys of partitions no longer assigned after a rebalance, but
+        # only those it restored: record live writes too, or a key first written in a
+        # transaction aborted by the rebalance would outlive it here.
+        owners[key] = event.message.partition

@@ -5,6 +5,13 @@ and partition, records sent per topic, accuracy reports published); the timer ad
 consumer's high-water marks, so lag = high-water − position per partition, and logs one
 `HealthSnapshot` line. The counters hang on ``app.pso_health`` and the latest snapshot on
 its ``latest`` field, for the ops surface (HTTP and Prometheus read them there).
+
+A second timer watches for stalled stages (`app.health.StallWatch`): per input partition of
+each agent, the consumer's position and high-water mark, the offsets the agent took and
+finished, and the offset last committed. Records waiting while the agent finishes none and
+nothing is committed for ``PSO_STALL_AFTER_S`` is logged as one error line naming the stage,
+its partitions and their offsets; the stalls stay in ``app.pso_health.stalls.stalled`` for a
+readiness check.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from typing import Any
 
 import faust
 
-from app.ops.health import HealthSnapshot, WorkerHealth
+from agents.faust_fixes import PsoConsumer
+from app.ops.health import HealthSnapshot, InputProgress, StallWatch, WorkerHealth, stall_lines
 from app.settings import Settings
 
 log = logging.getLogger("pso.health")
@@ -31,6 +39,9 @@ class HealthSensor(faust.Sensor):
     def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
         self.health.record_in(tp.topic, tp.partition, offset)
 
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        self.health.record_done(tp.topic, tp.partition, offset)
+
     def on_send_initiated(
         self, producer: Any, topic: str, message: Any, keysize: int, valsize: int
     ) -> Any:
@@ -45,6 +56,7 @@ def register_health(app: faust.App, settings: Settings) -> WorkerHealth:
         deadletter_topic=settings.topics.deadletter,
         accuracy_topic=settings.topics.accuracy,
         started_s=time.monotonic(),
+        stalls=StallWatch(after_s=settings.stall_after_s),
     )
     app.sensors.add(HealthSensor(health))
     setattr(app, "pso_health", health)  # noqa: B010  # where the ops surface will find it
@@ -53,7 +65,69 @@ def register_health(app: faust.App, settings: Settings) -> WorkerHealth:
     async def log_health() -> None:
         log.info("%s", refresh(app, health).log_line())
 
+    @app.timer(min(30.0, max(0.5, settings.stall_after_s / 4)))
+    async def watch_stalls() -> None:
+        try:
+            check_stalls(app, health, time.monotonic())
+        except Exception:  # a watch must never take the worker down (consumer restarting)
+            log.exception("stall watch: no look this time")
+
     return health
+
+
+def stage_inputs(app: faust.App) -> dict[str, str]:
+    """topic -> the name of the agent that consumes it."""
+    out: dict[str, str] = {}
+    for agent in app.agents.values():
+        for topic in getattr(agent.channel, "topics", ()):
+            out[str(topic)] = str(agent.name)
+    return out
+
+
+def input_progress(app: faust.App, health: WorkerHealth) -> list[InputProgress]:
+    """Every assigned input partition of an agent, as `StallWatch` reads it."""
+    consumer = app.consumer
+    stages = stage_inputs(app)
+    positions: dict[Any, int] = {}
+    committed: dict[Any, int] = {}
+    if isinstance(consumer, PsoConsumer):
+        positions = consumer.fetch_positions()
+        committed = consumer.committed_offsets()
+    out = []
+    for tp in sorted(consumer.assignment()):
+        stage = stages.get(tp.topic)
+        if stage is None:  # a changelog or the leader topic: no agent's input
+            continue
+        try:
+            end = consumer.highwater(tp)
+        except Exception:  # not fetched yet, or the consumer is restarting
+            end = None
+        key = (tp.topic, tp.partition)
+        out.append(
+            InputProgress(
+                stage=stage,
+                topic=tp.topic,
+                partition=tp.partition,
+                position=positions.get(tp),
+                highwater=None if end is None else int(end),
+                taken=health.position.get(key),
+                done=health.done.get(key),
+                committed=committed.get(tp),
+            )
+        )
+    return out
+
+
+def check_stalls(app: faust.App, health: WorkerHealth, now_s: float) -> None:
+    """One look for stalled stages; logs when a stall starts (error) and ends (warning)."""
+    if app.rebalancing or app.in_recovery:
+        health.stalls.hold(now_s)  # not consuming on purpose
+        return
+    changes = health.stalls.observe(now_s, input_progress(app, health))
+    for line in stall_lines(changes.started, now_s):
+        log.error("%s", line)
+    for progress in changes.ended:
+        log.warning("stage %s moving again on %s", progress.stage, progress.describe())
 
 
 def refresh(app: faust.App, health: WorkerHealth) -> HealthSnapshot:

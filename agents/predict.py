@@ -11,7 +11,10 @@ conflicts, rebalance plans and accuracy reports.
 Model state lives in changelog-backed tables as sealed checkpoints (pickle + HMAC-SHA256 under
 ``PSO_SNAPSHOT_KEY``), written every ``PSO_CHECKPOINT_EVERY`` windows; after a restart or a
 rebalance a predictor is rebuilt from its checkpoint plus its input records since then
-(`agents.checkpoints`). A changelog anyone can write to is refused unless the MAC verifies.
+(`agents.checkpoints`). A resource's checkpoint leaves out the shares still waiting for other
+contributors (a backlog of them outgrew a Kafka record): a rebuild reads them back from the
+shares topic. A changelog anyone can write to is refused unless the MAC verifies. A stage that
+fails half-way through a record stops the worker, committing nothing more (`stop_worker`).
 """
 
 from __future__ import annotations
@@ -23,14 +26,8 @@ from typing import Any
 
 import faust
 
-from agents.checkpoints import (
-    CheckpointedStates,
-    Record,
-    ReplayStalled,
-    TopicRangeReader,
-    app_bootstrap,
-)
-from agents.faust_fixes import processing, put
+from agents.checkpoints import CheckpointedStates, Record, TopicRangeReader, app_bootstrap
+from agents.faust_fixes import processing, put, stop_worker
 from agents.policy import register_policy
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
 from app.core.events import (
@@ -99,10 +96,32 @@ class Stage1Batch:
     partition_event: dict[int, Any] = field(default_factory=dict)
 
 
+#: A `ResourceShares` record is split in parts of at most this many bytes: a Kafka record is
+#: 1 MB at most by default, and a batch's shares of one resource (~1.8 KB each) can be more.
+SHARES_RECORD_BYTES = 512 * 1024
+
+
+def share_records(
+    resource: str, shares: list[ResourceShare], limit: int = SHARES_RECORD_BYTES
+) -> list[tuple[list[ResourceShare], bytes]]:
+    """``shares`` as consecutive `ResourceShares` records of at most ``limit`` bytes each
+    (a single share may be more): (the shares, the record's value)."""
+    value = encode_shares(resource, shares)
+    if len(value) <= limit or len(shares) == 1:
+        return [(shares, value)]
+    half = len(shares) // 2
+    return share_records(resource, shares[:half], limit) + share_records(
+        resource, shares[half:], limit
+    )
+
+
 def apply_resource_record(
-    predictor: ResourcePredictor, record: ResourceRecord
+    predictor: ResourcePredictor, record: ResourceRecord, source: int | None = None
 ) -> tuple[list[OutputEvent], int]:
-    """Stage 2 on one record: (events, their record timestamp in ms). Live and rebuild alike."""
+    """Stage 2 on one record: (events, their record timestamp in ms). Live and rebuild alike.
+
+    ``source``: the input offset of the record, so that a checkpoint can leave the shares
+    still waiting out and a rebuild read them back from there (`ResourcePredictor.lean`)."""
     if isinstance(record, ResourcePolicy):
         predictor.apply_policy(record)
         return [], 0
@@ -112,7 +131,19 @@ def apply_resource_record(
         if oldest_ms != record.waiting_window_start_ms:
             return [], 0  # stale: that window was judged meanwhile
         return predictor.depart(record.subsystems), record.waiting_window_start_ms
-    return predictor.add(record), record.window_start_ms + record.step_s * 1000
+    return predictor.add(record, source), record.window_start_ms + record.step_s * 1000
+
+
+def refill_resource(predictor: ResourcePredictor, partition: int, record: Record) -> None:
+    """A rebuild, on a shares record from before the checkpoint: put back the shares the
+    checkpoint left out (`ResourcePredictor.lean`); the rest of the record was applied."""
+    try:
+        records = decode_resource_record(record[2])
+    except Exception:
+        return  # passed over live too
+    for item in records:
+        if isinstance(item, ResourceShare):
+            predictor.restore_pending(item)
 
 
 def register_predict(app: faust.App, settings: Settings) -> None:
@@ -140,6 +171,8 @@ def register_predict(app: faust.App, settings: Settings) -> None:
     }
     # Bumped when the sealed state's shape changes: old snapshots are never restored.
     version = f"v3-{config.step_ms // 1000}s-h{config.horizon}"
+    # v4: lean checkpoints (pending shares left out, read back from the shares topic).
+    resource_version = f"v4-{config.step_ms // 1000}s-h{config.horizon}"
     subsystem_table = app.Table(
         f"subsystem-models-{version}",
         default=None,
@@ -148,7 +181,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         value_type=bytes,
     )
     resource_table = app.Table(
-        f"resource-models-{version}",
+        f"resource-models-{resource_version}",
         default=None,
         partitions=partitions,
         key_type=str,
@@ -183,7 +216,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
             return
         for i, item in enumerate(records):
             try:
-                apply_resource_record(predictor, item)
+                apply_resource_record(predictor, item, offset)
             except Exception as exc:
                 log.warning("replay: resource-shares record %d #%d passed over: %s", offset, i, exc)
 
@@ -218,19 +251,28 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         max_updates=every * 1000,
         keep_blobs=keep_blobs,
         scope=f"{settings.app_id}/{resource_table.name}",
+        lean=lambda p: p.lean(),
+        refill=refill_resource,
     )
     # Rebuild counters (`rebuilt`, `replayed`), for the ops surface to export.
     setattr(app, "pso_states", (subsystems, resources))  # noqa: B010
 
     async def rebuilt(states: CheckpointedStates, name: str, message: Any) -> Any:
-        """The live predictor; if its rebuild cannot read its input, the worker stops (a
-        restart retries from the committed offsets) rather than acknowledging the record."""
-        try:
-            return await states.get(name, message.partition, message.offset)
-        except ReplayStalled as exc:
-            log.critical("%s", exc)
-            await app.crash(exc)
-            raise
+        """The live predictor. If its rebuild cannot read its input, the record fails, and
+        with it the worker (`failed`): a restart retries from the committed offsets."""
+        return await states.get(name, message.partition, message.offset)
+
+    async def failed(stage: str, message: Any, exc: BaseException) -> None:
+        """A stage failed on a record outside the core's own guarded work (a send, a
+        checkpoint, a rebuild): the record is half done. Stop the worker without committing
+        anything more (`stop_worker`) rather than let Faust restart the agent on that state."""
+        where = f"{message.topic}[{message.partition}]@{message.offset}"
+        log.critical(
+            "%s failed on %s: %s: %s; stopping the worker, nothing more committed (a restart "
+            "redoes the record from the committed offsets)",
+            stage, where, type(exc).__name__, exc,
+        )
+        await stop_worker(app, exc)
 
     deadletter = outputs[settings.topics.deadletter]
 
@@ -273,55 +315,70 @@ def register_predict(app: faust.App, settings: Settings) -> None:
 
     # A batch's events are acked once it is done; a rebalance waits for that before it revokes
     # (Faust's ``stream_wait_empty``), so a batch ends in the transactions it started in.
+    async def predict_batch(events: list[Any]) -> None:
+        batch = Stage1Batch()
+        for event in events:
+            with processing(event):
+                await predict_window(event, batch)
+        for (partition, resource), shares in sorted(batch.shares.items()):
+            with processing(batch.partition_event[partition]):
+                for part, value in share_records(resource, shares):
+                    await shares_topic.send(
+                        key=resource.encode(),
+                        value=value,
+                        timestamp=max(s.window_start_ms + s.step_s * 1000 for s in part) / 1000,
+                    )
+        for name, (event, predictor) in batch.last.items():
+            with processing(event):
+                await subsystems.updated(name, predictor, event.message.offset)
+
     @app.agent(load_topic, name=f"{settings.app_id}-predict-subsystems")
     async def predict_subsystems(stream: Any) -> None:
         async for events in stream.take_events(STAGE1_BATCH, within=STAGE1_WAIT_S):
-            batch = Stage1Batch()
-            for event in events:
-                with processing(event):
-                    await predict_window(event, batch)
-            for (partition, resource), shares in sorted(batch.shares.items()):
-                with processing(batch.partition_event[partition]):
-                    await shares_topic.send(
-                        key=resource.encode(),
-                        value=encode_shares(resource, shares),
-                        timestamp=max(s.window_start_ms + s.step_s * 1000 for s in shares) / 1000,
-                    )
-            for name, (event, predictor) in batch.last.items():
-                with processing(event):
-                    await subsystems.updated(name, predictor, event.message.offset)
+            try:
+                await predict_batch(events)
+            except Exception as exc:
+                await failed("stage 1", events[-1].message, exc)
+                raise
 
     # Liveness decisions found by the timer, sent from inside the agent (a transactional
     # producer only sends within an event's transaction).
     due: dict[str, ContributorsDeparted] = {}
 
+    async def predict_resource_record(event: Any) -> None:
+        message = event.message
+        for name in sorted(due):
+            await shares_topic.send(key=name.encode(), value=encode(due.pop(name)))
+        try:
+            records = decode_resource_record(event.value)
+        except ValueError as exc:
+            log.warning("resource-shares record %d is not PSO's", message.offset)
+            await reject(message, event.value, "invalid_record", f"not a share: {exc}")
+            return
+        resource = records[0].resource
+        predictor = await rebuilt(resources, resource, message)
+        rejected: list[str] = []
+        for i, record in enumerate(records):
+            try:
+                events, timestamp_ms = apply_resource_record(predictor, record, message.offset)
+            except Exception as exc:  # the others in the record still count
+                what = getattr(record, "event_id", resource)
+                log.exception("stage 2 failed on %s", what)
+                rejected.append(f"#{i} ({what}): {type(exc).__name__}: {exc}")
+                continue
+            await publish(events, timestamp_ms)
+        if rejected:
+            await reject(message, event.value, "internal_error", "; ".join(rejected))
+        await resources.updated(resource, predictor, message.offset)
+
     @app.agent(shares_topic, name=f"{settings.app_id}-predict-resources")
     async def predict_resources(stream: Any) -> None:
         async for event in stream.events():
-            message = event.message
-            for name in sorted(due):
-                await shares_topic.send(key=name.encode(), value=encode(due.pop(name)))
             try:
-                records = decode_resource_record(event.value)
-            except ValueError as exc:
-                log.warning("resource-shares record %d is not PSO's", message.offset)
-                await reject(message, event.value, "invalid_record", f"not a share: {exc}")
-                continue
-            resource = records[0].resource
-            predictor = await rebuilt(resources, resource, message)
-            failed: list[str] = []
-            for i, record in enumerate(records):
-                try:
-                    events, timestamp_ms = apply_resource_record(predictor, record)
-                except Exception as exc:  # the others in the record still count
-                    what = getattr(record, "event_id", resource)
-                    log.exception("stage 2 failed on %s", what)
-                    failed.append(f"#{i} ({what}): {type(exc).__name__}: {exc}")
-                    continue
-                await publish(events, timestamp_ms)
-            if failed:
-                await reject(message, event.value, "internal_error", "; ".join(failed))
-            await resources.updated(resource, predictor, message.offset)
+                await predict_resource_record(event)
+            except Exception as exc:
+                await failed("stage 2", event.message, exc)
+                raise
 
     @app.timer(120.0)
     async def forget_replayed_ranges() -> None:

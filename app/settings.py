@@ -337,6 +337,12 @@ class Settings(BaseSettings):
     health_interval_s: float = Field(
         default=60.0, gt=0, description="how often a worker logs its health line"
     )
+    stall_after_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="a stage with records waiting on an input partition whose offsets have not "
+        "moved for this long is stalled: one error line, and worker health keeps it",
+    )
     session_timeout_s: float = Field(
         default=30.0,
         ge=1,

@@ -19,11 +19,19 @@ so a replay decides the same way however the shares of different subsystems inte
   live topology's liveness policy (a wall-clock timeout at the edge, recorded as a message in
   the stream so a replay repeats it). A departed contributor rejoins with its next share.
 * A share for a window already judged is *late*: counted in ``late_shares`` and not used.
+
+Pending shares are most of a join's size (~1 KB each: a whole forecast), and a backlog of them
+(one contributor's partition far behind the others in event time) has no bound. So a join can
+be kept without them (`without_pending`): ``sources`` remembers, per pending window, the lowest
+*source* position (the live edge passes input offsets; opaque here) of a share in it, and
+`restore` puts a share read back from there into the place it had. Every share from a source
+at or after `refill_from` whose window is not judged yet was pending, and no other was, so
+re-reading from there restores ``pending`` exactly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -48,12 +56,18 @@ class ResourceJoin(Generic[T]):
     last: dict[str, int] = field(default_factory=dict)
     departed: set[str] = field(default_factory=set)
     pending: dict[int, dict[str, T]] = field(default_factory=dict)
+    #: pending window -> lowest source of a share in it (shares added with a source)
+    sources: dict[int, int] = field(default_factory=dict)
     judged_until: int | None = None  # every window <= this has been judged
     newest: int | None = None
     late_shares: int = 0
 
-    def add(self, subsystem: str, index: int, share: T) -> list[ReadyWindow[T]]:
-        """Take one share (window ``index`` of ``subsystem``); return windows now ready."""
+    def add(
+        self, subsystem: str, index: int, share: T, source: int | None = None
+    ) -> list[ReadyWindow[T]]:
+        """Take one share (window ``index`` of ``subsystem``); return windows now ready.
+
+        ``source``: where the share can be read again (see `refill_from`)."""
         # Even a late share says the contributor exists and how far it has got.
         self.departed.discard(subsystem)
         self.first.setdefault(subsystem, index)
@@ -65,7 +79,30 @@ class ResourceJoin(Generic[T]):
             self.late_shares += 1
             return []
         self.pending.setdefault(index, {})[subsystem] = share
+        if source is not None and source < self.sources.get(index, source + 1):
+            self.sources[index] = source
         return self._drain()
+
+    def refill_from(self) -> int | None:
+        """The lowest source of a pending share: re-reading from there restores ``pending``.
+        None when nothing is pending, or when a pending share came without a source."""
+        if not self.pending or not self.pending.keys() <= self.sources.keys():
+            return None
+        return min(self.sources[index] for index in self.pending)
+
+    def without_pending(self) -> ResourceJoin[T]:
+        """A copy without the pending shares (everything else shared, not copied: for
+        pickling a checkpoint); `restore` puts them back."""
+        return replace(self, pending={})
+
+    def restore(self, subsystem: str, index: int, share: T) -> bool:
+        """Put back a share read again from at or after `refill_from` into a join restored
+        `without_pending`: one for a window not judged yet was pending, and goes back; any
+        other was judged or late already and is ignored. Nothing else changes."""
+        if self.judged_until is not None and index <= self.judged_until:
+            return False
+        self.pending.setdefault(index, {})[subsystem] = share
+        return True
 
     def drain_all(self) -> list[ReadyWindow[T]]:
         """End of a finite input: stop waiting for anyone and judge every pending window."""
@@ -139,6 +176,7 @@ class ResourceJoin(Generic[T]):
             if self._any_waiting(index):
                 break
             shares = self.pending.pop(index)
+            self.sources.pop(index, None)
             used = {n: shares[n] for n in sorted(shares) if self._expected(n, index)}
             self.judged_until = index
             ready.append(ReadyWindow(index, used))

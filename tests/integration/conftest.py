@@ -108,15 +108,16 @@ class PsoEnv:
     def log_path(self, index: int) -> Path:
         return self.tmp / f"worker-{index}.log"
 
-    def spawn_worker(self) -> subprocess.Popen[bytes]:
-        """Start a worker process with its own, empty data dir; do not wait for it."""
+    def spawn_worker(self, module: str = "app.cli") -> subprocess.Popen[bytes]:
+        """Start a worker process with its own, empty data dir; do not wait for it.
+        ``module``: what ``python -m`` runs (`tests.integration.fault_worker` injects a fault)."""
         index = len(self.workers)
         env = self.env
         env["PSO_DATA_DIR"] = str(self.tmp / f"data-{index}")
         env.update(self.worker_env)
         with self.log_path(index).open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker", "--loglevel", "info"],
+                [sys.executable, "-m", module, "worker", "--loglevel", "info"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -137,8 +138,10 @@ class PsoEnv:
             time.sleep(0.2)
         raise AssertionError(f"worker not ready in {timeout_s}s: {log_path.read_text()[-3000:]}")
 
-    def start_worker(self, timeout_s: float = 60.0) -> subprocess.Popen[bytes]:
-        proc = self.spawn_worker()
+    def start_worker(
+        self, timeout_s: float = 60.0, module: str = "app.cli"
+    ) -> subprocess.Popen[bytes]:
+        proc = self.spawn_worker(module)
         self.wait_ready(proc, timeout_s)
         return proc
 

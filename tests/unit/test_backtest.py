@@ -14,6 +14,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -175,6 +176,22 @@ def test_a_late_newcomer_with_old_windows_restarts_stage2(
     # Watermarks only cover subsystems already seen: a subsystem that first shows up at the
     # end with the oldest windows breaks the streamed order, so stage 2 must start over.
     monkeypatch.setattr("app.offline.backtest.source._BLOCK_BYTES", 4096)
+    # The workers pause before the block that brings the newcomer, so that stage 2 has
+    # streamed past its windows by then (else nothing would need starting over: whether it
+    # has is a race between processes, and the restart is what this test is about).
+    import time
+
+    import app.offline.backtest.stage1 as stage1
+
+    blocks = stage1._blocks
+
+    def paused(path: Path) -> Any:
+        for numbers, lines in blocks(path):
+            if any(b'"newcomer"' in line for line in lines):
+                time.sleep(2.0)
+            yield numbers, lines
+
+    monkeypatch.setattr(stage1, "_blocks", paused)
     lines = (DATA / "input.jsonl").read_bytes().splitlines()
     late = [x.replace(b'"checkout"', b'"newcomer"') for x in lines[:90] if b'"checkout"' in x]
     source = tmp_path / "in.jsonl"

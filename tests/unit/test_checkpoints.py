@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.checkpoints import CheckpointedStates, Record
-from agents.predict import apply_resource_record
+from agents.checkpoints import CheckpointedStates, CheckpointLost, Record
+from agents.predict import apply_resource_record, refill_resource
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
 from app.core.events import ContributorsDeparted, LoadWindow, ResourcePolicy, ResourceShare
 from app.core.snapshot import SnapshotRejected, seal, unseal
@@ -306,3 +306,103 @@ def test_stage2_rebuild_replays_shares_policies_and_departures() -> None:
     # The same shares one record each, as before batches: the same events.
     records = [(i, resource.encode(), v) for i, v in enumerate(values)]
     assert asyncio.run(run(None)) == reference
+
+
+class SizedTable(Table):
+    """A table that also keeps the size of every blob written."""
+
+    def __init__(self, changelog: dict[str, bytes] | None = None) -> None:
+        super().__init__(changelog)
+        self.sizes: list[int] = []
+
+    async def write(self, name: str, blob: bytes, keep: Any) -> None:
+        self.sizes.append(len(blob))
+        await super().write(name, blob, keep)
+
+
+def test_stage2_checkpoints_leave_waiting_shares_out_and_a_rebuild_reads_them_back() -> None:
+    """One contributor's shares come after everyone else's (its partition far behind in event
+    time), so most windows wait in the join when stage 2 checkpoints. The checkpoints must not
+    carry those shares — in the live bench they made a checkpoint of 1,080,228 bytes, over the
+    1 MB a Kafka record may be, and stage 2 stalled for good — and a worker restarted among
+    them must read them back from the shares topic and publish what an uninterrupted one
+    does."""
+    policy, windows = scenario()
+    config = EngineConfig.from_policy(policy.spec())
+    resource = "db-main"
+    late = sorted({w.subsystem for w in windows})[0]
+    subsystems = {w.subsystem: SubsystemPredictor(w.subsystem, config, {}) for w in windows}
+    on_time: list[ResourceShare] = []
+    behind: list[ResourceShare] = []
+    for w in windows:
+        for share in subsystems[w.subsystem].process(w).shares:
+            if share.resource == resource:
+                (behind if w.subsystem == late else on_time).append(share)
+    assert len({s.subsystem for s in on_time}) >= 2 and behind
+    # A tight runtime capacity (conflicts to publish), then the shares in runs of 3, as stage
+    # 1 sends one record per batch.
+    shares = on_time + behind
+    values = [encode(ResourcePolicy(resource=resource, capacity=5.0))] + [
+        encode_shares(resource, shares[at : at + 3])
+        for at in range(0, len(shares), 3)
+    ]
+    records = [(i, resource.encode(), value) for i, value in enumerate(values)]
+    first_behind = 1 + len(on_time) // 3
+
+    def make(name: str) -> ResourcePredictor:
+        return ResourcePredictor(name, config, policy.spec())
+
+    def replay(p: ResourcePredictor, partition: int, record: Record) -> None:
+        for item in decode_resource_record(record[2]):
+            apply_resource_record(p, item, record[0])
+
+    def lean_states(table: Table, topic: Topic) -> CheckpointedStates:
+        return CheckpointedStates(
+            table, table.write, [KEY], make, topic,  # type: ignore[arg-type]
+            replay, every=1, progress=lambda p: p.windows, max_updates=10, keep_blobs=False,
+            scope=SCOPE, lean=lambda p: p.lean(), refill=refill_resource,
+        )
+
+    full_sizes: list[int] = []
+
+    async def run(kill_at: int | None) -> tuple[list[bytes], SizedTable, Topic]:
+        table, topic = SizedTable(), Topic(records)
+        live = lean_states(table, topic)
+        out: list[bytes] = []
+        for offset, _key, value in records:
+            if offset == kill_at:  # a new worker: the changelog is all that is left
+                table = SizedTable(table.changelog)
+                live = lean_states(table, topic)
+            predictor = await live.get(resource, 0, offset)
+            for record in decode_resource_record(value):
+                events, _ts = apply_resource_record(predictor, record, offset)
+                out += [encode(e) for e in events]
+            if kill_at is None:
+                whole = seal((offset + 1, predictor), KEY, context=(SCOPE, resource))
+                full_sizes.append(len(whole))
+            await live.updated(resource, predictor, offset)
+        return out, table, topic
+
+    reference, table, _ = asyncio.run(run(None))
+    assert any(orjson.loads(e)["type"] == "conflict_predicted" for e in reference)
+    # Sealed whole, the resource would have grown with the backlog; lean, it does not.
+    assert max(full_sizes) > 300_000
+    assert max(table.sizes) < 30_000, max(table.sizes)
+    kill_at = first_behind + (len(records) - first_behind) // 3  # most windows still waiting
+    events, _, topic = asyncio.run(run(kill_at))
+    assert events == reference
+    # The rebuild read the waiting shares back from before its checkpoint.
+    assert min(start for start, _end in topic.reads) < first_behind
+
+
+def test_a_checkpoint_token_without_its_live_state_is_not_taken_for_a_forged_snapshot() -> None:
+    """The local store holds this worker's token where it has no live object (a checkpoint
+    write that did not complete): that is lost state, for a restart to restore from the
+    changelog — not a forged snapshot to replace with a fresh predictor."""
+    policy, _ = scenario()
+    config = EngineConfig.from_policy(policy.spec())
+    table = Table()
+    table.data["db-main"] = b"checkpoint@5"
+    live = states(table, Topic([]), lambda n: ResourcePredictor(n, config, policy.spec()), None, 5)
+    with pytest.raises(CheckpointLost, match="db-main"):
+        asyncio.run(live.get("db-main", 0, 10))

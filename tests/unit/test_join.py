@@ -1,6 +1,7 @@
 """ResourceJoin: windows are judged when every expected contributor reported, in any order."""
 
 import itertools
+import pickle
 import random
 
 from app.core.join import ResourceJoin
@@ -86,3 +87,66 @@ def test_the_early_exit_test_decides_like_the_waiting_list() -> None:
                 outs = [j.add(name, clock[name], name) for j in joins]
             assert outs[0] == outs[1]
         assert joins[0].drain_all() == joins[1].drain_all()
+
+
+def test_a_join_kept_without_its_pending_shares_is_restored_from_their_sources() -> None:
+    """A checkpoint keeps the join `without_pending`; re-reading the shares from
+    `refill_from` on and `restore`-ing each puts back exactly what was pending (duplicates,
+    late shares, departures and newcomers included), and both joins then go on alike."""
+    rng = random.Random(11)
+    names = [f"s{k}" for k in range(6)]
+    restored_some = 0
+    for trial in range(200):
+        declared = frozenset(names[: trial % 4])
+        clock = dict.fromkeys(names, 0)
+        lag = rng.choice(names)  # one contributor far behind the others, as a slow partition
+        log: list[tuple[str, str, int]] = []  # (kind, name, index) in source order
+        for _ in range(rng.randrange(5, 120)):
+            roll = rng.random()
+            if roll < 0.03:
+                log.append(("depart", rng.choice(names), 0))
+                continue
+            name = rng.choice(names)
+            if roll < 0.1 and clock[name]:  # sent again (a replay upstream)
+                log.append(("share", name, rng.randrange(clock[name])))
+                continue
+            if name == lag and rng.random() < 0.8:
+                continue
+            clock[name] += rng.choice((1, 1, 2))
+            log.append(("share", name, clock[name]))
+
+        def apply(join: ResourceJoin[str], entries: list[tuple[int, tuple[str, str, int]]]) -> list:
+            out = []
+            for source, (kind, name, index) in entries:
+                if kind == "depart":
+                    out.append(join.depart([name]))
+                else:
+                    out.append(join.add(name, index, f"{name}@{index}#{source}", source))
+            return out
+
+        entries = list(enumerate(log))
+        cut = rng.randrange(len(entries) + 1)
+        join: ResourceJoin[str] = ResourceJoin(declared=declared, idle_windows=30)
+        apply(join, entries[:cut])
+        start = join.refill_from()
+        assert (start is None) == (not join.pending)
+        kept = pickle.loads(pickle.dumps(join.without_pending()))
+        assert (kept.pending == {} and join.pending == {}) or join.pending
+        for source, (kind, name, index) in entries[:cut]:
+            if kind == "share" and start is not None and source >= start:
+                kept.restore(name, index, f"{name}@{index}#{source}")
+        assert kept == join
+        restored_some += bool(join.pending)
+        assert apply(kept, entries[cut:]) == apply(join, entries[cut:])
+        assert kept == join
+    assert restored_some > 50
+
+
+def test_a_pending_share_without_a_source_cannot_be_left_out() -> None:
+    join: ResourceJoin[str] = ResourceJoin(declared=frozenset("ab"))
+    join.add("a", 0, "a@0", 10)
+    assert join.refill_from() == 10
+    join.add("a", 1, "a@1")  # no source: nothing to read it back from
+    assert join.refill_from() is None
+    join.add("b", 1, "b@1", 12)
+    assert join.pending == {} and join.sources == {}
