@@ -36,6 +36,7 @@ import orjson
 
 from agents.checkpoints import (
     CheckpointedStates,
+    CheckpointLost,
     Headers,
     Record,
     ReplayStalled,
@@ -43,7 +44,7 @@ from agents.checkpoints import (
     WriteFn,
     app_bootstrap,
 )
-from agents.faust_fixes import put
+from agents.faust_fixes import put, stop_worker
 from agents.routing import FOREIGN, HomeRouter, Origin
 from app.core.events import DeadLetter, LoadWindow
 from app.core.ingest import IngestResult
@@ -332,12 +333,9 @@ def register_ingest(app: faust.App, settings: Settings) -> IngestCounters:
         except Exception as exc:
             log.error("dead letter %s not sent (%s): %s", d.event_id, exc, d.original_sha256)
 
-    async def take(message: Any, value: bytes | None, source: SourceRef, origin: Any) -> None:
-        """One message: window it, publish what it closed and rejected, send what belongs to
-        other partitions home, checkpoint if due."""
-        result = await windows.take(value, source, origin)
-        if result is None:
-            return
+    async def publish(message: Any, source: SourceRef, result: IngestResult) -> None:
+        """What one message produced: its windows, its dead letters, the copies that take
+        samples of other partitions home; then its subsystems' checkpoints, if due."""
         counters.samples += result.items
         counters.accepted += result.accepted
         counters.held += result.held
@@ -385,21 +383,19 @@ def register_ingest(app: faust.App, settings: Settings) -> IngestCounters:
             value = event.value
             counters.messages += 1
             raw = value if isinstance(value, bytes) else b""
-            origin = windows.origin_of(message.headers, raw)
-            if origin == FOREIGN:
+            found = windows.origin_of(message.headers, raw)
+            if found == FOREIGN:
                 counters.foreign_copies += 1  # another deployment's copy: its business
                 continue
+            origin = found if isinstance(found, Origin) else None
             where = None if origin is None else f"{message.topic}:{origin}"
-            source = SourceRef(
-                message.topic, message.partition, message.offset, message.key, where
-            )
+            source = SourceRef(message.topic, message.partition, message.offset, message.key, where)
             try:
-                await take(message, value, source, origin)
-            except ReplayStalled as exc:  # the worker stops (a restart retries from the
-                log.critical("%s", exc)  # committed offsets) rather than ack the record
-                await app.crash(exc)
+                result = await windows.take(value, source, origin)
+            except (ReplayStalled, CheckpointLost) as exc:  # state cannot be had: stop, and a
+                await failed(message, exc)  # restart retries from the committed offsets
                 raise
-            except Exception as exc:
+            except Exception as exc:  # the core failed on these bytes: dead-letter them
                 log.exception(
                     "ingest failed on %s:%s:%s", source.topic, source.partition, source.offset
                 )
@@ -413,6 +409,28 @@ def register_ingest(app: faust.App, settings: Settings) -> IngestCounters:
                     ),
                     message.key,
                 )
+                continue
+            if result is None:
+                continue
+            try:
+                await publish(message, source, result)
+            except Exception as exc:  # a send or a checkpoint failed half-way through
+                await failed(message, exc)
+                raise
+
+    async def failed(message: Any, exc: BaseException) -> None:
+        """The message is half done (state moved on, part of its outputs sent): stop the
+        worker without committing anything more (`agents.faust_fixes.stop_worker`)."""
+        log.critical(
+            "ingest failed on %s[%s]@%s: %s: %s; stopping the worker, nothing more committed "
+            "(a restart redoes the message from the committed offsets)",
+            message.topic,
+            message.partition,
+            message.offset,
+            type(exc).__name__,
+            exc,
+        )
+        await stop_worker(app, exc)
 
     @app.timer(120.0)
     async def forget_replayed_ranges() -> None:

@@ -9,6 +9,8 @@ stage 2 (its reader reads the shares topic) and then runs the ordinary CLI worke
 * ``fail-plan``: the first rebalance plan stage 2 publishes fails to send, the conflict it
   belongs to already sent in the same record (a send failing half-way through a record: the
   worker must stop and commit nothing more, so that a restart publishes both).
+* ``fail-window``: the third load window ingest publishes fails to send, two already sent
+  for the same telemetry message — the same, in ingest.
 
 Run as ``python -m tests.integration.fault_worker``.
 """
@@ -49,13 +51,28 @@ def install(fault: str) -> None:
             return await send(self, *args, **kwargs)
 
         Topic.send = failing_send  # type: ignore[method-assign]
+    elif fault == "fail-window":
+        from faust.topics import Topic
+
+        send = Topic.send
+        sent = [0]
+
+        async def failing_window(self: Topic, *args: Any, **kwargs: Any) -> Any:
+            if self.get_topic_name().endswith(".load"):
+                sent[0] += 1
+                if sent[0] == 3:
+                    Topic.send = send  # type: ignore[method-assign]
+                    raise RuntimeError("injected: a load window not sent")
+            return await send(self, *args, **kwargs)
+
+        Topic.send = failing_window  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown PSO_TEST_FAULT {fault!r}")
 
 
 if __name__ == "__main__":
     install(os.environ["PSO_TEST_FAULT"])
-    from app.cli import main
+    from app.cli.main import main
 
     sys.argv = ["pso", "worker", "--loglevel", "info"]
     main()

@@ -1,6 +1,6 @@
 """A stage that stops, or fails half-way through a record, on the real broker.
 
-PSO has no fault hooks: `tests.integration.fault_worker` patches stage 2 in the worker
+PSO has no fault hooks: `tests.integration.fault_worker` patches a stage in the worker
 process it starts. A stage that blocks with records waiting is reported by the stall watch
 (``PSO_STALL_AFTER_S``); a stage whose send fails half-way through a record stops the worker
 without committing the half-done record, so that a restart publishes all of it.
@@ -96,3 +96,27 @@ def test_a_send_failing_mid_record_stops_the_worker_and_a_restart_publishes_it_a
         read_outputs(pso_env, until=lambda ids: len(ids) >= len(expected), timeout_s=90)
     )
     assert_same_events(expected, records)
+
+
+def test_ingest_failing_mid_message_stops_the_worker_and_a_restart_windows_it_once(
+    pso_env: PsoEnv, tmp_path: Path
+) -> None:
+    """The third load window fails to send: its message is half done (its windows closed in
+    memory, maybe some sent). Dead-lettering it as an internal error (what ingest did) would
+    commit it with windows missing; the worker stops instead, and a restart publishes every
+    window once."""
+    messages, expected = _configure(pso_env, tmp_path, hours=1)
+    pso_env.worker_env["PSO_TEST_FAULT"] = "fail-window"
+    first = pso_env.start_worker(module=FAULTY)
+    asyncio.run(produce(pso_env, messages))
+    line = _wait_for_line(pso_env, 0, r"CRITICAL.*ingest failed on")
+    assert "injected: a load window not sent" in line and "nothing more committed" in line
+    first.wait(timeout=60)  # it stops by itself
+    del pso_env.worker_env["PSO_TEST_FAULT"]
+    pso_env.start_worker()
+    records = asyncio.run(
+        read_outputs(pso_env, until=lambda ids: len(ids) >= len(expected), timeout_s=90)
+    )
+    assert_same_events(expected, records)
+    windows = [event_id for event_id, _ in records if event_id.startswith("load:")]
+    assert len(windows) == len(set(windows)), "a window published twice"
