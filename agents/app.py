@@ -11,7 +11,7 @@ from typing import Any
 
 import faust
 
-from agents.faust_fixes import PsoApp
+from agents.compat import PsoApp, check_versions
 from app.kafka.topics import size_limits
 from app.settings import Settings
 
@@ -51,6 +51,7 @@ def producer_linger_ms(settings: Settings) -> int:
 
 def build_app(settings: Settings, bootstrap: str, **overrides: Any) -> faust.App:
     """A configured Faust app with PSO's agents registered on it."""
+    check_versions()  # the fixes in agents/compat hold for the versions they were tested on
     brokers = ";".join(f"kafka://{b.strip()}" for b in bootstrap.split(","))
     options: dict[str, Any] = {
         "broker": brokers,
@@ -85,7 +86,7 @@ def build_app(settings: Settings, bootstrap: str, **overrides: Any) -> faust.App
         "commit_pause_ratio": 3.0,
     }
     options.update(overrides)
-    app = PsoApp(settings.app_id, **options)  # exactly-once fixes: agents/faust_fixes.py
+    app = PsoApp(settings.app_id, **options)  # exactly-once fixes: agents/compat
     from agents.health import register_health
     from agents.ingest import register_ingest
     from agents.predict import register_predict

@@ -185,7 +185,7 @@ class CheckpointedStates:
     ``replay(obj, partition, record)`` applies one input record exactly as the agent does,
     minus publishing.
     ``table`` is read (``get``, and ``data`` to swap a restored blob for a token); ``write``
-    writes it (`agents.faust_fixes.put` on a worker). ``keys[0]`` seals, every key verifies
+    writes it (`agents.compat.put` on a worker). ``keys[0]`` seals, every key verifies
     (a rotation); a checkpoint's MAC covers ``scope`` (the table: its name carries the state
     version) and the entry's name, so it restores only where it was written.
 
@@ -264,7 +264,7 @@ class CheckpointedStates:
 
     async def updated(self, name: str, obj: Any, offset: int) -> None:
         """``obj`` took the record at ``offset``: checkpoint it if due (call last: see
-        `agents.faust_fixes`)."""
+        `agents.compat`)."""
         live = self._live[name]
         live.updates += 1
         if live.updates < self.max_updates and self.progress(obj) - live.progress < self.every:

@@ -22,7 +22,7 @@ from typing import Any
 
 import faust
 
-from agents.faust_fixes import PsoConsumer
+from agents.compat import PsoConsumer
 from app.ops.health import HealthSnapshot, InputProgress, StallWatch, WorkerHealth, stall_lines
 from app.settings import Settings
 

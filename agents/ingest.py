@@ -16,7 +16,7 @@ there. So each subsystem's state has one ordered input, its home partition, and 
 offset of the next message of it that it has not taken (``next_offset``), and per origin
 partition the next copy (``copies_from``). A message below them is a replay whose effects are
 already committed (an exactly-once commit can carry the state of the message after its offset,
-see `agents.faust_fixes`; at-least-once redelivers): that subsystem's samples in it are
+see `agents.compat`; at-least-once redelivers): that subsystem's samples in it are
 skipped, so no sample is counted twice after a crash. Any exception on a message dead-letters
 it with ``internal_error``, and a dead letter too large to send goes without the original's
 bytes (their length and SHA-256 stay): a message is never acked-and-lost silently, and no bytes
@@ -44,7 +44,7 @@ from agents.checkpoints import (
     WriteFn,
     app_bootstrap,
 )
-from agents.faust_fixes import put, stop_worker
+from agents.compat import put, stop_worker
 from agents.routing import FOREIGN, HomeRouter, Origin
 from app.core.events import DeadLetter, LoadWindow
 from app.core.ingest import IngestResult
@@ -113,7 +113,7 @@ class CheckpointedWindows:
 
     `take` a message, publish what it returns (its windows, dead letters and the copies its
     ``forward`` samples need: `agents.routing.HomeRouter.copies`), then `checkpoint` (state
-    last: see `agents.faust_fixes`). Without a ``router`` every subsystem is at home (one
+    last: see `agents.compat`). Without a ``router`` every subsystem is at home (one
     partition).
     """
 
@@ -420,7 +420,7 @@ def register_ingest(app: faust.App, settings: Settings) -> IngestCounters:
 
     async def failed(message: Any, exc: BaseException) -> None:
         """The message is half done (state moved on, part of its outputs sent): stop the
-        worker without committing anything more (`agents.faust_fixes.stop_worker`)."""
+        worker without committing anything more (`agents.compat.stop_worker`)."""
         log.critical(
             "ingest failed on %s[%s]@%s: %s: %s; stopping the worker, nothing more committed "
             "(a restart redoes the message from the committed offsets)",

@@ -27,7 +27,7 @@ from typing import Any
 import faust
 
 from agents.checkpoints import CheckpointedStates, Record, TopicRangeReader, app_bootstrap
-from agents.faust_fixes import processing, put, stop_worker
+from agents.compat import processing, put, stop_worker
 from agents.policy import register_policy
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
 from app.core.events import (

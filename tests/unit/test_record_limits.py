@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 
-from agents.faust_fixes import processing, put
+from agents.compat import processing, put
 from agents.predict import share_records
 from app.core.engine import EngineConfig, SubsystemPredictor
 from app.wire.records import decode_resource_record, encode_shares
