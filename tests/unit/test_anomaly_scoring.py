@@ -103,6 +103,16 @@ def test_onset_gate_score_is_pure() -> None:
     assert (gate.peak, gate.quiet) == (0.8, 0)
 
 
+def test_score_never_exceeds_its_likelihood() -> None:
+    rng = random.Random(4)
+    x, det = 100.0, SeriesAnomalyDetector()
+    for i in range(3000):
+        x += rng.gauss(0, 1.0) + (30.0 if i % 700 == 650 else 0.0)
+        r = det.process_one(i * MIN, x)
+        assert 0.0 <= r.score <= r.likelihood <= 1.0
+        assert r.score in (r.likelihood, pytest.approx(0.1 * r.likelihood))
+
+
 # --------------------------------------------------------------------------- calibration
 def shapes(n: int, seed: int) -> dict[str, list[float]]:
     """Five series with nothing anomalous in them, of very different shapes and units."""
@@ -194,8 +204,9 @@ def test_score_on_a_real_incident_is_graded_not_saturated() -> None:
 
 
 def test_graded_score_beats_never_firing_on_the_four_real_files() -> None:
-    # NAB's normalised score with one threshold for the four files: the saturated score
-    # could not beat a detector that never fires (score 0) at any threshold.
+    # NAB's normalised score with one threshold for the four files (every false positive
+    # charged the full 0.11: a lower bound). A score held up through an episode, as the old
+    # one was, drowns the onsets in false positives (measured: 36 at best); this one: ~70.
     names = sorted(json.loads((DATA / "nab_windows.json").read_text()))
     rows = []
     for name in names:
@@ -225,4 +236,4 @@ def test_graded_score_beats_never_firing_on_the_four_real_files() -> None:
         return total
 
     best = max(raw(t) for t in (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5))
-    assert 100 * (best - null) / (-2 * null) >= 40.0
+    assert 100 * (best - null) / (-2 * null) >= 55.0
