@@ -359,9 +359,9 @@ class SubsystemPredictor:
         detector = model.detector
         verdict = detector.process_raw(ts, y, forecast=external)  # scores, then learns
         assert verdict is not None  # window means are finite
-        score, reason, expected, half = verdict
+        likelihood, score, reason, expected, half = verdict
         outside = None if external is None else not external[1] <= y <= external[2]
-        alarm, trusted = model.episodes.judge(score >= detector.threshold, outside)
+        alarm, trusted = model.episodes.judge(likelihood >= detector.threshold, outside)
         forecaster = model.forecaster
         forecaster.learn_one(ts, y, trusted=trusted, accuracy=model.accuracy)
         rows = forecaster.forecast_rows()
