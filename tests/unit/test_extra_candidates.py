@@ -152,6 +152,8 @@ class Misbehaving(time_series.base.Forecaster):
                 return [self.last] * (horizon - 1) + [math.inf]
             if self.mode == "short":
                 return [self.last]
+            if self.mode == "biased":
+                return [self.last + 25.0] * horizon
         return [self.last] * horizon  # naive: a decent candidate when it works
 
 
@@ -215,3 +217,16 @@ def test_a_flaky_candidate_weighs_only_when_it_works(misbehaving: str) -> None:
     assert max(shares[True]) == 0.0
     assert min(shares[False]) > 0.1  # naive is good on a random walk: a real share
     assert f.extra_status()["misbehaving"][0] == len(ys) // 3
+
+
+def test_a_poor_candidate_gets_no_weight(misbehaving: str) -> None:
+    """Judged by its own errors: always 25 too high, it never weighs in the blend."""
+    rng = np.random.default_rng(5)
+    ys = (100.0 + np.cumsum(rng.normal(0.0, 1.0, 300))).tolist()
+    f = SeriesForecaster(horizon=5, extra_candidates=[f"{misbehaving}(mode='biased')"])
+    for i, y in enumerate(ys):
+        f.learn_one(T0 + i * STEP, y)
+        if i > 20:
+            assert max(f.weights()["misbehaving"]) < 1e-3
+    assert "misbehaving" not in f.forecast().model
+    assert f.extra_status()["misbehaving"] == (0, "")
