@@ -52,6 +52,7 @@ from app.core.events import (
     ms_to_iso,
 )
 from app.core.forecast import SeriesForecaster
+from app.core.forecasters.river_candidate import CandidateSpec, parse_candidates
 from app.core.join import ResourceJoin
 from app.core.planner import RebalancePlanner
 from app.core.policy import overlay
@@ -94,6 +95,7 @@ class EngineConfig:
     accuracy_every: int
     idle_evict_windows: int
     mode: str
+    extra_candidates: tuple[CandidateSpec, ...] = ()  # parsed once, built once per series
 
     @classmethod
     def from_policy(cls, policy: FleetSpec) -> EngineConfig:
@@ -107,6 +109,7 @@ class EngineConfig:
             accuracy_every=p.accuracy_every_windows,
             idle_evict_windows=max(1, p.idle_evict_s * 1000 // step_ms),
             mode=p.mode,
+            extra_candidates=parse_candidates(p.extra_candidates),
         )
 
 
@@ -294,7 +297,12 @@ class SubsystemPredictor:
         if model is None or index - model.last_index > self.config.idle_evict_windows:
             c = self.config
             model = SeriesModel(
-                forecaster=SeriesForecaster(step_ms=c.step_ms, horizon=c.horizon, levels=c.levels),
+                forecaster=SeriesForecaster(
+                    step_ms=c.step_ms,
+                    horizon=c.horizon,
+                    levels=c.levels,
+                    extra_candidates=c.extra_candidates,
+                ),
                 detector=SeriesAnomalyDetector(step_ms=c.step_ms),
                 accuracy=ForecastAccuracy(c.step_ms, c.horizon, c.levels),
                 last_index=index,
