@@ -11,7 +11,8 @@ each agent, the consumer's position and high-water mark, the offsets the agent t
 finished, and the offset last committed. Records waiting while the agent finishes none and
 nothing is committed for ``PSO_STALL_AFTER_S`` is logged as one error line naming the stage,
 its partitions and their offsets; the stalls stay in ``app.pso_health.stalls.stalled`` for a
-readiness check.
+readiness check. A third returns the allocator's free pages every
+``PSO_HEAP_TRIM_INTERVAL_S`` (`app.ops.heap`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import faust
 
 from agents.compat import PsoConsumer
 from app.ops.health import HealthSnapshot, InputProgress, StallWatch, WorkerHealth, stall_lines
+from app.ops.heap import release_free_heap
 from app.settings import Settings
 
 log = logging.getLogger("pso.health")
@@ -64,6 +66,12 @@ def register_health(app: faust.App, settings: Settings) -> WorkerHealth:
     @app.timer(settings.health_interval_s)
     async def log_health() -> None:
         log.info("%s", refresh(app, health).log_line())
+
+    if settings.heap_trim_interval_s > 0:
+
+        @app.timer(settings.heap_trim_interval_s)
+        async def trim_heap() -> None:
+            release_free_heap()  # a few ms: RSS back to the live state after seal bursts
 
     @app.timer(min(30.0, max(0.5, settings.stall_after_s / 4)))
     async def watch_stalls() -> None:

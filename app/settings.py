@@ -350,6 +350,12 @@ class Settings(BaseSettings):
     health_interval_s: float = Field(
         default=60.0, gt=0, description="how often a worker logs its health line"
     )
+    heap_trim_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="how often a worker returns its allocator's free pages to the system "
+        "(checkpoint bursts leave them behind); 0: never",
+    )
     stall_after_s: float = Field(
         default=120.0,
         gt=0,

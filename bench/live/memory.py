@@ -164,6 +164,7 @@ def rss_main(argv: list[str]) -> None:
         tokens[name] = b"checkpoint@%d" % windows
     gc.collect()
     mem = proc_memory(os.getpid())
+    trimmed = _after_malloc_trim()
     series = sum(len(p.series) for p in engine.subsystems.values())
     sealed_mb = sealed_bytes / 2**20
     live_mb = mem.get("VmRSS", 0.0) - baseline
@@ -176,6 +177,7 @@ def rss_main(argv: list[str]) -> None:
                 "windows": windows,
                 "rss_mb": round(mem.get("VmRSS", 0.0), 1),
                 "peak_rss_mb": round(mem.get("VmHWM", 0.0), 1),
+                "rss_mb_after_malloc_trim": trimmed,
                 "interpreter_and_imports_mb": round(baseline, 1),
                 "checkpoints_mb_on_changelog": round(sealed_mb, 1),
                 "live_kb_per_series": round(live_mb * 1024 / max(1, series), 1),
@@ -184,6 +186,19 @@ def rss_main(argv: list[str]) -> None:
             }
         )
     )
+
+
+def _after_malloc_trim() -> float | None:
+    """VmRSS once glibc has returned its free heap pages (``malloc_trim(0)``): how much of the
+    RSS is allocator slack rather than live state. None off glibc."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    libc.malloc_trim(0)
+    return round(proc_memory(os.getpid()).get("VmRSS", 0.0), 1)
 
 
 def rss_run(subsystems: int, minutes: int, seed: int) -> dict[str, Any]:

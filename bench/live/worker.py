@@ -119,12 +119,12 @@ class Worker:
         except OSError:
             return {}
         crashes = [line for line in lines if "Crashed reason=" in line]
+        errors = [line for line in lines if "] [ERROR] " in line or "] [CRITICAL] " in line]
         return {
             "agent_crashes": len(crashes),
             "first_crash": crashes[0].split("]: ", 1)[-1][:300] if crashes else None,
-            "error_lines": sum(
-                1 for line in lines if "] [ERROR] " in line or "] [CRITICAL] " in line
-            ),
+            "error_lines": len(errors),
+            "first_error": errors[0][:300] if errors else None,
         }
 
     def seals(self) -> list[dict[str, Any]]:
