@@ -229,9 +229,7 @@ def parse_target(label: OperatorLabel) -> AnomalyTarget | ConflictTarget:
 
 def check_time(label: OperatorLabel, target: AnomalyTarget | ConflictTarget) -> None:
     """A verdict cannot precede the alarm it judges (`LabelRejected` ``before_event``)."""
-    event_ms = (
-        target.window_start_ms if isinstance(target, AnomalyTarget) else target.emitted_at_ms
-    )
+    event_ms = target.window_start_ms if isinstance(target, AnomalyTarget) else target.emitted_at_ms
     if event_ms is not None and label.ts < event_ms:
         raise LabelRejected(
             "before_event", f"label ts {label.ts} is before its event ({event_ms}): not a verdict"
