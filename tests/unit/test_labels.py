@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from functools import cache
+from pathlib import Path
 
 import orjson
 import pytest
@@ -431,3 +432,86 @@ def test_the_stages_apply_routed_labels_and_dead_letter_bad_ones() -> None:
     predictor = stage1.states._live[first.subsystem].obj
     assert predictor.series[("metric", "cpu")].labels is not None
     assert stage2.states._live["db-main"].obj.labels is not None
+
+
+# --------------------------------------------------------------------------- pso backtest
+
+
+@pytest.fixture(scope="module")
+def fleet_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[FleetPolicy, Path]:
+    """The replay's fleet as a telemetry file, with its unlabelled backtest next to it."""
+    from app.offline.backtest import run_backtest
+
+    sim = FleetSimulator(subsystems=4, seed=2, interval_ms=30_000)
+    policy = sim.policy(headroom=0.7)
+    d = tmp_path_factory.mktemp("labels-backtest")
+    with (d / "input.jsonl").open("wb") as fh:
+        for sample in sim.samples(HOURS * 3_600_000):
+            fh.write(orjson.dumps(sample) + b"\n")
+    run_backtest(d / "input.jsonl", policy, d / "plain", workers=2, render=False)
+    return policy, d
+
+
+def test_backtest_replays_labels_in_event_time_and_reports_before_and_after(
+    fleet_file: tuple[FleetPolicy, Path],
+) -> None:
+    from app.offline.backtest import run_backtest
+
+    policy, d = fleet_file
+    alarms = [orjson.loads(x) for x in (d / "plain" / "anomalies.jsonl").read_bytes().splitlines()]
+    mine = [a for a in alarms if (a["subsystem"], a["series_kind"], a["series"]) == TARGET]
+    labels = [
+        {"target": "anomaly", "id": a["event_id"], "verdict": "false", "ts": a["window_end_ms"]}
+        for a in mine[:2]
+    ]
+    bogus = anomaly_event_id("no-such-subsystem", "metric", "cpu", T0)
+    labels.append({"target": "anomaly", "id": bogus, "verdict": "false", "ts": T0 + STEP})
+    (d / "labels.jsonl").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in labels))
+    outputs = {}
+    for workers in (1, 2):
+        out = d / f"labelled-{workers}"
+        metrics = run_backtest(
+            d / "input.jsonl", policy, out, workers=workers, render=False, labels=d / "labels.jsonl"
+        )
+        outputs[workers] = [
+            (out / f"{name}.jsonl").read_bytes() for name in ("anomalies", "conflicts")
+        ]
+        taught = metrics["labels"]
+        assert (taught["labels"], taught["applied"], taught["rejected"]) == (3, 2, 1)
+        assert taught["rejects"][0]["reason"].startswith("unknown_series")
+        before, after = taught["before"], taught["after"]
+        assert before["anomaly_events"] == len(alarms)
+        assert after["anomaly_events"] < before["anomaly_events"]
+        assert before["labelled_alarms"]["anomalies"]["false"] == 2
+        assert before["conflict_precision"] == after["conflict_precision"]  # nothing to teach
+        assert (out / "baseline" / "metrics.json").is_file()
+    assert outputs[1] == outputs[2]  # the same whichever worker owns the subsystem
+
+
+def test_backtest_refuses_a_labels_file_with_a_bad_line_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "in.jsonl").write_bytes(b'{"subsystem": "a", "ts": 1795392000000}\n')
+    good = {**GOOD, "verdict": "false"}
+    (tmp_path / "labels.jsonl").write_bytes(
+        orjson.dumps(good) + b"\n\n" + orjson.dumps({**good, "verdict": "perhaps"}) + b"\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "backtest",
+            str(tmp_path / "in.jsonl"),
+            "-o",
+            str(tmp_path / "out"),
+            "--labels",
+            str(tmp_path / "labels.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "labels.jsonl:3: not a label: verdict:" in lines[0], lines
