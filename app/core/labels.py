@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from app.core.errors import ExitCode, PsoError
 from app.core.events import OperatorLabel
 
 __all__ = [
@@ -58,8 +59,10 @@ _PRUNE_HALF_LIVES = 12  # a label older than this weighs < 1/4096: dropped
 LabelReason = Literal["invalid_id", "unknown_series", "unknown_resource", "before_event"]
 
 
-class LabelRejected(ValueError):
+class LabelRejected(PsoError, ValueError):
     """A label that cannot be applied; ``code`` says why in one word, the message in full."""
+
+    exit_code = ExitCode.USER_ERROR
 
     def __init__(self, code: LabelReason, message: str) -> None:
         super().__init__(message)
