@@ -147,7 +147,8 @@ class ResourceStage:
             try:
                 target = parse_target(first)
             except LabelRejected as exc:
-                await self.outputs.reject(message, event.value, "invalid_label", str(exc))
+                reason = f"{exc.code}: {exc}"
+                await self.outputs.reject(message, event.value, "invalid_label", reason)
                 return
             if not isinstance(target, ConflictTarget):
                 reason = f"{first.id[:200]!r} is not a conflict's id"
@@ -162,7 +163,8 @@ class ResourceStage:
             try:
                 events, timestamp_ms = apply_resource_record(predictor, record, message.offset)
             except LabelRejected as exc:
-                await self.outputs.reject(message, event.value, "invalid_label", str(exc))
+                reason = f"{exc.code}: {exc}"
+                await self.outputs.reject(message, event.value, "invalid_label", reason)
                 continue
             except Exception as exc:  # the others in the record still count
                 what = getattr(record, "event_id", resource)
