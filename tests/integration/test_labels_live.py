@@ -86,8 +86,11 @@ def test_labels_reach_their_stage_and_bad_ones_are_dead_lettered(
         )
     )
     by_bytes = {base64.b64decode(d["original_b64"]): d["reason"] for d in dead}
-    assert set(by_bytes) == {value for _, value in records[2:]}, by_bytes
-    assert by_bytes[label(unknown_id)].startswith("unknown_series: no metric 'no-such-metric'")
+    # Stage 1 refuses the routed record: its dead letter carries that record's bytes (the
+    # label as forwarded, with its type); the others carry the operator's own bytes.
+    routed_unknown = orjson.dumps({"type": "operator_label", **orjson.loads(label(unknown_id))})
+    assert set(by_bytes) == {routed_unknown, *(value for _, value in records[3:])}, by_bytes
+    assert by_bytes[routed_unknown].startswith("unknown_series: no metric 'no-such-metric'")
     assert by_bytes[b"not json"].startswith("not JSON")
     assert by_bytes[label(good_id, verdict="maybe")].startswith("verdict: Input should be")
     assert by_bytes[label(good_id, ts=start - 1)].startswith("before_event")
