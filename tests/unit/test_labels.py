@@ -515,3 +515,13 @@ def test_backtest_refuses_a_labels_file_with_a_bad_line_in_one_line(tmp_path: Pa
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "labels.jsonl:3: not a label: verdict:" in lines[0], lines
+
+
+def test_topics_create_makes_the_labels_topic_compacted() -> None:
+    from app.kafka.topics import topic_specs
+    from app.settings import Settings
+
+    settings = Settings()
+    specs = {spec.name: spec for spec in topic_specs(settings)}
+    assert specs[settings.topics.labels].config["cleanup.policy"] == "compact"
+    assert specs[settings.topics.load].config["cleanup.policy"] == "delete"
