@@ -486,6 +486,11 @@ def test_backtest_replays_labels_in_event_time_and_reports_before_and_after(
         assert before["conflict_precision"] == after["conflict_precision"]  # nothing to teach
         assert (out / "baseline" / "metrics.json").is_file()
     assert outputs[1] == outputs[2]  # the same whichever worker owns the subsystem
+    from app.offline.report.tables import label_rows
+
+    rows = {row[0]: row[1:] for row in label_rows(metrics["labels"])}
+    assert rows["anomaly alarms labelled false"][0] == "2"
+    assert rows["anomaly alarms"][:2] == (str(len(alarms)), str(after["anomaly_events"]))
 
 
 def test_backtest_refuses_a_labels_file_with_a_bad_line_in_one_line(tmp_path: Path) -> None:
