@@ -124,6 +124,8 @@ class SubsystemStage:
             target = parse_target(label)
             if not isinstance(target, AnomalyTarget):
                 raise LabelRejected("invalid_id", f"{label.id[:200]!r} is not an anomaly's id")
+            if self.states.table.get(target.subsystem) is None:  # no state made for it
+                raise LabelRejected("unknown_series", f"no subsystem {target.subsystem!r} here")
             predictor = await self.states.get(target.subsystem, message.partition, message.offset)
             predictor.label(label)
         except LabelRejected as exc:

@@ -155,6 +155,10 @@ class ResourceStage:
                 await self.outputs.reject(message, event.value, "invalid_label", reason)
                 return
             resource = target.resource
+            if self.states.table.get(resource) is None:  # no state made for it
+                reason = f"unknown_resource: no resource {resource!r} here"
+                await self.outputs.reject(message, event.value, "invalid_label", reason)
+                return
         else:
             resource = first.resource
         predictor = await self.states.get(resource, message.partition, message.offset)

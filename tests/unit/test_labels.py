@@ -412,9 +412,11 @@ def test_the_stages_apply_routed_labels_and_dead_letter_bad_ones() -> None:
     )
     n = len(windows[:40])
     load = [Event(Message("pso.load", 0, i), encode(w)) for i, w in enumerate(windows[:40])]
+    stranger = false_label(anomaly_event_id("stranger", "metric", "cpu", T0), T0 + STEP)
     load += [
         Event(Message("pso.load", 0, n), encode(good)),
         Event(Message("pso.load", 0, n + 1), encode(unknown)),
+        Event(Message("pso.load", 0, n + 2), encode(stranger)),
     ]
     conflict = false_label(f"db-main@{T0}", T0, "conflict")
     not_a_conflict = false_label(anomaly_event_id("a", "metric", "cpu", T0), T0, "conflict")
@@ -422,13 +424,27 @@ def test_the_stages_apply_routed_labels_and_dead_letter_bad_ones() -> None:
 
     async def run() -> None:
         await stage1.take(load)
+        shares = [value for kind, value in log if kind == "shares"]
+        for offset, value in enumerate(shares):  # db-main's state exists once it has shares
+            await stage2.take(Event(Message("shares", 0, 10 + offset), value))
         await stage2.take(Event(Message("shares", 0, 0), encode(conflict)))
         await stage2.take(Event(Message("shares", 0, 1), orjson.dumps(not_a_conflict)))
         await stage2.take(Event(Message("shares", 0, 2), wrong_kind))
+        pool = false_label(f"no-such-pool@{T0}", T0, "conflict")
+        await stage2.take(Event(Message("shares", 0, 3), encode(pool)))
 
     asyncio.run(run())
     dead = [entry for kind, entry in log if kind == "dead"]
-    assert dead == [(n + 1, "invalid_label"), (1, "invalid_label"), (2, "invalid_label")]
+    assert dead == [
+        (n + 1, "invalid_label"),
+        (n + 2, "invalid_label"),
+        (1, "invalid_label"),
+        (2, "invalid_label"),
+        (3, "invalid_label"),
+    ]
+    # Labels naming nothing this worker holds make no state (anyone may write pso.labels).
+    assert "stranger" not in stage1.states.table.data
+    assert "no-such-pool" not in stage2.states.table.data
     predictor = stage1.states._live[first.subsystem].obj
     assert predictor.series[("metric", "cpu")].labels is not None
     assert stage2.states._live["db-main"].obj.labels is not None
