@@ -100,10 +100,11 @@ def register_predict(app: faust.App, settings: Settings) -> None:
 
     # Bumped when the sealed state's shape changes: old snapshots are never restored.
     # Resources v4: lean checkpoints (pending shares left out, read back from the topic).
-    # Subsystems v4, resources v5: operators' labels (`app.core.labels`) in the state.
+    # Subsystems v4: episode suppression moved to app.core.anomaly.episodes (new pickled shape).
+    # Subsystems v5, resources v5: operators' labels (`app.core.labels`) in the state.
     shape = f"{config.step_ms // 1000}s-h{config.horizon}"
     subsystems = states(
-        table(f"subsystem-models-v4-{shape}"),
+        table(f"subsystem-models-v5-{shape}"),
         make=make_subsystem,
         reader=load_reader,
         replay=replay_window,
