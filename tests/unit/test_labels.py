@@ -12,13 +12,13 @@ from pathlib import Path
 import orjson
 import pytest
 
+from app.core.bodies import share_from_values
 from app.core.config import FleetSpec, ResourceSpec, SubsystemSpec
 from app.core.engine import (
     EngineConfig,
     PredictionEngine,
     ResourcePredictor,
     SubsystemPredictor,
-    share_from_values,
 )
 from app.core.events import (
     AnomalyDetected,
