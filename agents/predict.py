@@ -27,15 +27,17 @@ import faust
 
 from agents.checkpoints import CheckpointedStates, Record, TopicRangeReader, app_bootstrap
 from agents.compat import put
+from agents.labels import register_labels
 from agents.outputs import Outputs
 from agents.policy import register_policy
 from agents.stage1 import STAGE1_BATCH, STAGE1_WAIT_S, SubsystemStage
 from agents.stage2 import Liveness, ResourceStage, refill_resource, replay_resource
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
+from app.core.events import OperatorLabel
 from app.core.forecast import SeriesForecaster
 from app.kafka.topics import event_time_topic_config
 from app.settings import Settings
-from app.wire.records import decode_window
+from app.wire.records import decode_load_record
 
 log = logging.getLogger("pso.predict")
 
@@ -88,23 +90,28 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         """A rebuild replays what the agent took: records it dead-lettered fail the same way
         again and are passed over, as the agent passed over them."""
         try:
-            predictor.process(decode_window(record[2]))
+            item = decode_load_record(record[2])
+            if isinstance(item, OperatorLabel):
+                predictor.label(item)
+            else:
+                predictor.process(item)
         except Exception as exc:
             log.warning("replay: pso.load record %d passed over (%s)", record[0], exc)
 
     # Bumped when the sealed state's shape changes: old snapshots are never restored.
     # Resources v4: lean checkpoints (pending shares left out, read back from the topic).
     # Subsystems v4: episode suppression moved to app.core.anomaly.episodes (new pickled shape).
+    # Subsystems v5, resources v5: operators' labels (`app.core.labels`) in the state.
     shape = f"{config.step_ms // 1000}s-h{config.horizon}"
     subsystems = states(
-        table(f"subsystem-models-v4-{shape}"),
+        table(f"subsystem-models-v5-{shape}"),
         make=make_subsystem,
         reader=load_reader,
         replay=replay_window,
         max_updates=settings.checkpoint_every,
     )
     resources = states(
-        table(f"resource-models-v4-{shape}"),
+        table(f"resource-models-v5-{shape}"),
         make=lambda name: ResourcePredictor(name, config, spec),
         reader=shares_reader,
         replay=replay_resource,
@@ -153,3 +160,6 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         await shares_reader.stop()
 
     register_policy(app, settings, shares_topic, outputs.topics[settings.topics.deadletter])
+    register_labels(
+        app, settings, load_topic, shares_topic, outputs.topics[settings.topics.deadletter]
+    )

@@ -17,8 +17,9 @@ from agents.checkpoints import CheckpointedStates
 from agents.compat import processing
 from agents.outputs import Outputs
 from app.core.engine import SubsystemPredictor
-from app.core.events import ResourceShare
-from app.wire.records import decode_window, encode_shares
+from app.core.events import OperatorLabel, ResourceShare
+from app.core.labels import AnomalyTarget, LabelRejected, parse_target
+from app.wire.records import decode_load_record, encode_shares
 
 log = logging.getLogger("pso.predict")
 
@@ -90,12 +91,15 @@ class SubsystemStage:
     async def _window(self, event: Any, batch: Stage1Batch) -> None:
         message = event.message
         try:
-            window = decode_window(event.value)
+            window = decode_load_record(event.value)
         except ValueError as exc:  # PSO writes this topic; anything else is dead-lettered
             log.warning("pso.load record %d is not a LoadWindow", message.offset)
             await self.outputs.reject(
                 message, event.value, "invalid_record", f"not a LoadWindow: {exc}"
             )
+            return
+        if isinstance(window, OperatorLabel):
+            await self._label(event, window, batch)
             return
         predictor = await self.states.get(window.subsystem, message.partition, message.offset)
         try:
@@ -111,3 +115,20 @@ class SubsystemStage:
             batch.shares.setdefault((message.partition, share.resource), []).append(share)
         batch.partition_event[message.partition] = event
         batch.last[window.subsystem] = (event, predictor)
+
+    async def _label(self, event: Any, label: OperatorLabel, batch: Stage1Batch) -> None:
+        """An anomaly label the labels agent routed here: into its series' predictor, which
+        is checkpointed with it (a rebuild replays it from ``pso.load`` like a window)."""
+        message = event.message
+        try:
+            target = parse_target(label)
+            if not isinstance(target, AnomalyTarget):
+                raise LabelRejected("invalid_id", f"{label.id[:200]!r} is not an anomaly's id")
+            if self.states.table.get(target.subsystem) is None:  # no state made for it
+                raise LabelRejected("unknown_series", f"no subsystem {target.subsystem!r} here")
+            predictor = await self.states.get(target.subsystem, message.partition, message.offset)
+            predictor.label(label)
+        except LabelRejected as exc:
+            await self.outputs.reject(message, event.value, "invalid_label", f"{exc.code}: {exc}")
+            return
+        batch.last[target.subsystem] = (event, predictor)

@@ -16,7 +16,14 @@ from typing import Any
 from agents.checkpoints import CheckpointedStates, Record
 from agents.outputs import Outputs
 from app.core.engine import ResourcePredictor
-from app.core.events import ContributorsDeparted, OutputEvent, ResourcePolicy, ResourceShare
+from app.core.events import (
+    ContributorsDeparted,
+    OperatorLabel,
+    OutputEvent,
+    ResourcePolicy,
+    ResourceShare,
+)
+from app.core.labels import ConflictTarget, LabelRejected, parse_target
 from app.wire.records import ResourceRecord, decode_resource_record, encode
 
 log = logging.getLogger("pso.predict")
@@ -31,6 +38,9 @@ def apply_resource_record(
     still waiting out and a rebuild read them back from there (`ResourcePredictor.lean`)."""
     if isinstance(record, ResourcePolicy):
         predictor.apply_policy(record)
+        return [], 0
+    if isinstance(record, OperatorLabel):
+        predictor.label(record)  # LabelRejected: the caller dead-letters it
         return [], 0
     if isinstance(record, ContributorsDeparted):
         pending = predictor.join.pending
@@ -132,12 +142,34 @@ class ResourceStage:
             log.warning("resource-shares record %d is not PSO's", message.offset)
             await self.outputs.reject(message, event.value, "invalid_record", f"not a share: {exc}")
             return
-        resource = records[0].resource
+        first = records[0]
+        if isinstance(first, OperatorLabel):
+            try:
+                target = parse_target(first)
+            except LabelRejected as exc:
+                reason = f"{exc.code}: {exc}"
+                await self.outputs.reject(message, event.value, "invalid_label", reason)
+                return
+            if not isinstance(target, ConflictTarget):
+                reason = f"{first.id[:200]!r} is not a conflict's id"
+                await self.outputs.reject(message, event.value, "invalid_label", reason)
+                return
+            resource = target.resource
+            if self.states.table.get(resource) is None:  # no state made for it
+                reason = f"unknown_resource: no resource {resource!r} here"
+                await self.outputs.reject(message, event.value, "invalid_label", reason)
+                return
+        else:
+            resource = first.resource
         predictor = await self.states.get(resource, message.partition, message.offset)
         rejected: list[str] = []
         for i, record in enumerate(records):
             try:
                 events, timestamp_ms = apply_resource_record(predictor, record, message.offset)
+            except LabelRejected as exc:
+                reason = f"{exc.code}: {exc}"
+                await self.outputs.reject(message, event.value, "invalid_label", reason)
+                continue
             except Exception as exc:  # the others in the record still count
                 what = getattr(record, "event_id", resource)
                 log.exception("stage 2 failed on %s", what)

@@ -158,6 +158,10 @@ class TopicNames(_Strict):
     def capacity(self) -> str:
         return self.name("capacity")
 
+    @property
+    def labels(self) -> str:
+        return self.name("labels")
+
     def all(self) -> list[str]:
         return [
             self.telemetry,
@@ -169,6 +173,7 @@ class TopicNames(_Strict):
             self.rebalance,
             self.accuracy,
             self.capacity,
+            self.labels,
         ]
 
 

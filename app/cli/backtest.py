@@ -52,6 +52,16 @@ def backtest(
         typer.Option("--set", help="what-if: KEY=VALUE into pso.yaml (repeatable)"),
     ] = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="stage-1 processes")] = 2,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="operators' labels (JSONL, as on pso.labels), replayed in event time; "
+            "compared with a run without them",
+        ),
+    ] = None,
 ) -> None:
     """Replay telemetry through the prediction engine offline and score it."""
 
@@ -91,6 +101,7 @@ def backtest(
                 overrides=overrides,
                 workers=workers,
                 progress=report,
+                labels=labels,
             )
     inp, conf = metrics["input"], metrics["conflicts"]["overall"]
     err_console.print(
@@ -99,6 +110,17 @@ def backtest(
         f"(recall {_fmt(conf['recall'])}, precision {_fmt(conf['precision'])}) "
         f"in {metrics['runtime']['seconds']:.1f} s -> {output}"
     )
+    if labels is not None:
+        taught = metrics["labels"]
+        before, after = taught["before"], taught["after"]
+        err_console.print(
+            f"labels: {taught['applied']} applied, {taught['rejected']} rejected; conflict "
+            f"precision {_fmt(before['conflict_precision'])} -> "
+            f"{_fmt(after['conflict_precision'])}, anomaly alarms {before['anomaly_events']} -> "
+            f"{after['anomaly_events']} (labelled false: "
+            f"{before['labelled_alarms']['anomalies']['false']} -> "
+            f"{after['labelled_alarms']['anomalies']['false']})"
+        )
 
 
 def _fmt(value: float | None) -> str:

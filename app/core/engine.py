@@ -43,6 +43,7 @@ from app.core.events import (
     ConflictPredicted,
     Forecast,
     LoadWindow,
+    OperatorLabel,
     OutputEvent,
     RebalanceRecommended,
     ResourcePolicy,
@@ -53,6 +54,18 @@ from app.core.events import (
 from app.core.forecast import SeriesForecaster
 from app.core.forecasters.river_candidate import CandidateSpec, parse_candidates
 from app.core.join import ResourceJoin
+from app.core.labels import (
+    ANOMALY_LABELS,
+    CONFLICT_LABELS,
+    MAX_CONFLICT_THRESHOLD,
+    AnomalyTarget,
+    LabelBook,
+    LabelRejected,
+    LabelSpec,
+    check_time,
+    is_false_positive,
+    parse_target,
+)
 from app.core.planner import RebalancePlanner
 from app.core.policy import overlay
 from app.core.snapshot import seal, unseal
@@ -61,6 +74,8 @@ from app.core.types import SeriesForecast
 SeriesKind = Literal["metric", "resource"]
 METRIC: SeriesKind = "metric"
 RESOURCE: SeriesKind = "resource"
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     """What the engine needs from `FleetSpec`, resolved once."""
@@ -73,6 +88,8 @@ class EngineConfig:
     idle_evict_windows: int
     mode: str
     extra_candidates: tuple[CandidateSpec, ...] = ()  # parsed once, built once per series
+    anomaly_labels: LabelSpec = ANOMALY_LABELS
+    conflict_labels: LabelSpec = CONFLICT_LABELS
 
     @classmethod
     def from_policy(cls, policy: FleetSpec) -> EngineConfig:
@@ -106,6 +123,7 @@ class SeriesModel:
     band_ms: int = -1
     band: tuple[float, float, float] | None = None
     episodes: AnomalyEpisodes = field(default_factory=AnomalyEpisodes)
+    labels: LabelBook | None = None  # operators' verdicts on this series' alarms
 
 
 @dataclass(slots=True)
@@ -205,7 +223,10 @@ class SubsystemPredictor:
         assert verdict is not None  # window means are finite
         likelihood, score, reason, expected, half = verdict
         outside = None if external is None else not external[1] <= y <= external[2]
-        alarm, trusted = model.episodes.judge(likelihood >= detector.threshold, outside)
+        threshold = detector.threshold
+        if model.labels is not None:
+            threshold += model.labels.raise_at(ts)
+        alarm, trusted = model.episodes.judge(likelihood >= threshold, outside)
         forecaster = model.forecaster
         forecaster.learn_one(ts, y, trusted=trusted, accuracy=model.accuracy)
         rows = forecaster.forecast_rows()
@@ -233,6 +254,24 @@ class SubsystemPredictor:
                 detector=reason or "likelihood",
             )
         return body, anomaly
+
+    def label(self, label: OperatorLabel) -> None:
+        """An operator's verdict on an alarm of one of this subsystem's series
+        (`app.core.labels`); `LabelRejected` if that series is not known here."""
+        target = parse_target(label)
+        check_time(label, target)
+        if not isinstance(target, AnomalyTarget):
+            raise LabelRejected("invalid_id", f"{label.id[:200]!r} is not an anomaly's id")
+        model = self.series.get((target.kind, target.series))
+        if target.subsystem != self.subsystem or model is None:
+            raise LabelRejected(
+                "unknown_series",
+                f"no {target.kind} {target.series!r} of subsystem {target.subsystem!r} here "
+                "(never seen, or idle long enough to be forgotten)",
+            )
+        if model.labels is None:
+            model.labels = LabelBook(self.config.anomaly_labels)
+        model.labels.add(target.key, label.ts, is_false_positive(label))
 
     def _may_saturate(self, metric: str, point: list[float]) -> bool:
         """Cheap pre-check: P(value > limit) >= 0.5 needs a point forecast at the limit."""
@@ -301,6 +340,17 @@ class ResourcePredictor:
         configured = policy.resources.get(resource)
         self.capacity: float | None = configured.capacity if configured else None
         self.windows = 0
+        self.labels: LabelBook | None = None  # operators' verdicts on its conflicts
+
+    def label(self, label: OperatorLabel) -> None:
+        """An operator's verdict on one of this resource's conflicts (`app.core.labels`)."""
+        target = parse_target(label)
+        check_time(label, target)
+        if isinstance(target, AnomalyTarget) or target.resource != self.resource:
+            raise LabelRejected("unknown_resource", f"{label.id[:200]!r} is not a conflict here")
+        if self.labels is None:
+            self.labels = LabelBook(self.config.conflict_labels)
+        self.labels.add(target.key, label.ts, is_false_positive(label))
 
     def apply_policy(self, update: ResourcePolicy) -> None:
         """A runtime policy record (``pso.capacity``): capacity and planning terms from now on.
@@ -368,7 +418,13 @@ class ResourcePredictor:
         }
         actual = {n: s.actual for n, s in shares.items()}
         events: list[OutputEvent] = []
-        for event in self.predictor.update(origin_ms, forecasts, actual, self.capacity):
+        lift = 0.0
+        if self.labels is not None:
+            ceiling = max(MAX_CONFLICT_THRESHOLD - self.predictor.threshold, 0.0)
+            lift = min(self.labels.raise_at(origin_ms), ceiling)
+        for event in self.predictor.update(
+            origin_ms, forecasts, actual, self.capacity, threshold_raise=lift
+        ):
             events.append(event)
             self.scorer.observe(event)
             if isinstance(event, ConflictPredicted) and event.status != "cleared":
@@ -459,6 +515,20 @@ class PredictionEngine:
         for share in out.shares:
             events.extend(self.resource(share.resource).add(share))
         return events
+
+    def label(self, label: OperatorLabel) -> None:
+        """Route an operator's verdict to the series or resource its id names (`LabelRejected`
+        if it names none this engine knows, or precedes its event)."""
+        target = parse_target(label)
+        if isinstance(target, AnomalyTarget):
+            predictor = self.subsystems.get(target.subsystem)
+            if predictor is None:
+                raise LabelRejected("unknown_series", f"no subsystem {target.subsystem!r}")
+            predictor.label(label)
+        elif target.resource not in self.resources:
+            raise LabelRejected("unknown_resource", f"no resource {target.resource!r}")
+        else:
+            self.resources[target.resource].label(label)
 
     def finish(self) -> list[OutputEvent]:
         """End of a finite input (a backtest): judge what still waits, resource by resource."""

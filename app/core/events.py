@@ -37,6 +37,7 @@ DeadLetterReason = Literal[
     "late",
     "time_jump",
     "invalid_policy",
+    "invalid_label",
     "invalid_record",
     "internal_error",
 ]
@@ -210,6 +211,20 @@ class ResourcePolicy:
     capacity: float | None = None
     unit: str | None = None
     subsystems: dict[str, SubsystemShareOverride] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperatorLabel:
+    """An operator's verdict on one of PSO's alarms (compacted topic ``pso.labels``, keyed by
+    ``id``): ``verdict`` ``"false"`` = a false alarm, ``"true"`` = a real one. ``id`` is an
+    `AnomalyDetected` event id or a `ConflictPredicted` event id (or its ``conflict_id``);
+    ``ts`` (epoch ms) is when the verdict applies from, in event time (`app.core.labels`)."""
+
+    type: Literal["operator_label"] = "operator_label"
+    target: Literal["anomaly", "conflict"]
+    id: str
+    verdict: Literal["true", "false"]
+    ts: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -187,6 +187,8 @@ async def _watch(settings: Settings, bootstrap: str, state: DemoState, stop: asy
                         code = doc.get("reason_code", "?")
                         state.dead_by_reason[code] = state.dead_by_reason.get(code, 0) + 1
                         continue
+                    if doc.get("type") != "load_window":
+                        continue  # an operator's label routed to stage 1
                     view = state.subsystems.setdefault(doc["subsystem"], SubsystemView())
                     view.windows += 1
                     view.samples += doc["samples"]

@@ -1,8 +1,8 @@
 """`pso topics create`: make PSO's topics, idempotently, with the configured policy.
 
 Input and event topics are partitioned by key (subsystem or resource) and expire by size
-(see `event_time_topic_config`); ``pso.capacity`` is compacted (the latest capacity per
-resource is what matters).
+(see `event_time_topic_config`); ``pso.capacity`` and ``pso.labels`` are compacted (the
+latest capacity per resource, the latest verdict per alarm, is what matters).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     for name in settings.topics.all():
         config = (
             {**EVENT_TIME_TOPIC_CONFIG, "cleanup.policy": "compact"}
-            if name == settings.topics.capacity
+            if name in (settings.topics.capacity, settings.topics.labels)
             else event_time_topic_config(policy)
         )
         if name in sized:

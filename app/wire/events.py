@@ -205,6 +205,7 @@ DeadLetterReason = Literal[
     "late",
     "time_jump",
     "invalid_policy",
+    "invalid_label",
     "invalid_record",
     "internal_error",
 ]
@@ -368,6 +369,37 @@ class ResourcePolicy(_Wire):
     capacity: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     unit: str | None = None
     subsystems: dict[Name, SubsystemShareOverride] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- operator labels
+
+
+def _verdict(value: Any) -> Any:
+    """``"true"``/``"false"``; JSON booleans are taken for them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+class OperatorLabel(_Wire):
+    """An operator's verdict on one of PSO's alarms (compacted topic ``pso.labels``).
+
+    Keyed by ``id``, so compaction keeps the latest verdict per alarm. ``verdict`` ``"false"``
+    says the alarm was a false one (that series' or resource's threshold rises, within a bound,
+    and decays back over event time), ``"true"`` that it was real (the raise comes back down).
+    """
+
+    type: Literal["operator_label"] = "operator_label"
+    target: Literal["anomaly", "conflict"]
+    id: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="an AnomalyDetected event_id, or a ConflictPredicted event_id or conflict_id",
+    )
+    verdict: Annotated[Literal["true", "false"], BeforeValidator(_verdict)] = Field(
+        description='"true": a real problem; "false": a false alarm'
+    )
+    ts: EventTimeMs = Field(description="event time the verdict applies from")
 
 
 # --------------------------------------------------------------------------- anomalies
@@ -562,4 +594,5 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "resource_shares.v1.json": ResourceShares,
     "contributors_departed.v1.json": ContributorsDeparted,
     "resource_policy.v1.json": ResourcePolicy,
+    "operator_label.v1.json": OperatorLabel,
 }

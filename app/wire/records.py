@@ -11,17 +11,23 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 import app.core.events as core
+from app.core.labels import AnomalyTarget, ConflictTarget, LabelRejected, check_time, parse_target
 from app.errors import ExitCode, PsoError
 from app.wire.events import (
     ContributorsDeparted,
     LoadWindow,
+    OperatorLabel,
     ResourcePolicy,
     ResourceShare,
     ResourceShares,
 )
 
 #: what stage 2 applies in turn, decoded from one record of the shares topic
-ResourceRecord = core.ResourceShare | core.ResourcePolicy | core.ContributorsDeparted
+ResourceRecord = (
+    core.ResourceShare | core.ResourcePolicy | core.ContributorsDeparted | core.OperatorLabel
+)
+#: what stage 1 applies, decoded from one record of ``pso.load``
+LoadRecord = core.LoadWindow | core.OperatorLabel
 
 
 def encode(event: Any) -> bytes:
@@ -59,6 +65,19 @@ def decode_window(value: bytes | None) -> core.LoadWindow:
     return window
 
 
+def decode_load_record(value: bytes | None) -> LoadRecord:
+    """One record of ``pso.load``: a `LoadWindow`, or an anomaly label the labels agent
+    routed to its subsystem's stage 1 (ValueError if it is neither)."""
+    if value is None:
+        raise ValueError("no value (a tombstone)")
+    doc = orjson.loads(value)
+    if isinstance(doc, dict) and doc.get("type") == "operator_label":
+        label: core.OperatorLabel = to_core(OperatorLabel.model_validate(doc))
+        return label
+    window: core.LoadWindow = to_core(LoadWindow.model_validate(doc))
+    return window
+
+
 def decode_resource_record(value: bytes | None) -> list[ResourceRecord]:
     """One record of ``{app_id}-resource-shares``: a batch of shares, a share, a policy or a
     departure, as the records stage 2 applies in turn (ValueError if it is none of them)."""
@@ -74,6 +93,8 @@ def decode_resource_record(value: bytes | None) -> list[ResourceRecord]:
         return [to_core(ResourcePolicy.model_validate(doc))]
     if kind == "contributors_departed":
         return [to_core(ContributorsDeparted.model_validate(doc))]
+    if kind == "operator_label":
+        return [to_core(OperatorLabel.model_validate(doc))]
     return [to_core(ResourceShare.model_validate(doc))]
 
 
@@ -115,3 +136,49 @@ def decode_policy_record(key: bytes | None, value: bytes | None) -> core.Resourc
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "record"
         raise InvalidPolicy(f"{where}: {first['msg']}") from None
+
+
+class InvalidLabel(PsoError, ValueError):
+    """A ``pso.labels`` record PSO cannot apply; the message is the dead-letter reason."""
+
+    exit_code = ExitCode.USER_ERROR
+
+
+def decode_label_record(
+    key: bytes | None, value: bytes | None
+) -> tuple[core.OperatorLabel, AnomalyTarget | ConflictTarget]:
+    """One ``pso.labels`` record -> the label and what its id names (`InvalidLabel` if not).
+
+    The key, if any, must be the label's ``id`` (compaction keeps one verdict per alarm). A
+    tombstone withdraws nothing: a verdict, once taught, decays over event time instead.
+
+    >>> label, target = decode_label_record(
+    ...     b"db@1700000060000", b'{"target": "conflict", "id": "db@1700000060000",'
+    ...     b' "verdict": "false", "ts": "2023-11-14T22:20:00Z"}')
+    >>> label.verdict, label.ts, target.resource
+    ('false', 1700000400000, 'db')
+    """
+    if not value:
+        raise InvalidLabel("a tombstone (empty value): verdicts are not withdrawn, they decay")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidLabel(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidLabel("a label is a JSON object")
+    doc.setdefault("type", "operator_label")
+    try:
+        label: core.OperatorLabel = to_core(OperatorLabel.model_validate(doc))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise InvalidLabel(f"{where}: {first['msg']}") from None
+    if key is not None and key != label.id.encode():
+        shown = key.decode("utf-8", "replace")[:200]
+        raise InvalidLabel(f"key {shown!r} and id {label.id[:200]!r} differ")
+    try:
+        target = parse_target(label)
+        check_time(label, target)
+    except LabelRejected as exc:
+        raise InvalidLabel(f"{exc.code}: {exc}") from None
+    return label, target

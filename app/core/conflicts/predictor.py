@@ -240,8 +240,12 @@ class ConflictPredictor:
         forecasts: Mapping[str, SeriesForecast],
         actual: Mapping[str, float],
         capacity: float,
+        threshold_raise: float = 0.0,
     ) -> list[ConflictPredicted | ConflictObserved]:
         """Advance one window: maybe a `ConflictObserved`, then at most one lifecycle event.
+
+        ``threshold_raise``: added to the alert threshold (opening and tracking) this window,
+        what operators' labels taught (`app.core.labels`; bounded by the caller).
 
         Raises
         ------
@@ -270,12 +274,13 @@ class ConflictPredictor:
 
         total = self.distribution(forecasts)
         probs = self.judged_probabilities(total, capacity)
+        threshold = self.threshold + threshold_raise
         if self.episode is None:
-            current = self.view(total, probs, self.threshold)
+            current = self.view(total, probs, threshold)
             if current is not None:
                 events.append(self._open(origin_ms, current, capacity))
         else:
-            current = self.view(total, probs, self.threshold - self.hysteresis)
+            current = self.view(total, probs, threshold - self.hysteresis)
             if current is None:
                 self.episode.quiet = 0 if breach else self.episode.quiet + 1
                 if self.episode.quiet >= self.clear_after:

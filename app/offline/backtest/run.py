@@ -39,11 +39,13 @@ import yaml
 from pydantic import ValidationError
 
 from app.core.events import (
+    OperatorLabel,
     OutputEvent,
     RebalanceRecommended,
     ms_to_iso,
 )
 from app.offline.backtest.common import _IO_BUFFER, FILES, MAX_ERRORS, BacktestError, ProgressFn
+from app.offline.backtest.labels import ConflictLabels, label_metrics, read_labels
 from app.offline.backtest.metrics import anomaly_metrics, conflict_metrics, forecast_metrics
 from app.offline.backtest.stage1 import (
     Stage1Result,
@@ -131,8 +133,15 @@ class _Stage2:
     Records must be fed in order; `reset` starts over (used when streaming guessed wrong).
     """
 
-    def __init__(self, policy: FleetPolicy, out: Path, spools: list[str]) -> None:
+    def __init__(
+        self,
+        policy: FleetPolicy,
+        out: Path,
+        spools: list[str],
+        labels: Sequence[OperatorLabel] = (),
+    ) -> None:
         self.policy = policy
+        self.labels = ConflictLabels(labels)
         self.out = out
         self.spool_paths = spools
         self.spools: list[Any] = [None] * len(spools)
@@ -151,6 +160,7 @@ class _Stage2:
             fh.seek(0)
             fh.truncate()
         self.engine = PredictionEngine(self.policy.spec())
+        self.labels.reset()
         self.counts = {"windows": 0, "rebalance": 0, "infeasible": 0}
         self.subsystems: set[str] = set()
         self.span = [0, 0]
@@ -165,6 +175,7 @@ class _Stage2:
             spool = self.spools[k] = open(self.spool_paths[k], "rb", buffering=_IO_BUFFER)  # noqa: SIM115
         spool.seek(offset)
         window, events, shares = pickle.loads(spool.read(length))
+        self.labels.before(self.engine, start)
         files = self.files
         files["windows"].write(window + b"\n")
         self.counts["windows"] += 1
@@ -190,6 +201,7 @@ class _Stage2:
     def finish(self) -> None:
         """End of input: judge windows still waiting for a contributor that never came."""
         self.write(self.engine.finish())
+        self.labels.finish(self.engine)
 
     def close(self) -> None:
         for fh in self.files.values():
@@ -206,6 +218,7 @@ def _run_stages(
     tmpdir: str,
     progress: ProgressFn | None,
     stage2: _Stage2,
+    labels: Sequence[OperatorLabel] = (),
 ) -> tuple[list[Stage1Result], bool]:
     """Stage 1 in ``workers`` processes, stage 2 in this one; return results, and whether
     stage 2 overlapped stage 1.
@@ -221,7 +234,7 @@ def _run_stages(
     total = _count_lines(path) if progress is not None else 0
     if workers == 1:
         _init_worker(None)
-        result = _stage1(str(path), policy_json, 1, 0, tmpdir)
+        result = _stage1(str(path), policy_json, 1, 0, tmpdir, labels=labels)
         if progress is not None:
             progress("ingest", total, total)
         for n, (start, subsystem, offset, length) in enumerate(result.index):
@@ -241,7 +254,7 @@ def _run_stages(
         receiver, sender = ctx.Pipe(duplex=False)
         proc = ctx.Process(
             target=_stage1_process,
-            args=(sender, counter, str(path), policy_json, workers, i, tmpdir),
+            args=(sender, counter, str(path), policy_json, workers, i, tmpdir, labels),
             daemon=True,
         )
         proc.start()
@@ -317,22 +330,41 @@ def run_backtest(
     progress: ProgressFn | None = None,
     baseline: bool = True,
     render: bool = True,
+    labels: Path | str | None = None,
 ) -> dict[str, Any]:
     """Backtest ``source`` under ``policy`` (plus ``overrides``); write ``out_dir``; return metrics.
 
-    With overrides and ``baseline``, the unchanged policy is backtested first into
-    ``out_dir/baseline`` and the report compares the two.
+    With overrides or ``labels`` (a JSONL file of operators' labels, replayed in event time:
+    `app.offline.backtest.labels`) and ``baseline``, the run without them is backtested first
+    into ``out_dir/baseline`` and the report compares the two; with labels, ``metrics.json``
+    gets a ``labels`` block (precision before and after).
     """
     path = _read_source(source)
+    taught = read_labels(labels) if labels is not None else []
     out = Path(out_dir)
     changed = apply_overrides(policy, overrides) if overrides else policy
-    if overrides and baseline:
-        run_backtest(
+    compare = bool(overrides or labels is not None) and baseline
+    before = None
+    if compare:
+        before = run_backtest(
             path, policy, out / "baseline", workers=workers, progress=progress, render=render
         )
-    metrics = _backtest_once(path, changed, out, list(overrides), max(1, workers), progress)
+    metrics = _backtest_once(
+        path, changed, out, list(overrides), max(1, workers), progress, taught
+    )
+    if labels is not None:
+        metrics["labels"] = label_metrics(
+            labels,
+            taught,
+            metrics.pop("_label_logs"),
+            before if before is not None else metrics,
+            metrics,
+            out,
+            out / "baseline" if before is not None else out,
+        )
+        _write_metrics(out, metrics)
     if render:
-        _render(out, out / "baseline" if overrides and baseline else None)
+        _render(out, out / "baseline" if compare else None)
     return metrics
 
 
@@ -369,14 +401,17 @@ def _backtest_once(
     overrides: list[str],
     workers: int,
     progress: ProgressFn | None,
+    labels: Sequence[OperatorLabel] = (),
 ) -> dict[str, Any]:
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     with _lean_gc(), tempfile.TemporaryDirectory(prefix="pso-backtest-") as tmpdir:
         spools = [os.path.join(tmpdir, f"stage1-{k}.bin") for k in range(workers)]
-        stage2 = _Stage2(policy, out, spools)
+        stage2 = _Stage2(policy, out, spools, labels)
         try:
-            results, overlapped = _run_stages(path, policy, workers, tmpdir, progress, stage2)
+            results, overlapped = _run_stages(
+                path, policy, workers, tmpdir, progress, stage2, labels
+            )
             stage2.finish()
             if progress is not None:
                 total = stage2.counts["windows"]
@@ -435,7 +470,13 @@ def _backtest_once(
             "stage2_overlapped": overlapped,
         },
     }
+    _write_metrics(out, metrics)
+    if labels:
+        metrics["_label_logs"] = [r.labels for r in results] + [stage2.labels.log]
+    return metrics
+
+
+def _write_metrics(out: Path, metrics: dict[str, Any]) -> None:
     (out / "metrics.json").write_bytes(
         orjson.dumps(metrics, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
     )
-    return metrics

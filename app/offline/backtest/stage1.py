@@ -22,6 +22,7 @@ from app.core.events import (
     DeadLetter,
     Forecast,
     LoadWindow,
+    OperatorLabel,
     OutputEvent,
     RebalanceRecommended,
     SaturationPredicted,
@@ -38,6 +39,7 @@ from app.offline.backtest.common import (
     _SLICE_WINDOWS,
     MAX_ERRORS,
 )
+from app.offline.backtest.labels import AnomalyLabels, LabelLog
 from app.offline.backtest.source import _blocks, _Router
 from app.settings import FleetPolicy
 from app.wire.codec import SourceRef
@@ -73,6 +75,7 @@ class Stage1Result:
     labelled: bool = False
     anomalous_windows: list[tuple[str, int]] = field(default_factory=list)
     accuracy: dict[str, FloatArray] = field(default_factory=dict)  # `ForecastAccuracy.sums`
+    labels: LabelLog = field(default_factory=LabelLog)  # operators' labels applied here
 
 
 _COUNTER: Any = None
@@ -256,8 +259,12 @@ def _stage1(
     worker: int,
     tmpdir: str,
     emit: EmitFn | None = None,
+    labels: Sequence[OperatorLabel] = (),
 ) -> Stage1Result:
     """Ingest and stage-1 predict every subsystem ``worker`` owns; spool records to disk.
+
+    ``labels``: operators' labels, each applied before its subsystem's first window starting
+    at or after its ``ts`` (`app.offline.backtest.labels`).
 
     With ``emit``, the new index entries go out with a watermark (after each slice of
     predictions, and after each input block that leaves no window pending): no window of a
@@ -272,6 +279,7 @@ def _stage1(
     size_ms = policy.window.size_ms
     ingest = TelemetryIngest(policy.window)
     engine = PredictionEngine(policy.spec())
+    taught = AnomalyLabels(labels)
     out = Stage1Result(records=os.path.join(tmpdir, f"stage1-{worker}.bin"))
     anomalous: set[tuple[str, int]] = set()
     pending: list[LoadWindow] = []  # closed windows not yet predicted, see `predict`
@@ -291,7 +299,9 @@ def _stage1(
                 slice_end = (pending[i].window_start_ms // span + 1) * span
                 while i < count and pending[i].window_start_ms < slice_end:
                     window = pending[i]
-                    result = engine.subsystem(window.subsystem).process(window)
+                    predictor = engine.subsystem(window.subsystem)
+                    taught.before(predictor, window.window_start_ms)
+                    result = predictor.process(window)
                     record = pickle.dumps(
                         (
                             encode(window),
@@ -340,6 +350,8 @@ def _stage1(
         if emit is not None:
             fh.flush()
             emit(out.index[sent:], None)
+    taught.finish(engine)
+    out.labels = taught.log
     out.index.sort()
     out.anomalous_windows = sorted(anomalous)
     for name in sorted(engine.subsystems):
@@ -360,7 +372,14 @@ def _pin(workers: int, worker: int) -> None:
 
 
 def _stage1_process(
-    conn: Any, counter: Any, source: str, policy_json: bytes, workers: int, worker: int, tmpdir: str
+    conn: Any,
+    counter: Any,
+    source: str,
+    policy_json: bytes,
+    workers: int,
+    worker: int,
+    tmpdir: str,
+    labels: Sequence[OperatorLabel] = (),
 ) -> None:
     """A forked stage-1 worker: stream index entries and watermarks, then the result."""
     _init_worker(counter)
@@ -370,7 +389,7 @@ def _stage1_process(
         def emit(entries: list[tuple[int, str, int, int]], watermark: int | None) -> None:
             conn.send(("index", entries, watermark))
 
-        result = _stage1(source, policy_json, workers, worker, tmpdir, emit)
+        result = _stage1(source, policy_json, workers, worker, tmpdir, emit, labels)
         result.index = []  # already streamed
         conn.send(("done", result, None))
     except BaseException as exc:  # report, never hang the parent

@@ -40,6 +40,7 @@ from app.offline.report.tables import (
     RESOURCE_HEADER,
     Outcome,
     comparison_rows,
+    label_rows,
     make_outcome,
     outcome,
     resource_rows,
@@ -75,14 +76,24 @@ def build_sections(run: RunData, baseline_dir: Path | None = None) -> list[Secti
     if baseline_dir is not None:
         base_metrics = orjson.loads((baseline_dir / "metrics.json").read_bytes())
         overrides = ", ".join(m.get("config", {}).get("overrides", [])) or "none"
+        labels = m.get("labels")
+        taught = (
+            f"; labels: {labels['applied']} applied, {labels['rejected']} rejected, from "
+            f"{Path(labels['file']).name}"
+            if labels
+            else ""
+        )
+        rows: list[tuple[str, ...]] = list(
+            comparison_rows(outcome(baseline_dir), outcome_of(run), base_metrics, m)
+        )
         sections.append(
             Section(
                 "What-if vs baseline",
-                text=f"This run (what-if, overrides: {overrides}) against the baseline run in "
-                f"{baseline_dir.name}/. Overload sums, over breached windows, the actual "
+                text=f"This run (what-if, overrides: {overrides}{taught}) against the baseline "
+                f"run in {baseline_dir.name}/. Overload sums, over breached windows, the actual "
                 "total demand above capacity.",
                 header=COMPARISON_HEADER,
-                rows=list(comparison_rows(outcome(baseline_dir), outcome_of(run), base_metrics, m)),
+                rows=rows + list(label_rows(labels) if labels else []),
             )
         )
     res_charts = [

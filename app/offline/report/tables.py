@@ -245,5 +245,18 @@ def comparison_rows(
     return rows
 
 
+def label_rows(labels: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """With ``--labels``: the alarms without labels (baseline) and with them, and how many of
+    them the labels call false or true (`app.offline.backtest.labels`)."""
+    before, after = labels["before"], labels["after"]
+    rows: list[tuple[str, str, str, str]] = []
+    for kind, name in (("anomalies", "anomaly alarms"), ("conflicts", "conflicts predicted")):
+        a, b = before["labelled_alarms"][kind], after["labelled_alarms"][kind]
+        for key in ("alarms", "false", "true"):
+            what = name if key == "alarms" else f"{name} labelled {key}"
+            rows.append((what, fmt_count(a[key]), fmt_count(b[key]), f"{b[key] - a[key]:+,}"))
+    return rows
+
+
 def _signed_duration(seconds: float) -> str:
     return ("+" if seconds >= 0 else "−") + fmt_duration(abs(seconds))
