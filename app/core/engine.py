@@ -55,6 +55,7 @@ from app.core.forecast import SeriesForecaster
 from app.core.join import ResourceJoin
 from app.core.planner import RebalancePlanner
 from app.core.policy import overlay
+from app.core.scaling import ElasticResource
 from app.core.snapshot import seal, unseal
 from app.core.types import SeriesForecast
 
@@ -484,6 +485,11 @@ class ResourcePredictor:
         configured = policy.resources.get(resource)
         self.capacity: float | None = configured.capacity if configured else None
         self.windows = 0
+        self.elastic: ElasticResource | None = None
+        if configured is not None and configured.elastic is not None:
+            self.elastic = ElasticResource(
+                resource, configured.elastic, config.step_ms, config.horizon, self.planner
+            )
 
     def apply_policy(self, update: ResourcePolicy) -> None:
         """A runtime policy record (``pso.capacity``): capacity and planning terms from now on.
@@ -551,13 +557,53 @@ class ResourcePredictor:
         }
         actual = {n: s.actual for n, s in shares.items()}
         events: list[OutputEvent] = []
+        if self.elastic is not None:
+            events = self._judge_elastic(self.elastic, origin_ms, forecasts, actual)
+        else:
+            for event in self.predictor.update(origin_ms, forecasts, actual, self.capacity):
+                events.append(event)
+                self.scorer.observe(event)
+                if isinstance(event, ConflictPredicted) and event.status != "cleared":
+                    events.append(self._plan(event, forecasts))
+        if self.windows % c.accuracy_every == 0:
+            events.append(self.accuracy_report(origin_ms))
+        return events
+
+    def _judge_elastic(
+        self,
+        elastic: ElasticResource,
+        origin_ms: int,
+        forecasts: Mapping[str, SeriesForecast],
+        actual: Mapping[str, float],
+    ) -> list[OutputEvent]:
+        """An elastic resource's window: scale on the forecast total's upper bound, plan each
+        conflict against the scheduled capacity, renew or publish the schedule (see
+        `app.core.scaling`)."""
+        assert self.capacity is not None
+        mode = self.config.mode
+        total = self.predictor.distribution(forecasts)
+        calibrated = not any(fc.warming_up for fc in forecasts.values())
+        elastic.observe(origin_ms, total, calibrated, self.capacity)
+        events: list[OutputEvent] = []
+        planned = False
         for event in self.predictor.update(origin_ms, forecasts, actual, self.capacity):
             events.append(event)
             self.scorer.observe(event)
             if isinstance(event, ConflictPredicted) and event.status != "cleared":
-                events.append(self._plan(event, forecasts))
-        if self.windows % c.accuracy_every == 0:
-            events.append(self.accuracy_report(origin_ms))
+                plan = elastic.plan(event, total, self.capacity, self.policy, mode)  # type: ignore[arg-type]
+                events.append(plan)
+                planned = True
+        if not planned:
+            episode = self.predictor.episode
+            extra = elastic.follow_up(
+                episode.conflict_id if episode is not None else None,
+                total,
+                self.capacity,
+                self.policy,
+                mode,  # type: ignore[arg-type]
+            )
+            if extra is not None:
+                events.append(extra)
         return events
 
     def _plan(
