@@ -37,9 +37,15 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Each bench prints one JSON object: kept in bench/results/, and docs/benchmarks.md made from them.
 bench: setup
-	$(BIN)/python bench/engine.py
-	$(BIN)/python bench/live_throughput.py
+	mkdir -p bench/results
+	$(BIN)/python bench/engine.py > bench/results/engine.json
+	$(BIN)/python bench/forecast_quality.py > bench/results/forecast_quality.json
+	$(BIN)/python bench/anomaly_quality.py > bench/results/anomaly_quality.json
+	$(BIN)/python bench/backtest_speed.py > bench/results/backtest_speed.json
+	$(BIN)/python bench/live_throughput.py > bench/results/live_throughput.json
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

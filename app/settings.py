@@ -33,6 +33,7 @@ from app.core.config import (
     SubsystemSpec,
     WindowSpec,
 )
+from app.core.forecasters.river_candidate import parse_candidates
 from app.core.snapshot import MIN_KEY_BYTES
 from app.errors import ExitCode, PsoError
 
@@ -259,6 +260,17 @@ class PredictionConfig(_Strict):
     accuracy_every_windows: int = Field(default=60, ge=1)
     idle_evict_s: int = Field(default=6 * 3600, ge=60)
     mode: Literal["advise", "dry-run"] = "advise"
+    extra_candidates: tuple[str, ...] = Field(
+        default=(),
+        description="river forecasters that join each series' model selection, e.g. "
+        '"river.time_series.SNARIMAX(p=2, d=0, q=1)" (parsed, never evaluated)',
+    )
+
+    @field_validator("extra_candidates")
+    @classmethod
+    def _river_forecasters(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
+        parse_candidates(entries)  # CandidateError (a ValueError) names the entry and why
+        return entries
 
     def spec(self) -> PredictionSpec:
         return PredictionSpec(
@@ -268,6 +280,7 @@ class PredictionConfig(_Strict):
             self.accuracy_every_windows,
             self.idle_evict_s,
             self.mode,
+            tuple(self.extra_candidates),
         )
 
 

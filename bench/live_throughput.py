@@ -240,7 +240,7 @@ class Offline:
         self.offset = 0
 
     def run(self, messages: list[Message]) -> Expected:
-        from agents.predict import topic_for
+        from agents.outputs import topic_for
         from app.wire.codec import SourceRef
 
         out = Expected()

@@ -103,6 +103,9 @@ class PredictionSpec:
     accuracy_every_windows: int = 60
     idle_evict_s: int = 6 * 3600
     mode: Literal["advise", "dry-run"] = "advise"
+    #: river forecasters that join each series' model selection, e.g.
+    #: ``"river.time_series.SNARIMAX(p=2, d=0, q=1)"`` (`app.core.forecasters.river_candidate`)
+    extra_candidates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

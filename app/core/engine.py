@@ -52,6 +52,7 @@ from app.core.events import (
     ms_to_iso,
 )
 from app.core.forecast import SeriesForecaster
+from app.core.forecasters.river_candidate import CandidateSpec, parse_candidates
 from app.core.join import ResourceJoin
 from app.core.planner import RebalancePlanner
 from app.core.policy import overlay
@@ -95,6 +96,7 @@ class EngineConfig:
     accuracy_every: int
     idle_evict_windows: int
     mode: str
+    extra_candidates: tuple[CandidateSpec, ...] = ()  # parsed once, built once per series
 
     @classmethod
     def from_policy(cls, policy: FleetSpec) -> EngineConfig:
@@ -108,6 +110,7 @@ class EngineConfig:
             accuracy_every=p.accuracy_every_windows,
             idle_evict_windows=max(1, p.idle_evict_s * 1000 // step_ms),
             mode=p.mode,
+            extra_candidates=parse_candidates(p.extra_candidates),
         )
 
 
@@ -322,7 +325,12 @@ class SubsystemPredictor:
         if model is None or index - model.last_index > self.config.idle_evict_windows:
             c = self.config
             model = SeriesModel(
-                forecaster=SeriesForecaster(step_ms=c.step_ms, horizon=c.horizon, levels=c.levels),
+                forecaster=SeriesForecaster(
+                    step_ms=c.step_ms,
+                    horizon=c.horizon,
+                    levels=c.levels,
+                    extra_candidates=c.extra_candidates,
+                ),
                 detector=SeriesAnomalyDetector(step_ms=c.step_ms),
                 accuracy=ForecastAccuracy(c.step_ms, c.horizon, c.levels),
                 last_index=index,
@@ -387,9 +395,9 @@ class SubsystemPredictor:
         detector = model.detector
         verdict = detector.process_raw(ts, y, forecast=external)  # scores, then learns
         assert verdict is not None  # window means are finite
-        score, reason, expected, half = verdict
+        likelihood, score, reason, expected, half = verdict
         outside = None if external is None else not external[1] <= y <= external[2]
-        alarm, trusted = model.episodes.judge(score >= detector.threshold, outside, ts)
+        alarm, trusted = model.episodes.judge(likelihood >= detector.threshold, outside, ts)
         forecaster = model.forecaster
         forecaster.learn_one(ts, y, trusted=trusted, accuracy=model.accuracy)
         rows = forecaster.forecast_rows()

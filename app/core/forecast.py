@@ -48,20 +48,41 @@ Calibration
     forecast says ``warming_up=True`` and its widths are at least a deliberately wide fallback
     built from the spread and the step-to-step jumps of the data seen so far.
 
+Extra candidates (``extra_candidates``, from ``prediction.extra_candidates`` in ``pso.yaml``)
+    Any river forecaster, e.g. ``"river.time_series.SNARIMAX(p=2, d=0, q=1)"`` (parsed safely,
+    `app.core.forecasters.river_candidate`). Each forecaster builds its own instances. They
+    learn what the built-in candidates learn (gaps up to ``horizon`` windows filled with the
+    combined forecast issued for them), forecast after every window and join the same
+    error-weighted blend, with their own per-horizon error averages: a candidate has no weight
+    until it has ``3`` scored forecasts at a horizon. A candidate that raises or returns a
+    wrong or non-finite forecast is *benched* for that window (no weight, its errors not
+    learned, counted in `extra_status`; the model string says
+    ``"... benched[name: reason]"``) and tried again at the next one. Without extra candidates
+    nothing of this runs: the same kernels, the same numbers, the same pickled state.
+
+river's API
+    `RiverSeriesForecaster` is this forecaster as a `river.time_series.base.Forecaster`
+    (``learn_one(y, x)``, ``forecast(horizon, xs)``), for river's evaluation and pipelines.
+
 Seasonality phases come from the window's event time (UTC, window centre), never from a clock.
 Anomalies are kept out of training with ``learn_one(..., trusted=False)``: the state is advanced
 with the model's own expectation (or the value clipped to the 95 % interval) and no error
 statistic learns from it. Values are clipped to ``±1e100`` and non-finite values are ignored, so
 nothing downstream can overflow: no NaN or inf ever comes out.
+
+Long (about 750 lines) because the forecaster and its river face share one ring layout and its
+invariants; the arithmetic itself lives in `app.core.forecasters`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from statistics import NormalDist
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from river import time_series
 
 from app.core.forecasters.conformal import HorizonConformal
 from app.core.forecasters.holt import DampedHolt
@@ -74,6 +95,11 @@ from app.core.forecasters.kernels import (
 from app.core.forecasters.phase import FloatArray, IntArray, grid_for
 from app.core.forecasters.profile import SeasonalProfile
 from app.core.forecasters.residual import ResidualRegression
+from app.core.forecasters.river_candidate import (
+    CandidateSpec,
+    RiverCandidate,
+    parse_candidates,
+)
 from app.core.types import SeriesForecast
 
 if TYPE_CHECKING:
@@ -81,7 +107,7 @@ if TYPE_CHECKING:
 
 CANDIDATES: tuple[str, ...] = ("profile", "holt", "profile_ar")
 _PROFILE, _HOLT, _AR = 0, 1, 2
-_N = len(CANDIDATES)  # the combined forecast is stored as row _N of the ring
+_N = len(CANDIDATES)  # built-in candidates; extra ones follow them, then the combination
 MAX_ABS = 1e100
 _MIN_SCORED = 3  # errors per horizon before the combination trusts its error estimates
 _REWEIGHT_EVERY = 10  # error averages have a ~100-window memory: reweighting every 10 is enough
@@ -93,38 +119,42 @@ class _RingIndex:
     `SeriesForecaster._score` (shared by every forecaster of this shape, never pickled: a
     window's scratch is dead once its update returns, and shared scratch stays in cache)."""
 
-    def __init__(self, horizon: int, rows: int) -> None:
+    def __init__(self, horizon: int, rows: int, n_cand: int = _N) -> None:
         self.horizon = horizon
         self.rows = rows
+        self.n_cand = n_cand
         h = np.arange(1, horizon + 1, dtype=np.int64)
         self.h = h
         # slots[r, h-1]: ring slot of the origin h windows before a window with n % H == r.
         self.slots: IntArray = (np.arange(horizon, dtype=np.int64)[:, None] - h[None, :]) % horizon
         self.sqrt_h: FloatArray = np.sqrt(h.astype(np.float64))
         self.slot_rows: list[IntArray] = list(self.slots)
-        n_levels = (rows - _N - 1) // 3  # rows: candidates, combination, lower, upper, widths
-        # What was issued for the arriving window (rows as in the forecast; the first _N + 1
+        n_levels = (rows - n_cand - 1) // 3  # rows: candidates, combination, lower, upper, widths
+        # What was issued for the arriving window (rows as in the forecast; the first n_cand + 1
         # become the errors), which horizons count, coverage per level.
         self.buf: FloatArray = np.empty((rows, horizon))
         self.valid = np.empty(horizon, dtype=np.bool_)
         self.inside: FloatArray = np.empty((n_levels, horizon))
         self.no_accuracy: FloatArray = np.zeros((5 + n_levels, horizon))  # never read
-        self.totals: FloatArray = np.zeros(_N)  # each candidate's weight over horizons
+        self.totals: FloatArray = np.zeros(n_cand)  # each candidate's weight over horizons
 
-    def __reduce__(self) -> tuple[object, tuple[int, int]]:
-        return (_ring_index, (self.horizon, self.rows))
+    def __reduce__(self) -> tuple[object, tuple[int, ...]]:
+        if self.n_cand == _N:  # pickled as before extra candidates existed
+            return (_ring_index, (self.horizon, self.rows))
+        return (_ring_index, (self.horizon, self.rows, self.n_cand))
 
 
-_RING_INDEX: dict[tuple[int, int], _RingIndex] = {}
+_RING_INDEX: dict[tuple[int, int, int], _RingIndex] = {}
 
 
-def _ring_index(horizon: int, rows: int) -> _RingIndex:
-    idx = _RING_INDEX.get((horizon, rows))
+def _ring_index(horizon: int, rows: int, n_cand: int = _N) -> _RingIndex:
+    key = (horizon, rows, n_cand)
+    idx = _RING_INDEX.get(key)
     if idx is None:
         if len(_RING_INDEX) >= 32:
             _RING_INDEX.pop(next(iter(_RING_INDEX)))
-        idx = _RingIndex(horizon, rows)
-        _RING_INDEX[(horizon, rows)] = idx
+        idx = _RingIndex(horizon, rows, n_cand)
+        _RING_INDEX[key] = idx
     return idx
 
 
@@ -157,6 +187,9 @@ class SeriesForecaster:
     untrusted
         What ``learn_one(..., trusted=False)`` learns instead of ``y``: ``"expected"`` (the
         forecast for that window) or ``"clip"`` (``y`` clipped to the widest interval).
+    extra_candidates
+        river forecasters that join the blend: entries like
+        ``"river.time_series.SNARIMAX(p=2, d=0, q=1)"`` or parsed `CandidateSpec` objects.
 
     Examples
     --------
@@ -172,6 +205,13 @@ class SeriesForecaster:
     >>> abs(fc.point[0] - 10.01) < 0.2  # truth at 00:00:30 on day 3: 10.01
     True
     """
+
+    # Without extra candidates these class-level defaults stand and no instance attribute is
+    # set for them: such a forecaster pickles exactly as before extra candidates existed.
+    extra_candidates: tuple[CandidateSpec, ...] = ()
+    _n_cand: int = _N  # candidates: the built-in ones, then the extra ones
+    _names: tuple[str, ...] = CANDIDATES
+    _extras: tuple[RiverCandidate, ...] = ()
 
     def __init__(
         self,
@@ -191,6 +231,7 @@ class SeriesForecaster:
         conformal_step: float = 0.05,
         warmup_residuals: int = 60,
         untrusted: str = "expected",
+        extra_candidates: Sequence[str | CandidateSpec] = (),
     ) -> None:
         if step_ms < 1:
             raise ValueError("step_ms must be >= 1")
@@ -216,16 +257,29 @@ class SeriesForecaster:
         self.conformal_step = conformal_step
         self.warmup_residuals = warmup_residuals
         self.untrusted = untrusted
+        if extra_candidates:
+            specs = parse_candidates(extra_candidates, taken=CANDIDATES)
+            self.extra_candidates = specs
+            self._extras = tuple(RiverCandidate(spec) for spec in specs)
+            self._n_cand = _N + len(specs)
+            self._names = CANDIDATES + tuple(spec.name for spec in specs)
+            # Per extra candidate and horizon: scored errors (their own count: a candidate may
+            # start late), and per ring slot whether the forecast issued then was benched.
+            self._extra_scored: IntArray = np.zeros((len(specs), horizon), dtype=np.int64)
+            self._extra_benched = np.ones((horizon, len(specs)), dtype=np.bool_)
+            self._extra_hidden = np.ones((len(specs), horizon), dtype=np.bool_)
+            self._blend_name = "holt"
+        n_cand = self._n_cand
 
         grid = grid_for(step_ms, daily_knot_ms, weekly_knot_ms)
         n_levels = len(self.levels)
         # Ring rows: the candidates, the combination, the issued lower and upper bounds (one
         # row per level each: what `forecast` reports, scored by `ForecastAccuracy`), then the
         # calibrated half-widths (what the conformal tracker judges; wider while warming up).
-        self._lo0 = _N + 1
-        self._hi0 = _N + 1 + n_levels
-        self._cal0 = _N + 1 + 2 * n_levels
-        self._index = _ring_index(horizon, self._cal0 + n_levels)
+        self._lo0 = n_cand + 1
+        self._hi0 = n_cand + 1 + n_levels
+        self._cal0 = n_cand + 1 + 2 * n_levels
+        self._index = _ring_index(horizon, self._cal0 + n_levels, n_cand)
         self._profile = SeasonalProfile(grid, daily_rate, weekly_rate, level_rate)
         self._holt = DampedHolt(horizon, holt_alpha, holt_beta, holt_phi)
         self._resid = ResidualRegression(horizon)
@@ -235,9 +289,9 @@ class SeriesForecaster:
         self._cur: FloatArray = np.zeros((self._cal0 + n_levels, horizon))
         self._ring: FloatArray = np.zeros((horizon, horizon, self._cal0 + n_levels))
         self._origin: IntArray = np.full(horizon, -(2**62), dtype=np.int64)
-        self._mae: FloatArray = np.zeros((_N + 1, horizon))
+        self._mae: FloatArray = np.zeros((n_cand + 1, horizon))
         self._scored: IntArray = np.zeros(horizon, dtype=np.int64)
-        self._weights: FloatArray = np.zeros((_N, horizon))
+        self._weights: FloatArray = np.zeros((n_cand, horizon))
         self._weights[_HOLT] = 1.0
         self._z: FloatArray = np.array(
             [[NormalDist().inv_cdf(0.5 + lvl / 2.0)] for lvl in self.levels]
@@ -265,12 +319,13 @@ class SeriesForecaster:
     def _bind(self) -> None:
         """Cache views into the state arrays, and the shared scratch (not pickled: a pickled
         view becomes a copy)."""
-        self._mae_comb = self._mae[_N]
-        self._mae_cand = self._mae[:_N]
+        n_cand = self._n_cand
+        self._mae_comb = self._mae[n_cand]
+        self._mae_cand = self._mae[:n_cand]
         index = self._index
         self._buf = buf = index.buf
         self._buf_profile = buf[_PROFILE]
-        self._buf_comb = buf[_N]
+        self._buf_comb = buf[n_cand]
         self._buf_issued = buf[self._cal0 :]  # the calibrated half-widths issued
         self._valid = index.valid
         self._inside = index.inside
@@ -327,10 +382,14 @@ class SeriesForecaster:
         horizon = self.horizon
         slot = n % horizon
         gap = 1
+        extras = self._extras
         if self._last is not None:
             gap = n - self._last
             if trusted or accuracy is not None:
-                self._score(n, slot, gap, y, raw, trusted, accuracy)
+                if extras:
+                    self._score_with_extras(n, slot, gap, y, raw, trusted, accuracy)
+                else:
+                    self._score(n, slot, gap, y, raw, trusted, accuracy)
             self._run = min(self._run + 1, horizon) if gap == 1 else 1
         else:
             self._run = 1
@@ -339,6 +398,8 @@ class SeriesForecaster:
         r = self._profile.learn_window(n, y)
         self._holt.learn_one(y, gap)
         self._resid.observe(slot, r)
+        if extras:
+            self._learn_extras(y, gap)
         if self._warming:
             self._observe_spread(y)
         self._last = n
@@ -354,40 +415,42 @@ class SeriesForecaster:
         raw: float,
         trusted: bool,
         accuracy: ForecastAccuracy | None,
-    ) -> None:
+    ) -> int:
         """Score every past forecast of window ``n``; learn errors, calibration, residual AR.
 
         ``y`` is what the forecaster learns, ``raw`` the actual value (they differ for clipped
         or untrusted values): ``accuracy``, if given, scores the issued forecasts against it.
+        Returns `gather_issued`'s state: -1 nothing scored, 0 only the horizons in
+        ``self._valid``, 1 all (then the first rows of ``self._buf`` are absolute errors if
+        ``trusted``).
         """
         slots = self._index.slot_rows[slot]
         check = gap != 1 or self._run < self.horizon  # some origins may never have been learned
         if trusted and (accuracy is None or y == raw):
-            self._score_trusted(n, slots, check, y, accuracy)
-            return
+            return self._score_trusted(n, slots, check, y, accuracy)
         # An untrusted or clipped value: accuracy scores ``raw`` first, then (if trusted) the
         # model learns ``y``. The same steps as `_score_trusted`, one kernel at a time.
         state = gather_issued(
             self._ring, slots, self._origin, n, check, self._valid, self._buf, 0, y
         )
         if state < 0:
-            return  # no origin of this window was learned
+            return state  # no origin of this window was learned
         valid = self._valid if state == 0 else None
         buf = self._buf
+        lo0, hi0 = self._lo0, self._hi0
         if accuracy is not None:
             d = buf[: self._cal0] - raw
-            n_levels = len(self.levels)
-            inside = d[_N + 1 : _N + 1 + n_levels] <= 0.0  # lower - y <= 0 iff lower <= y
-            inside &= d[_N + 1 + n_levels :] >= 0.0
-            accuracy.score(n, raw, np.abs(d[_N]), inside, valid)
+            inside = d[lo0:hi0] <= 0.0  # lower - y <= 0 iff lower <= y
+            inside &= d[hi0:] >= 0.0
+            accuracy.score(n, raw, np.abs(d[lo0 - 1]), inside, valid)
         if not trusted:
-            return
-        buf[: _N + 1] -= y
+            return state
+        buf[:lo0] -= y
         self._resid.learn(slots, self._buf_profile, valid, negate=True)
         masked = valid is not None
         self._mature = learn_errors(
             buf,
-            _N + 1,
+            lo0,
             y,
             self._lo0,
             len(self.levels),
@@ -402,6 +465,7 @@ class SeriesForecaster:
             self._mature_after,
         )
         self._conformal.learn(self._buf_comb, self._buf_issued, valid)
+        return state
 
     def _score_trusted(
         self,
@@ -410,7 +474,7 @@ class SeriesForecaster:
         check: bool,
         y: float,
         accuracy: ForecastAccuracy | None,
-    ) -> None:
+    ) -> int:
         """`_score` of a trusted, unclipped value, in one compiled call (`score_trusted`).
 
         Reaches into its own components' arrays: they are the forecaster's, and one call
@@ -454,6 +518,77 @@ class SeriesForecaster:
             if learned:
                 resid.learned()
             conformal.stepped()
+        return state
+
+    # ------------------------------------------------------- extra (river) candidates
+
+    def _score_with_extras(
+        self,
+        n: int,
+        slot: int,
+        gap: int,
+        y: float,
+        raw: float,
+        trusted: bool,
+        accuracy: ForecastAccuracy | None,
+    ) -> None:
+        """`_score`, then the extra candidates' error averages learned their own way.
+
+        The kernels learn every candidate's errors at one rate per horizon; an extra candidate
+        instead learns only from the forecasts it really issued (not benched), at a rate from
+        its own count (it may start late: HoltWinters forecasts after one season).
+        """
+        rows = slice(_N, self._n_cand)
+        mae = self._mae
+        before = mae[rows].copy()
+        state = self._score(n, slot, gap, y, raw, trusted, accuracy)
+        mae[rows] = before
+        if not trusted or state < 0:
+            return
+        issued = ~self._extra_benched[self._index.slot_rows[slot]].T  # (extra, horizon)
+        if state == 0:
+            issued &= self._valid
+        scored = self._extra_scored
+        rate = np.maximum(1.0 / (scored + 1.0), self.error_rate) * issued
+        mae[rows] += (self._buf[rows] - before) * rate  # the buffer holds absolute errors now
+        scored += issued
+
+    def _learn_extras(self, y: float, gap: int) -> None:
+        """Feed ``y`` to the extra candidates; windows missed by a gap of up to ``horizon``
+        first, as the combined forecast issued for them (river models assume no gaps)."""
+        fill = self._cur[self._lo0 - 1, : gap - 1].tolist() if 1 < gap <= self.horizon + 1 else []
+        for cand in self._extras:
+            for v in fill:
+                cand.learn(v)
+            cand.learn(y)
+
+    def _forecast_extras(self, slot: int) -> tuple[FloatArray, bool]:
+        """Put each extra candidate's forecast in its row of ``self._cur`` and hide, from the
+        coming reweighting, the horizons where it may not weigh: benched now, or fewer than
+        ``_MIN_SCORED`` of its forecasts scored there. Returns the error rows to put back, and
+        whether that hiding changed since the last reweighting (then weights must follow now:
+        a benched candidate's row is a placeholder)."""
+        cur, benched = self._cur, self._extra_benched[slot]
+        for e, cand in enumerate(self._extras):
+            benched[e] = not cand.forecast_into(cur[_N + e])
+        rows = self._mae[_N : self._n_cand]
+        kept = rows.copy()
+        hidden = (self._extra_scored < _MIN_SCORED) | benched[:, None]
+        rows[hidden] = math.inf  # weight (best / inf) ** power == 0, and never the best
+        changed = not np.array_equal(hidden, self._extra_hidden)
+        self._extra_hidden = hidden
+        return kept, changed
+
+    def extra_status(self) -> dict[str, tuple[int, str]]:
+        """Per extra candidate: windows it was benched, and the last reason (``""``: never)."""
+        return {c.name: (c.benched, c.reason) for c in self._extras}
+
+    def _benched_note(self) -> str:
+        """``" benched[snarimax: ValueError: ...]"`` for the candidates benched now, or ``""``."""
+        notes = [f"{c.name}: {c.reason}" for c in self._extras if not c.ok]
+        return f" benched[{'; '.join(notes)}]" if notes else ""
+
+    # ------------------------------------------------------------------- spread
 
     def _observe_spread(self, y: float) -> None:
         self._n += 1
@@ -469,6 +604,10 @@ class SeriesForecaster:
         profile, holt, resid = self._profile, self._holt, self._resid
         idx, wt = profile.grid.rows(n + 1, self.horizon)
         reweight = not self._mature or self.n_learned % _REWEIGHT_EVERY == 1
+        kept = None
+        if self._extras:  # their forecasts come first, and may call for new weights now
+            kept, changed = self._forecast_extras(slot)
+            reweight = reweight or changed
         self._warming, recent = refresh_forecast(
             profile._view,
             idx,
@@ -506,6 +645,11 @@ class SeriesForecaster:
         if reweight:
             self._model = self._model_name(self._totals.tolist())
             self._recent = recent
+        if kept is not None:
+            self._mae[_N : self._n_cand] = kept
+            if reweight:
+                self._blend_name = self._model
+            self._model = self._blend_name + self._benched_note()
         self._cache = None
         self._rows = None
 
@@ -566,7 +710,7 @@ class SeriesForecaster:
         if self._rows is None:
             if self._last is None:
                 return []
-            self._rows = self._cur[_N : self._cal0].tolist()
+            self._rows = self._cur[self._lo0 - 1 : self._cal0].tolist()
         return self._rows
 
     @property
@@ -580,6 +724,11 @@ class SeriesForecaster:
         return self._recent
 
     @property
+    def last_window_start_ms(self) -> int | None:
+        """Start of the last window learned (None before any)."""
+        return None if self._last is None else self._last * self.step_ms
+
+    @property
     def warming_up(self) -> bool:
         """True until every horizon has ``warmup_residuals`` scored errors."""
         return self._warming
@@ -589,7 +738,7 @@ class SeriesForecaster:
         each candidate's weight summed over horizons."""
         h = self.horizon
         parts = sorted(
-            ((w / h, name) for w, name in zip(total, CANDIDATES, strict=True) if w >= 0.005 * h),
+            ((w / h, name) for w, name in zip(total, self._names, strict=True) if w >= 0.005 * h),
             reverse=True,
         )
         if parts[0][0] >= 0.995:
@@ -600,7 +749,7 @@ class SeriesForecaster:
         """Point forecast of the next window (0.0 before any window was learned)."""
         if self._last is None:
             return 0.0
-        return float(self._cur[_N, 0])
+        return float(self._cur[self._lo0 - 1, 0])
 
     def expected(self, window_start_ms: int) -> float:
         """Cheap expectation for the window starting at ``window_start_ms``.
@@ -613,15 +762,93 @@ class SeriesForecaster:
         n = int(window_start_ms) // self.step_ms
         h = n - self._last
         if 1 <= h <= self.horizon:
-            return float(self._cur[_N, h - 1])
+            return float(self._cur[self._lo0 - 1, h - 1])
         return self._profile.predict_window(n) + self._resid.slow
 
     # ---------------------------------------------------------------- inspection
 
     def mae_by_horizon(self) -> tuple[float, ...]:
         """Recent (EW) mean absolute error of the combined forecast, per horizon."""
-        return tuple(self._mae[_N].tolist())
+        return tuple(self._mae_comb.tolist())
 
     def weights(self) -> dict[str, tuple[float, ...]]:
         """Current combination weight of each candidate, per horizon."""
-        return {name: tuple(self._weights[i].tolist()) for i, name in enumerate(CANDIDATES)}
+        return {name: tuple(self._weights[i].tolist()) for i, name in enumerate(self._names)}
+
+
+class RiverSeriesForecaster(time_series.base.Forecaster):
+    """A `SeriesForecaster` as a river forecaster: ``learn_one(y, x)``, ``forecast(horizon)``.
+
+    For river's evaluation (``river.evaluate.evaluate``, ``iter_evaluate``), its pipelines and
+    anything else written against `river.time_series.base.Forecaster`. The event time of a
+    value is ``x["ts_ms"]`` (the window start, in ms) when ``x`` has it, else the window after
+    the last one learned (river's streams are consecutive); ``x["trusted"] = False`` keeps a
+    value out of training as `SeriesForecaster.learn_one` does. ``forecast(horizon)`` is the
+    combined point forecast of the windows after the last learned one (of ``xs[i]["ts_ms"]``
+    if given): within the forecaster's horizon the blend, beyond it the seasonal expectation
+    (`SeriesForecaster.expected`).
+
+    The PSO forecaster itself is `series` (intervals, ``forecast_rows``, weights, event-time
+    ``learn_one``); this class adds nothing to its hot path. Parameters are those of
+    `SeriesForecaster` (``options``: the ones not listed).
+
+    Examples
+    --------
+    Three days of a daily cycle, 1-min windows, scored by river's own evaluation. river asks
+    for the forecast before it teaches the current value, so its targets are 2..6 windows
+    ahead: the last is beyond this forecaster's horizon, where the seasonal expectation answers.
+
+    >>> import math
+    >>> from river import evaluate, metrics
+    >>> wave = [({"ts_ms": n * 60_000}, 10 + 5 * math.sin(n * math.pi / 720)) for n in range(4320)]
+    >>> model = RiverSeriesForecaster(horizon=5)
+    >>> mae = evaluate.evaluate(wave, model, metrics.MAE(), horizon=5)
+    >>> [round(m.get(), 2) for m in mae.metrics]
+    [0.01, 0.02, 0.02, 0.02, 0.2]
+    >>> model.series.forecast().model
+    'blend(profile_ar:0.57,profile:0.43)'
+    """
+
+    def __init__(
+        self,
+        step_ms: int = 60_000,
+        horizon: int = 15,
+        levels: tuple[float, ...] = (0.8, 0.95),
+        extra_candidates: tuple[str, ...] | None = None,
+        **options: Any,
+    ) -> None:
+        self.step_ms = step_ms
+        self.horizon = horizon
+        self.levels = levels
+        self.extra_candidates = extra_candidates  # None, not (): river's clone trips on ()
+        self.options = options
+        self.series = SeriesForecaster(
+            step_ms=step_ms,
+            horizon=horizon,
+            levels=levels,
+            extra_candidates=extra_candidates or (),
+            **options,
+        )
+
+    def learn_one(self, y: float, x: dict[str, Any] | None = None) -> None:
+        series = self.series
+        ts = None if x is None else x.get("ts_ms")
+        if ts is None:
+            last = series.last_window_start_ms
+            ts = 0 if last is None else last + self.step_ms
+        trusted = True if x is None else bool(x.get("trusted", True))
+        series.learn_one(int(ts), y, trusted=trusted)
+
+    def forecast(self, horizon: int, xs: list[dict[str, Any]] | None = None) -> list[float]:
+        series = self.series
+        last = series.last_window_start_ms
+        if last is None:
+            return [0.0] * horizon
+        step = self.step_ms
+        targets = [last + h * step for h in range(1, horizon + 1)]
+        if xs is not None:
+            targets = [
+                int(x["ts_ms"]) if x and "ts_ms" in x else t
+                for x, t in zip(xs, targets, strict=False)
+            ]
+        return [series.expected(t) for t in targets]

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from agents.checkpoints import CheckpointedStates, CheckpointLost, Record
-from agents.predict import apply_resource_record, refill_resource
+from agents.stage2 import apply_resource_record, refill_resource
 from app.core.engine import EngineConfig, ResourcePredictor, SubsystemPredictor
 from app.core.events import ContributorsDeparted, LoadWindow, ResourcePolicy, ResourceShare
 from app.core.snapshot import SnapshotRejected, seal, unseal

@@ -14,7 +14,7 @@ import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 
 from agents.compat import processing, put
-from agents.predict import share_records
+from agents.stage1 import share_records
 from app.core.engine import EngineConfig, SubsystemPredictor
 from app.wire.records import decode_resource_record, encode_shares
 from tests.unit.test_checkpoints import scenario
