@@ -28,6 +28,7 @@ from typing import Any
 
 from river import time_series
 
+from app.core.errors import ExitCode, PsoError
 from app.core.forecasters.phase import FloatArray
 
 #: Literal argument values an entry may carry.
@@ -37,7 +38,7 @@ _MAX_ABS = 1e100  # what the forecaster clips values to: candidates' forecasts t
 _REASON_CHARS = 60
 
 
-class CandidateError(ValueError):
+class CandidateError(PsoError, ValueError):
     """An ``extra_candidates`` entry cannot be used; the message names the entry and why."""
 
 
@@ -294,5 +295,7 @@ class RiverCandidate:
         self.reason = reason
 
 
-class _Bad(Exception):
+class _Bad(PsoError):
     """A forecast that returned but cannot be used."""
+
+    exit_code = ExitCode.RUNTIME_FAILURE
