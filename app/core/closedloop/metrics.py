@@ -10,7 +10,8 @@ Per scenario × policy, over the scored windows (after the warm-up):
 * ``deferred`` — ``work``: unit-hours deferred on instruction; ``delayed``: unit-hours
   served late (deferred or queued); ``mean_delay_s``: their mean delay;
 * ``capacity_unit_hours`` — capacity in place, integrated over time (the cost);
-* ``actions`` — orders carried out: capacity changes and subsystem caps set (churn).
+* ``actions`` — orders carried out: capacity changes, and caps that change what a subsystem
+  is told (a new cap, throttle <-> defer, a limit moved by more than 10 %; `plant.changes`).
 
 `verdict` compares PSO with the better of ``reactive`` and ``hpa`` (fewer conflict-minutes,
 then less unmet value) and with the oracle's reduction over that baseline.

@@ -37,6 +37,9 @@ from app.core.config import ElasticSpec, FleetSpec
 
 _EPS = 1e-9
 HOUR_MS = 3_600_000
+#: a cap re-issued within this share of the limit in force is not a new action (the HPA's
+#: tolerance): churn counts what subsystems are told to change, not how often they are told
+CAP_TOLERANCE = 0.1
 
 
 @dataclass(slots=True)
@@ -148,6 +151,25 @@ class Pool:
             self.set_target(order.target, t)
 
 
+def changes(before: CapOrder | None, after: CapOrder, now_ms: int) -> bool:
+    """Whether ``after`` is a new instruction to its subsystem (an action), not the one in
+    force re-issued: no cap in force or pending before, a switch between throttle and
+    defer, or a limit that moves by more than `CAP_TOLERANCE` of the previous one.
+
+    Examples
+    --------
+    >>> cap = CapOrder("etl", "db", 10.0, 0, 120_000, False, 120_000)
+    >>> changes(None, cap, 0), changes(cap, cap, 60_000), changes(cap, cap, 120_000)
+    (True, False, True)
+    >>> from dataclasses import replace
+    >>> changes(cap, replace(cap, limit=10.5), 0), changes(cap, replace(cap, limit=8.0), 0)
+    (False, True)
+    """
+    if before is None or before.end_ms <= now_ms or before.defer != after.defer:
+        return True
+    return abs(after.limit - before.limit) > CAP_TOLERANCE * max(before.limit, _EPS)
+
+
 @dataclass(slots=True)
 class Cell:
     """One subsystem's demand on one resource: its queue, its held (deferred) work, its cap."""
@@ -227,15 +249,18 @@ class Plant:
         while self.cap_inbox and self.cap_inbox[0][0] <= start_ms:
             at_ms, res, caps = self.cap_inbox.pop(0)
             r = index[res]
+            before = {}
             for cell in self.cells:
                 if cell.res == r:
+                    before[cell.sub] = cell.cap
                     cell.cap = None
             for cap in caps:
                 target = self.cell_at.get((subs.get(cap.subsystem, -1), r))
                 if target is not None:
                     target.cap = cap
-                    self.cap_actions += 1
-                    self.cap_marks.append((max(at_ms, cap.start_ms), r))
+                    if changes(before.get(target.sub), cap, start_ms):
+                        self.cap_actions += 1
+                        self.cap_marks.append((max(at_ms, cap.start_ms), r))
 
     def step(self, k: int) -> WindowOutcome:
         """Run window ``k`` (windows must be stepped in order)."""

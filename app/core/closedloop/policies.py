@@ -12,8 +12,9 @@ After each window a policy reads what it may know and returns the fleet's orders
   a fleet sends as telemetry) and the capacity in place when it changes (what a fleet writes
   to ``pso.capacity``); the fleet obeys every `RebalanceRecommended` it emits. Nothing else:
   its forecasts' upper bounds and its conflict predictions decide.
-* ``oracle`` — perfect foresight of the natural demand over the same horizon, through the
-  same scale rule and planner: the bound.
+* ``oracle`` — perfect foresight of the natural demand over the same horizon, and of its
+  fleet's backlog (queued and held work, released by the plant's rule), through the same
+  scale rule and planner, re-planned every window: the bound.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Protocol
 
 from app.core.closedloop.hpa import HpaController
 from app.core.closedloop.orders import FleetOrders, ScaleOrder, orders_from_plan
-from app.core.closedloop.plant import Plant, WindowOutcome
+from app.core.closedloop.plant import Cell, Plant, WindowOutcome
 from app.core.closedloop.trace import DemandTrace, FloatArray, LoopSpec
 from app.core.config import FleetSpec
 from app.core.engine import PredictionEngine, iso_ms
@@ -257,7 +258,18 @@ class OraclePolicy(_Base):
         super().__init__(trace, policy, loop)
         self.totals = trace.totals()
         self.scalers = [self.elastic(r) for r in range(len(trace.resources))]
-        self.plan_until: list[int | None] = [None] * len(trace.resources)
+
+    def backlog(self, plant: Plant, r: int, first: int, n: int) -> dict[int, list[float]]:
+        """Subsystem -> its backlog's demand on resource ``r`` over windows ``first..+n``
+        (the oracle knows its fleet's queues as well as the future)."""
+        out = {}
+        for cell in plant.cells:
+            if cell.res == r and (cell.queue or cell.held):
+                natural = self.trace.demand[first : first + n, cell.sub, r]
+                out[cell.sub] = _backlog_path(
+                    cell, natural, self.trace.window_ms(first), self.trace.step_ms
+                )
+        return out
 
     def decide(self, outcome: WindowOutcome, plant: Plant) -> list[FleetOrders]:
         origin = self.origin(outcome)
@@ -268,8 +280,8 @@ class OraclePolicy(_Base):
             path = [float(v) for v in self.totals[first : first + self.horizon, r]]
             if not path:
                 continue
-            queued = [cell for cell in plant.cells if cell.res == r]
-            path[0] += math.fsum(item[1] for c in queued for item in c.queue)
+            backlog = self.backlog(plant, r, first, len(path))
+            path = [p + math.fsum(b[h] for b in backlog.values()) for h, p in enumerate(path)]
             capacity = plant.pools[r].landed
             scaler = self.scalers[r]
             scaled = scaler is not None and scaler.decide(origin, path, capacity)
@@ -279,16 +291,18 @@ class OraclePolicy(_Base):
                 return cap if sc is None else sc.planned(origin + h * step, cap)
 
             over = [h for h, v in enumerate(path) if v > planned(h) * (1.0 + _EPS) + _EPS]
-            until = self.plan_until[r]
             plan: RebalanceRecommended | None = None
-            if over and (until is None or until <= origin or scaled):
+            if over:  # re-planned every window: the backlog moves with the caps
                 h0 = over[0]
                 h1 = h0
                 while h1 + 1 in over and planned(h1 + 1) <= planned(h0):
                     h1 += 1  # the run, until more capacity lands
                 worst = max(range(h0, h1 + 1), key=lambda h: (path[h] - planned(h), -h))
                 demand = {
-                    sub: {name: float(self.trace.demand[first + worst, s, r])}
+                    sub: {
+                        name: float(self.trace.demand[first + worst, s, r])
+                        + (backlog[s][worst] if s in backlog else 0.0)
+                    }
                     for s, sub in enumerate(self.trace.subsystems)
                     if self.trace.uses[s, r]
                 }
@@ -299,7 +313,6 @@ class OraclePolicy(_Base):
                 headroom = [
                     (origin + h * step, planned(h) - path[h]) for h in range(h1 + 1, len(path))
                 ]
-                self.plan_until[r] = end
                 plan = elastic_plan(
                     self.planner,
                     conflict,
@@ -315,6 +328,25 @@ class OraclePolicy(_Base):
             if plan is not None:
                 out.append(orders_from_plan(plan, self.at(origin)))
         return out
+
+
+def _backlog_path(
+    cell: Cell, natural: FloatArray, first_ms: int, step_ms: int
+) -> list[float]:
+    """What a cell's backlog (queued work, and held work once released) will ask of its
+    resource in the windows ahead, by the plant's rule: oldest first, no faster than its
+    peak natural rate."""
+    queued = math.fsum(item[1] for item in cell.queue)
+    held = sorted((h[0], h[2]) for h in cell.held)
+    out = []
+    for h, fresh in enumerate(natural):
+        start = first_ms + h * step_ms
+        while held and held[0][0] <= start:
+            queued += held.pop(0)[1]
+        extra = min(queued, max(0.0, cell.ceiling - float(fresh)))
+        out.append(extra)
+        queued -= extra
+    return out
 
 
 def make_policy(name: str, trace: DemandTrace, policy: FleetSpec, loop: LoopSpec) -> Policy:
