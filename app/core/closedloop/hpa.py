@@ -86,13 +86,13 @@ class HpaController:
     >>> spec = ElasticSpec(min=10.0, max=1000.0, step=10.0)
     >>> hpa = HpaController(spec)
     >>> hpa.tick(0, current=10, ready=10, load=300.0)  # ratio 3.75 -> 38, limited to 2 x 10
-    20
+    20.0
     >>> hpa.tick(15_000, current=20, ready=10, load=300.0)  # 300/200/0.8 -> 38, <= 2 x 20
-    38
+    38.0
     >>> hpa.tick(30_000, current=38, ready=38, load=100.0)  # 13 recommended, 38 held 300 s
-    38
+    38.0
     >>> hpa.tick(330_001, current=38, ready=38, load=100.0)  # the 38s are older than 300 s
-    13
+    13.0
     """
 
     spec: ElasticSpec
