@@ -106,7 +106,7 @@ class ElasticConfig(_Strict):
         description="the headroom every policy plans for: demand kept under this share",
     )
     scale_in_hold_s: int = Field(
-        default=600,
+        default=300,
         ge=0,
         le=7 * 86_400,
         description="capacity is given back only after the upper forecast bound has stayed "

@@ -61,7 +61,7 @@ class ElasticSpec:
     step: float
     provision_delay_s: int = 600
     target_utilisation: float = 0.8
-    scale_in_hold_s: int = 600
+    scale_in_hold_s: int = 300
     level: float = 0.8
 
     @property
