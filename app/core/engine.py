@@ -591,7 +591,8 @@ class ResourcePredictor:
         mode = self.config.mode
         total = self.predictor.distribution(forecasts)
         calibrated = not any(fc.warming_up for fc in forecasts.values())
-        elastic.observe(origin_ms, total, calibrated, self.capacity)
+        observed = math.fsum(actual.values())
+        elastic.observe(origin_ms, total, calibrated, self.capacity, observed)
         events: list[OutputEvent] = []
         planned = False
         for event in self.predictor.update(origin_ms, forecasts, actual, self.capacity):

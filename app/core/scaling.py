@@ -292,11 +292,20 @@ class ElasticResource:
         self.plan_until_ms: int | None = None
 
     def observe(
-        self, origin_ms: int, total: TotalDemand, calibrated: bool, capacity: float
+        self,
+        origin_ms: int,
+        total: TotalDemand,
+        calibrated: bool,
+        capacity: float,
+        observed: float = 0.0,
     ) -> None:
-        """Scale on this window's forecast total (not while any forecast is warming up)."""
+        """Scale on this window's forecast total (not while any forecast is warming up).
+        The next window is planned for at least ``observed``, the total just measured: a
+        surge no forecast saw is answered at once, as a reactive rule would."""
         self.origin_ms = origin_ms
         self.upper = upper_path(total, self.spec.level) if total.horizon else []
+        if self.upper:
+            self.upper[0] = max(self.upper[0], observed)
         if not calibrated or not self.upper:
             self.scaler.pause()
             return
