@@ -56,3 +56,10 @@ def test_a_peak_inside_the_hold_postpones_scale_in() -> None:
     demand = [10, 10, 38, 10, 10, 10, 10]  # 38 needs 80: the capacity in place
     decided = [sp.decide(k * STEP, [d] * 3, capacity=80.0) for k, d in enumerate(demand)]
     assert decided == [False] * 6 + [True]  # the peak leaves the hold window at t=360 s
+
+
+def test_a_need_within_the_tolerance_keeps_the_capacity() -> None:
+    fine = ElasticSpec(min=10.0, max=200.0, step=1.0, target_utilisation=0.5, scale_in_hold_s=60)
+    sp = ScalePlanner("pool", fine, step_ms=STEP)
+    changes = [sp.decide(k * STEP, [46.0] * 3, capacity=100.0) for k in range(30)]  # needs 92
+    assert not any(changes)
