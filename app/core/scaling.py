@@ -131,8 +131,13 @@ class ScalePlanner:
             window_ms = origin_ms + h * self.step_ms
             if need <= self.planned(window_ms, capacity) * (1.0 + TOLERANCE) + _EPS:
                 continue
-            target = max(needs[h:])
             start = max(origin_ms, window_ms - delay)
+            # size for the windows the order can still reach: capacity that lands after a
+            # peak is cost without effect (the planner caps and defers what cannot be scaled)
+            land = min(h + max(0, -(-(start + delay - window_ms) // self.step_ms)), len(needs) - 1)
+            target = max(needs[land:])
+            if target <= self.planned(start + delay, capacity) * (1.0 + TOLERANCE) + _EPS:
+                continue
             kept = [a for a in self.schedule if a.start_ms < start and a.target < target]
             self.schedule = [
                 *kept,
@@ -300,12 +305,12 @@ class ElasticResource:
         observed: float = 0.0,
     ) -> None:
         """Scale on this window's forecast total (not while any forecast is warming up).
-        The next window is planned for at least ``observed``, the total just measured: a
-        surge no forecast saw is answered at once, as a reactive rule would."""
+        The windows a decision now can reach are planned for at least ``observed``, the total
+        just measured: a surge no forecast saw is answered at once, as a reactive rule would."""
         self.origin_ms = origin_ms
         self.upper = upper_path(total, self.spec.level) if total.horizon else []
-        if self.upper:
-            self.upper[0] = max(self.upper[0], observed)
+        reach = self.scaler.reach
+        self.upper = [max(u, observed) if h < reach else u for h, u in enumerate(self.upper)]
         if not calibrated or not self.upper:
             self.scaler.pause()
             return

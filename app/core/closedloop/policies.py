@@ -330,9 +330,7 @@ class OraclePolicy(_Base):
         return out
 
 
-def _backlog_path(
-    cell: Cell, natural: FloatArray, first_ms: int, step_ms: int
-) -> list[float]:
+def _backlog_path(cell: Cell, natural: FloatArray, first_ms: int, step_ms: int) -> list[float]:
     """What a cell's backlog (queued work, and held work once released) will ask of its
     resource in the windows ahead, by the plant's rule: oldest first, no faster than its
     peak natural rate."""
