@@ -173,6 +173,8 @@ def _pct(x: float | None) -> str:
 
 def verdict_line(v: Verdict) -> str:
     """One line per scenario: PSO against the better baseline and the oracle."""
+    if v.conflict_cut is None:  # a control: nothing to prevent, so nothing should be done
+        return f"{v.scenario}: no conflict to prevent; PSO took {v.pso_actions} actions"
     return (
         f"{v.scenario}: vs {v.baseline}: conflict-minutes −{_pct(v.conflict_cut)}, "
         f"unmet value −{_pct(v.unmet_cut)}, capacity ×{_ratio(v.cost_ratio)}, "
