@@ -94,9 +94,10 @@ def register_predict(app: faust.App, settings: Settings) -> None:
 
     # Bumped when the sealed state's shape changes: old snapshots are never restored.
     # Resources v4: lean checkpoints (pending shares left out, read back from the topic).
+    # Subsystems v4: episode suppression moved to app.core.anomaly.episodes (new pickled shape).
     shape = f"{config.step_ms // 1000}s-h{config.horizon}"
     subsystems = states(
-        table(f"subsystem-models-v3-{shape}"),
+        table(f"subsystem-models-v4-{shape}"),
         make=make_subsystem,
         reader=load_reader,
         replay=replay_window,

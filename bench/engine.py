@@ -49,9 +49,14 @@ def reset_accuracy(engine: PredictionEngine) -> None:
             model.accuracy.reset()
 
 
-def run(subsystems: int, days: float, warmup_days: float, seed: int) -> dict[str, Any]:
+def run(
+    subsystems: int, days: float, warmup_days: float, seed: int, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     sim = FleetSimulator(subsystems=subsystems, seed=seed, interval_ms=20_000)
     policy = sim.policy()
+    if extra:  # river forecasters as extra candidates, as pso.yaml's prediction.extra_candidates
+        prediction = policy.prediction.model_copy(update={"extra_candidates": list(extra)})
+        policy = policy.model_copy(update={"prediction": prediction})
     ingest = TelemetryIngest(policy.window)
     engine = PredictionEngine(policy.spec())
     step = policy.window.size_ms
@@ -127,6 +132,7 @@ def run(subsystems: int, days: float, warmup_days: float, seed: int) -> dict[str
             "days": days,
             "warmup_days": warmup_days,
             "seed": seed,
+            "extra_candidates": list(extra),
             "windows": windows,
             "series": len(sizes),
             "capacities": {k: v.capacity for k, v in policy.resources.items()},
@@ -159,8 +165,16 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=14.0)
     parser.add_argument("--warmup-days", type=float, default=7.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--extra-candidate",
+        action="append",
+        default=[],
+        help="a river forecaster to add to every series' blend (repeatable), e.g. "
+        "'river.time_series.SNARIMAX(p=2, d=0, q=1)': what it costs per series update",
+    )
     args = parser.parse_args()
-    print(json.dumps(run(args.subsystems, args.days, args.warmup_days, args.seed)))
+    extra = tuple(args.extra_candidate)
+    print(json.dumps(run(args.subsystems, args.days, args.warmup_days, args.seed, extra)))
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("results", nargs="?", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
-    files = sorted(args.results.glob("*.json"))
+    files = sorted(args.results.resolve().glob("*.json"))
     order = {name: i for i, name in enumerate(BENCHES)}
     files.sort(key=lambda p: (order.get(p.stem, len(order)), p.stem))
     lines = [

@@ -39,7 +39,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import live_throughput as lt
+from live.scenario import Offline, build_messages, deployment, produce
+from live.tail import Tail
+from live.worker_side import worker_main
 
 from app.dev.simulator import HOUR_MS, FleetSimulator
 from app.settings import Settings
@@ -166,7 +168,7 @@ def probe_worker_main(argv: list[str]) -> None:
         return app
 
     agents.app.build_app = build_with_probe  # type: ignore[assignment]
-    lt.worker_main(argv)
+    worker_main(argv)
 
 
 # --------------------------------------------------------------------------- driver side
@@ -260,16 +262,16 @@ async def one_run(args: argparse.Namespace, broker: Any, tmp: Path, n: int) -> d
     config = tmp / f"{run}.yaml"
     config.write_text(yaml.safe_dump(policy.model_dump(mode="json", exclude={"prediction"})))
     P = args.partitions
-    shared = lt.deployment(bootstrap, run, P, config)
-    e2e = lt.deployment(bootstrap, f"{run}-e2e", P, config)
+    shared = deployment(bootstrap, run, P, config)
+    e2e = deployment(bootstrap, f"{run}-e2e", P, config)
     for s in (shared, e2e):
         await create_topics(s, bootstrap)
-    fill, _ = await lt.build_messages(shared, sim.samples(int(args.minutes * 60_000)), args.batch)
-    expected = lt.Offline(policy, e2e).run(fill)
-    await lt.produce(shared, bootstrap, shared.topics.telemetry, fill)
+    fill, _ = await build_messages(shared, sim.samples(int(args.minutes * 60_000)), args.batch)
+    expected = Offline(policy, e2e).run(fill)
+    await produce(shared, bootstrap, shared.topics.telemetry, fill)
     t = e2e.topics
     out_topics = [t.load, t.forecasts, t.anomalies, t.conflicts, t.rebalance, t.accuracy]
-    tail = lt.Tail(e2e, bootstrap, out_topics, committed=True)
+    tail = Tail(e2e, bootstrap, out_topics, committed=True)
     await tail.start()
     want = expected.windows | expected.all_events()
     dump = tmp / f"{run}.dump.json"

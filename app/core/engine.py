@@ -33,6 +33,8 @@ from typing import Literal
 
 from app.core.accuracy import ConflictScorer, ForecastAccuracy, HorizonTotals
 from app.core.anomaly import SeriesAnomalyDetector
+from app.core.anomaly.episodes import AnomalyEpisodes
+from app.core.bodies import body_from_rows, forecast_from_body, horizon_report, iso_ms
 from app.core.config import FleetSpec
 from app.core.conflicts import ConflictPredictor, SaturationWatch
 from app.core.events import (
@@ -40,8 +42,6 @@ from app.core.events import (
     AnomalyDetected,
     ConflictPredicted,
     Forecast,
-    HorizonAccuracy,
-    Interval,
     LoadWindow,
     OutputEvent,
     RebalanceRecommended,
@@ -49,7 +49,6 @@ from app.core.events import (
     ResourceShare,
     SeriesForecastBody,
     SeriesStats,
-    ms_to_iso,
 )
 from app.core.forecast import SeriesForecaster
 from app.core.forecasters.river_candidate import CandidateSpec, parse_candidates
@@ -63,28 +62,6 @@ from app.core.types import SeriesForecast
 SeriesKind = Literal["metric", "resource"]
 METRIC: SeriesKind = "metric"
 RESOURCE: SeriesKind = "resource"
-DAY_MS = 86_400_000
-
-_ISO_DAYS: dict[int, str] = {}
-
-
-def iso_ms(ms: int) -> str:
-    """`app.wire.events.ms_to_iso` for integer milliseconds, with the date part cached per day.
-
-    Called once per window for the forecast's origin; ``strftime`` costs as much as a series.
-    """
-    day, rem = divmod(ms, DAY_MS)
-    prefix = _ISO_DAYS.get(day)
-    if prefix is None:
-        if len(_ISO_DAYS) >= 64:  # bounded: windows arrive roughly in event-time order
-            _ISO_DAYS.clear()
-        prefix = _ISO_DAYS[day] = ms_to_iso(day * DAY_MS)[:11]  # "YYYY-MM-DDT"
-    sec, milli = divmod(rem, 1000)
-    hour, sec = divmod(sec, 3600)
-    minute, sec = divmod(sec, 60)
-    return f"{prefix}{hour:02d}:{minute:02d}:{sec:02d}.{milli:03d}Z"
-
-
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     """What the engine needs from `FleetSpec`, resolved once."""
@@ -114,175 +91,7 @@ class EngineConfig:
         )
 
 
-# --------------------------------------------------------------------------- conversions
-
-
-def forecast_body(fc: SeriesForecast) -> SeriesForecastBody:
-    """The wire form of a `SeriesForecast` (origin and step travel with the event)."""
-    levels = sorted(fc.lower)
-    rows = [list(fc.point)]
-    rows += [list(fc.lower[level]) for level in levels]
-    rows += [list(fc.upper[level]) for level in levels]
-    return body_from_rows(rows, tuple(levels), fc.model, fc.recent_error, fc.warming_up)
-
-
-def body_from_rows(
-    rows: list[list[float]],
-    levels: tuple[float, ...],
-    model: str,
-    recent_error: float,
-    warming_up: bool,
-) -> SeriesForecastBody:
-    """A forecast body from ``[point, lower per level.., upper per level..]`` lists.
-
-    Built without re-validation: on the hot path, and the forecaster guarantees finite,
-    ordered values (property-tested); the schema tests validate real outputs. The lists are
-    used as they are (not copied): nobody mutates them.
-    """
-    n = len(levels)
-    intervals = [
-        Interval(level=lvl, lower=rows[1 + k], upper=rows[1 + n + k])
-        for k, lvl in enumerate(levels)
-    ]
-    return SeriesForecastBody(
-        point=rows[0],
-        intervals=intervals,
-        model=model,
-        recent_error=recent_error,
-        warming_up=warming_up,
-    )
-
-
-#: a `ResourceShare` as plain values: subsystem, resource, window start, step (s), actual, the
-#: forecast's rows (point, lower per level.., upper per level..), levels, model, recent error,
-#: warming up
-ShareValues = tuple[
-    str, str, int, int, float, list[list[float]], tuple[float, ...], str, float, bool
-]
-
-
-def share_values(share: ResourceShare) -> ShareValues:
-    """``share`` as plain values, which pickle small and fast; `share_from_values` inverts it.
-
-    How the backtest's workers hand shares to its stage 2: no JSON round trip and no
-    validation on the way back (the values come from the engine; pickle keeps floats exact).
-    """
-    body = share.forecast
-    rows = [body.point, *(i.lower for i in body.intervals), *(i.upper for i in body.intervals)]
-    return (
-        share.subsystem,
-        share.resource,
-        share.window_start_ms,
-        share.step_s,
-        share.actual,
-        rows,
-        tuple(i.level for i in body.intervals),
-        body.model,
-        body.recent_error,
-        body.warming_up,
-    )
-
-
-def share_from_values(values: ShareValues) -> ResourceShare:
-    """The `ResourceShare` that `share_values` took apart (equal, same bytes)."""
-    subsystem, resource, start, step_s, actual, rows, levels, model, recent, warming = values
-    return ResourceShare(
-        event_id=f"share:{resource}:{subsystem}:{start}",
-        subsystem=subsystem,
-        resource=resource,
-        window_start_ms=start,
-        step_s=step_s,
-        actual=actual,
-        forecast=body_from_rows(rows, levels, model, recent, warming),
-    )
-
-
-def forecast_from_body(body: SeriesForecastBody, origin_ms: int, step_ms: int) -> SeriesForecast:
-    return SeriesForecast(
-        origin_ms=origin_ms,
-        step_ms=step_ms,
-        point=tuple(body.point),
-        lower={i.level: tuple(i.lower) for i in body.intervals},
-        upper={i.level: tuple(i.upper) for i in body.intervals},
-        model=body.model,
-        recent_error=body.recent_error,
-        warming_up=body.warming_up,
-    )
-
-
-def horizon_report(totals: list[HorizonTotals], levels: tuple[float, ...]) -> list[HorizonAccuracy]:
-    out = []
-    for h, t in enumerate(totals, start=1):
-        if t.n == 0:
-            continue
-        coverage = {f"{level:g}": c for level in levels if (c := t.coverage(level)) is not None}
-        out.append(HorizonAccuracy(horizon=h, n=t.n, mae=t.mae, mase=t.mase, coverage=coverage))
-    return out
-
-
 # --------------------------------------------------------------------------- stage 1
-
-
-@dataclass(slots=True)
-class AnomalyEpisodes:
-    """Turns per-window detector verdicts into alarms and training decisions.
-
-    A value is *anomalous* when the detector says so and, once the forecaster is calibrated,
-    it also falls outside the forecaster's widest interval: the detector knows daily shapes
-    only, the forecaster knows weekly ones too, so a quiet Saturday is not an incident.
-    Anomalous values are kept out of the forecaster's training — but at most ``max_masked``
-    windows in a row: a shift that lasts longer is the new normal and must be learned, or the
-    forecaster would stay blind to it forever. Nor is a value masked when values at the same
-    time of day (within ``recur_slot_ms``) were masked on one of the previous
-    ``recur_days`` days: a surprise that comes back at the same hour — the 09:00 log-in surge,
-    a scheduled job — is the daily shape, not an incident, and masking it every day would keep
-    the forecaster from ever learning it (it would be masked again the next day). One alarm
-    per episode: after an alarm, the next needs ``calm_steps`` non-anomalous windows first.
-
-    Examples
-    --------
-    >>> ep, day = AnomalyEpisodes(), 86_400_000
-    >>> ep.judge(True, True, ts_ms=9 * 3_600_000)  # day 0, 09:00: alarm, kept out of training
-    (True, False)
-    >>> ep.judge(False, None, ts_ms=10 * 3_600_000)[1]
-    True
-    >>> ep.judge(True, True, ts_ms=day + 9 * 3_600_000)  # day 1, same hour: learned
-    (False, True)
-    """
-
-    max_masked: int = 30
-    calm_steps: int = 30
-    recur_slot_ms: int = 900_000
-    recur_days: int = 7
-    masked_run: int = 0
-    armed: bool = True
-    calm: int = 0
-    #: time-of-day slot -> last day a value in it was masked
-    masked_slots: dict[int, int] = field(default_factory=dict)
-
-    def judge(
-        self, in_anomaly: bool, outside_forecast: bool | None, ts_ms: int | None = None
-    ) -> tuple[bool, bool]:
-        """Return ``(alarm, trusted)`` for one window (starting at ``ts_ms``, if known)."""
-        anomalous = in_anomaly and outside_forecast is not False
-        trusted = not anomalous or self.masked_run >= self.max_masked
-        if not trusted and ts_ms is not None:
-            day, slot = divmod(ts_ms // self.recur_slot_ms, 86_400_000 // self.recur_slot_ms)
-            last = max(self.masked_slots.get(s, -(1 << 30)) for s in (slot - 1, slot, slot + 1))
-            if 0 < day - last <= self.recur_days:
-                trusted = True  # masked at this hour before: the daily shape, learn it
-            else:
-                self.masked_slots[slot] = day
-        self.masked_run = self.masked_run + 1 if anomalous else 0
-        alarm = anomalous and self.armed
-        if anomalous:
-            self.calm = 0
-            self.armed = False
-        else:
-            self.calm += 1
-            if self.calm >= self.calm_steps:
-                self.armed = True
-        return alarm, trusted
 
 
 @dataclass(slots=True)

@@ -70,7 +70,7 @@ with the model's own expectation (or the value clipped to the 95 % interval) and
 statistic learns from it. Values are clipped to ``±1e100`` and non-finite values are ignored, so
 nothing downstream can overflow: no NaN or inf ever comes out.
 
-Long (about 750 lines) because the forecaster and its river face share one ring layout and its
+Long (about 850 lines) because the forecaster and its river face share one ring layout and its
 invariants; the arithmetic itself lives in `app.core.forecasters`.
 """
 

@@ -2,6 +2,9 @@
 
 No JVM and no network: Maven and java are replaced by tiny Python scripts that behave like
 them (copy "jars", print the broker's ready line and listen on the configured port).
+
+Long (about 770 lines) because it shares those fakes across every part of the broker's
+life, which a split would have to import back from a conftest of their own.
 """
 
 from __future__ import annotations

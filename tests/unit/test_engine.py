@@ -11,7 +11,8 @@ import jsonschema
 import orjson
 import pytest
 
-from app.core.engine import PredictionEngine, iso_ms, share_from_values, share_values
+from app.core.bodies import iso_ms, share_from_values, share_values
+from app.core.engine import PredictionEngine
 from app.core.events import LoadWindow, ms_to_iso
 from app.core.snapshot import SnapshotRejected
 from app.dev.simulator import FleetSimulator

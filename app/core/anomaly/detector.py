@@ -20,7 +20,8 @@ Every value is scored *before* it is learned, in three steps:
 
 Decisions: ``in_anomaly`` is ``likelihood >= threshold`` (keep this value out of a model's
 training); ``is_anomaly`` is its first row per episode (an alarm), an episode ending after
-``calm_steps`` calm values, as before.
+``calm_steps`` calm values (`app.core.anomaly.episodes.EpisodeGate`, which the engine's
+alarms use too).
 
 Warm-up: the first ``warmup`` values (default 60) score 0 and are flagged ``warming_up``;
 the spatial rule waits ``spatial_warmup`` values. NAB ignores the first 15 % of a file for
@@ -34,6 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from app.core.anomaly.episodes import EpisodeGate
 from app.core.anomaly.likelihood import AnomalyLikelihood
 from app.core.anomaly.novelty import PatternNovelty
 from app.core.anomaly.onset import OnsetGate
@@ -218,9 +220,7 @@ class SeriesAnomalyDetector:
         self._run = 0
         self._max_run = 0
         self._moves = 0
-        # episode state
-        self._armed = True
-        self._calm = 0
+        self._episodes = EpisodeGate(calm_steps)
 
     # ------------------------------------------------------------------ scoring
     def _gap(self, ts_ms: int) -> bool:
@@ -340,7 +340,7 @@ class SeriesAnomalyDetector:
             return self._missing(forecast)
         ev = self._evaluate(ts_ms, _clean(x), forecast)
         score = self._onset.score_one(ev[0])
-        return self._verdict(ev, score, self._armed, self.n < self.warmup)
+        return self._verdict(ev, score, self._episodes.armed, self.n < self.warmup)
 
     def learn_one(
         self,
@@ -371,7 +371,7 @@ class SeriesAnomalyDetector:
         if x != x:
             return self._missing(forecast)
         x = _clean(x)
-        armed, warming = self._armed, self.n < self.warmup
+        armed, warming = self._episodes.armed, self.n < self.warmup
         ev = self._evaluate(ts_ms, x, forecast)
         score = self._onset.score_one(ev[0])
         self._learn(ts_ms, x, ev)
@@ -400,7 +400,8 @@ class SeriesAnomalyDetector:
     # ------------------------------------------------------------------ learning
     def _learn(self, ts_ms: int, x: float, ev: _Evaluation) -> None:
         likelihood, _, _, _, dist, s_nov, s_fc = ev
-        self._update_episode(likelihood)
+        threshold = self.threshold
+        self._episodes.observe(likelihood >= threshold, likelihood < self.release * threshold)
         self._onset.learn_one(likelihood)
         if self.n >= _LEARN_FROM:  # before that, the surprises are not yet meaningful
             if s_nov == s_nov:
@@ -417,18 +418,6 @@ class SeriesAnomalyDetector:
         self.last_x = x
         self.last_ts = ts_ms
         self.n += 1
-
-    def _update_episode(self, likelihood: float) -> None:
-        if likelihood >= self.threshold:
-            self._armed = False
-            self._calm = 0
-        elif not self._armed:
-            if likelihood < self.release * self.threshold:
-                self._calm += 1
-                if self._calm >= self.calm_steps:
-                    self._armed = True
-            else:
-                self._calm = 0
 
     def _learn_step_ms(self, ts_ms: int) -> None:
         if self.step_ms or self.last_ts is None:

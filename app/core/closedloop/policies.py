@@ -28,7 +28,8 @@ from app.core.closedloop.orders import FleetOrders, ScaleOrder, orders_from_plan
 from app.core.closedloop.plant import Cell, Plant, WindowOutcome
 from app.core.closedloop.trace import DemandTrace, FloatArray, LoopSpec
 from app.core.config import FleetSpec
-from app.core.engine import PredictionEngine, iso_ms
+from app.core.bodies import iso_ms
+from app.core.engine import PredictionEngine
 from app.core.events import (
     LoadWindow,
     RebalanceRecommended,

@@ -28,7 +28,7 @@ from typing import Any
 
 from river import time_series
 
-from app.core.errors import ExitCode, PsoError
+from app.core.errors import PsoError
 from app.core.forecasters.phase import FloatArray
 
 #: Literal argument values an entry may carry.
@@ -297,5 +297,3 @@ class RiverCandidate:
 
 class _Bad(PsoError):
     """A forecast that returned but cannot be used."""
-
-    exit_code = ExitCode.RUNTIME_FAILURE

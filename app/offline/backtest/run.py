@@ -142,7 +142,8 @@ class _Stage2:
         self.reset()
 
     def reset(self) -> None:
-        from app.core.engine import PredictionEngine, share_from_values  # scipy: only now
+        from app.core.bodies import share_from_values
+        from app.core.engine import PredictionEngine  # scipy: only now
 
         self.share_from_values = share_from_values
 

@@ -265,7 +265,8 @@ def _stage1(
     it ends after the subsystem's ``closed_until``; pending windows start after the slice).
     None: no subsystem yet.
     """
-    from app.core.engine import PredictionEngine, share_values  # scipy: only when needed
+    from app.core.bodies import share_values
+    from app.core.engine import PredictionEngine  # scipy: only when needed
 
     policy = FleetPolicy.model_validate_json(policy_json)
     size_ms = policy.window.size_ms
