@@ -23,12 +23,12 @@ import math
 from collections.abc import Sequence
 from typing import Protocol
 
+from app.core.bodies import iso_ms
 from app.core.closedloop.hpa import HpaController
 from app.core.closedloop.orders import FleetOrders, ScaleOrder, orders_from_plan
 from app.core.closedloop.plant import Cell, Plant, WindowOutcome
 from app.core.closedloop.trace import DemandTrace, FloatArray, LoopSpec
 from app.core.config import FleetSpec
-from app.core.bodies import iso_ms
 from app.core.engine import PredictionEngine
 from app.core.events import (
     LoadWindow,
