@@ -25,7 +25,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.core.config import FleetSpec, PredictionSpec, ResourceSpec, SubsystemSpec, WindowSpec
+from app.core.config import (
+    ElasticSpec,
+    FleetSpec,
+    PredictionSpec,
+    ResourceSpec,
+    SubsystemSpec,
+    WindowSpec,
+)
 from app.core.forecasters.river_candidate import parse_candidates
 from app.core.snapshot import MIN_KEY_BYTES
 from app.errors import ExitCode, PsoError
@@ -83,14 +90,69 @@ class WindowConfig(_Strict):
         )
 
 
+class ElasticConfig(_Strict):
+    """An elastic resource: capacity may move within [min, max] in whole steps, and what is
+    added lands ``provision_delay_s`` after it is ordered (what is removed goes at once)."""
+
+    min: float = Field(gt=0, allow_inf_nan=False)
+    max: float = Field(gt=0, allow_inf_nan=False)
+    step: float = Field(gt=0, allow_inf_nan=False, description="capacity moves in whole steps")
+    provision_delay_s: int = Field(default=600, ge=0, le=86_400)
+    target_utilisation: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="the headroom every policy plans for: demand kept under this share",
+    )
+    scale_in_hold_s: int = Field(
+        default=300,
+        ge=0,
+        le=7 * 86_400,
+        description="capacity is given back only after the upper forecast bound has stayed "
+        "under the smaller capacity this long",
+    )
+    level: float = Field(
+        default=0.8, gt=0, lt=1, description="forecast level whose upper bound sizes capacity"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ElasticConfig:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        return self
+
+    def spec(self) -> ElasticSpec:
+        return ElasticSpec(
+            self.min,
+            self.max,
+            self.step,
+            self.provision_delay_s,
+            self.target_utilisation,
+            self.scale_in_hold_s,
+            self.level,
+        )
+
+
 class ResourceConfig(_Strict):
     """A shared resource (DB connection pool, GPU pool...) and how much of it exists."""
 
     capacity: float = Field(gt=0, allow_inf_nan=False)
     unit: str = ""
+    elastic: ElasticConfig | None = None
+
+    @model_validator(mode="after")
+    def _capacity_within_bounds(self) -> ResourceConfig:
+        e = self.elastic
+        if e is not None and not e.min <= self.capacity <= e.max:
+            raise ValueError(
+                f"capacity {self.capacity:g} is outside elastic [min {e.min:g}, max {e.max:g}]"
+            )
+        return self
 
     def spec(self) -> ResourceSpec:
-        return ResourceSpec(self.capacity, self.unit)
+        elastic = self.elastic.spec() if self.elastic is not None else None
+        return ResourceSpec(self.capacity, self.unit, elastic)
 
 
 class SubsystemConfig(_Strict):
@@ -246,6 +308,12 @@ class FleetPolicy(_Strict):
 
     @model_validator(mode="after")
     def _known_resources(self) -> FleetPolicy:
+        for res_name, conf in self.resources.items():
+            if conf.elastic is not None and conf.elastic.level not in self.prediction.levels:
+                raise ValueError(
+                    f"resources.{res_name}.elastic.level: {conf.elastic.level:g} is not one of "
+                    f"prediction.levels {list(self.prediction.levels)}"
+                )
         for sub_name, sub in self.subsystems.items():
             for res in sub.min:
                 if res not in self.resources:

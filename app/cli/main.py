@@ -17,6 +17,7 @@ import typer
 from rich.text import Text
 
 from app.cli import backtest, demo, produce, replay, series, simulate, tail, worker
+from app.cli.bench import bench_cli
 from app.cli.broker import broker_cli
 from app.cli.common import err_console
 from app.cli.schemas import schemas_cli
@@ -38,6 +39,7 @@ cli.command()(produce.produce)
 cli.command()(tail.tail)
 cli.add_typer(topics_cli, name="topics")
 cli.add_typer(schemas_cli, name="schemas")
+cli.add_typer(bench_cli, name="bench")
 cli.command("backtest")(backtest.backtest)
 cli.command("replay")(replay.replay_cmd)
 cli.command("score-anomalies")(series.score_anomalies_cmd)

@@ -7,6 +7,7 @@ file or reads the environment, so it runs the same in a worker, a backtest or a 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -40,11 +41,46 @@ class WindowSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ElasticSpec:
+    """How an elastic resource may be scaled: its bounds, granularity and provisioning delay.
+
+    ``target_utilisation`` is the headroom every policy plans for (demand kept under this
+    share of capacity); ``level`` the forecast interval whose upper bound sizes capacity;
+    ``scale_in_hold_s`` how long the upper bound must stay under a smaller capacity before
+    capacity is given back (no flapping).
+
+    Examples
+    --------
+    >>> spec = ElasticSpec(min=100.0, max=1000.0, step=10.0)
+    >>> spec.quantise(123.4), spec.quantise(5.0), spec.quantise(5000.0)
+    (130.0, 100.0, 1000.0)
+    """
+
+    min: float
+    max: float
+    step: float
+    provision_delay_s: int = 600
+    target_utilisation: float = 0.8
+    scale_in_hold_s: int = 300
+    level: float = 0.8
+
+    @property
+    def provision_delay_ms(self) -> int:
+        return self.provision_delay_s * 1000
+
+    def quantise(self, capacity: float) -> float:
+        """The smallest whole number of steps at least ``capacity``, within [min, max]."""
+        steps = math.ceil(capacity / self.step - 1e-9)
+        return float(min(self.max, max(self.min, steps * self.step)))
+
+
+@dataclass(frozen=True, slots=True)
 class ResourceSpec:
     """A shared resource (DB connection pool, GPU pool...) and how much of it exists."""
 
     capacity: float
     unit: str = ""
+    elastic: ElasticSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,7 @@ from app.core.labels import (
 )
 from app.core.planner import RebalancePlanner
 from app.core.policy import overlay
+from app.core.scaling import ElasticResource
 from app.core.snapshot import seal, unseal
 from app.core.types import SeriesForecast
 
@@ -226,7 +227,7 @@ class SubsystemPredictor:
         threshold = detector.threshold
         if model.labels is not None:
             threshold += model.labels.raise_at(ts)
-        alarm, trusted = model.episodes.judge(likelihood >= threshold, outside)
+        alarm, trusted = model.episodes.judge(likelihood >= threshold, outside, ts)
         forecaster = model.forecaster
         forecaster.learn_one(ts, y, trusted=trusted, accuracy=model.accuracy)
         rows = forecaster.forecast_rows()
@@ -341,6 +342,11 @@ class ResourcePredictor:
         self.capacity: float | None = configured.capacity if configured else None
         self.windows = 0
         self.labels: LabelBook | None = None  # operators' verdicts on its conflicts
+        self.elastic: ElasticResource | None = None
+        if configured is not None and configured.elastic is not None:
+            self.elastic = ElasticResource(
+                resource, configured.elastic, config.step_ms, config.horizon, self.planner
+            )
 
     def label(self, label: OperatorLabel) -> None:
         """An operator's verdict on one of this resource's conflicts (`app.core.labels`)."""
@@ -422,15 +428,59 @@ class ResourcePredictor:
         if self.labels is not None:
             ceiling = max(MAX_CONFLICT_THRESHOLD - self.predictor.threshold, 0.0)
             lift = min(self.labels.raise_at(origin_ms), ceiling)
+        if self.elastic is not None:
+            events = self._judge_elastic(self.elastic, origin_ms, forecasts, actual, lift)
+        else:
+            for event in self.predictor.update(
+                origin_ms, forecasts, actual, self.capacity, threshold_raise=lift
+            ):
+                events.append(event)
+                self.scorer.observe(event)
+                if isinstance(event, ConflictPredicted) and event.status != "cleared":
+                    events.append(self._plan(event, forecasts))
+        if self.windows % c.accuracy_every == 0:
+            events.append(self.accuracy_report(origin_ms))
+        return events
+
+    def _judge_elastic(
+        self,
+        elastic: ElasticResource,
+        origin_ms: int,
+        forecasts: Mapping[str, SeriesForecast],
+        actual: Mapping[str, float],
+        lift: float,
+    ) -> list[OutputEvent]:
+        """An elastic resource's window: scale on the forecast total's upper bound, plan each
+        conflict against the scheduled capacity, renew or publish the schedule (see
+        `app.core.scaling`)."""
+        assert self.capacity is not None
+        mode = self.config.mode
+        total = self.predictor.distribution(forecasts)
+        calibrated = not any(fc.warming_up for fc in forecasts.values())
+        observed = math.fsum(actual.values())
+        elastic.observe(origin_ms, total, calibrated, self.capacity, observed)
+        events: list[OutputEvent] = []
+        planned = False
         for event in self.predictor.update(
             origin_ms, forecasts, actual, self.capacity, threshold_raise=lift
         ):
             events.append(event)
             self.scorer.observe(event)
             if isinstance(event, ConflictPredicted) and event.status != "cleared":
-                events.append(self._plan(event, forecasts))
-        if self.windows % c.accuracy_every == 0:
-            events.append(self.accuracy_report(origin_ms))
+                plan = elastic.plan(event, total, self.capacity, self.policy, mode)  # type: ignore[arg-type]
+                events.append(plan)
+                planned = True
+        if not planned:
+            episode = self.predictor.episode
+            extra = elastic.follow_up(
+                episode.conflict_id if episode is not None else None,
+                total,
+                self.capacity,
+                self.policy,
+                mode,  # type: ignore[arg-type]
+            )
+            if extra is not None:
+                events.append(extra)
         return events
 
     def _plan(

@@ -341,8 +341,30 @@ class Deferral:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ScaleAction:
+    """Change an elastic resource's capacity: start at ``start_ms`` so it lands by ``lands_ms``.
+
+    Scale-out starts ``provision_delay`` before the window it is for (or at once when that is
+    already past: it then lands late); scale-in starts at once and lands at once.
+    """
+
+    resource: str
+    capacity: float  # capacity when decided
+    target: float
+    start_ms: int
+    lands_ms: int
+    reason: Literal["predicted", "observed", "scale_in"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RebalanceRecommended:
-    """A value-ranked plan answering one predicted conflict (topic ``pso.rebalance``)."""
+    """A value-ranked plan answering one predicted conflict (topic ``pso.rebalance``).
+
+    Allocations hold over ``[window_start_ms, window_end_ms)``. For an elastic resource a plan
+    also carries its scale schedule (``scaling``, the orders not yet landed, in start order:
+    it replaces any earlier schedule of the resource), and a plan may carry only that
+    (``conflict_id`` empty, no allocations) when capacity must change without a conflict.
+    """
 
     type: Literal["rebalance_recommended"] = "rebalance_recommended"
     event_id: str
@@ -358,6 +380,8 @@ class RebalanceRecommended:
     value_protected: float
     value_at_risk: float
     note: str = ""
+    window_end_ms: int | None = None
+    scaling: list[ScaleAction] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -377,4 +377,5 @@ class RebalancePlanner:
             value_protected=math.fsum(protected),
             value_at_risk=math.fsum(at_risk),
             note="; ".join(notes),
+            window_end_ms=conflict.expected_end_ms,
         )

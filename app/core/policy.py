@@ -38,7 +38,8 @@ def overlay(base: FleetSpec, update: ResourcePolicy) -> FleetSpec:
         unit = update.unit if update.unit is not None else ""
         if update.unit is None and configured is not None:
             unit = configured.unit
-        resources[name] = ResourceSpec(capacity=capacity, unit=unit)
+        elastic = configured.elastic if configured is not None else None  # bounds stay
+        resources[name] = ResourceSpec(capacity=capacity, unit=unit, elastic=elastic)
     subsystems = dict(base.subsystems)
     for sub_name, terms in sorted(update.subsystems.items()):
         current = base.subsystems.get(sub_name) or SubsystemSpec()

@@ -519,8 +519,24 @@ class Deferral(_Wire):
     to_ms: int
 
 
+class ScaleAction(_Wire):
+    """Change an elastic resource's capacity: start at ``start_ms`` so it lands by ``lands_ms``."""
+
+    resource: str
+    capacity: FiniteFloat = Field(description="capacity when decided")
+    target: FiniteFloat = Field(gt=0, description="capacity to have once it lands")
+    start_ms: int = Field(description="event time to start provisioning (or removing)")
+    lands_ms: int = Field(description="event time it is in place (start + provisioning delay)")
+    reason: Literal["predicted", "observed", "scale_in"]
+
+
 class RebalanceRecommended(_Wire):
-    """A value-ranked plan answering one predicted conflict (topic ``pso.rebalance``)."""
+    """A value-ranked plan answering one predicted conflict (topic ``pso.rebalance``).
+
+    Allocations hold over ``[window_start_ms, window_end_ms)``. For an elastic resource the
+    plan also carries its scale schedule (``scaling``: the orders not yet landed, replacing any
+    earlier schedule of the resource); a plan may carry only that (``conflict_id`` empty).
+    """
 
     type: Literal["rebalance_recommended"] = "rebalance_recommended"
     event_id: str
@@ -536,6 +552,12 @@ class RebalanceRecommended(_Wire):
     value_protected: FiniteFloat
     value_at_risk: FiniteFloat
     note: str = ""
+    window_end_ms: int | None = Field(
+        default=None, description="end of the window the allocations hold for (exclusive)"
+    )
+    scaling: list[ScaleAction] = Field(
+        default_factory=list, description="scale schedule of elastic resources, in start order"
+    )
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -588,7 +610,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "conflict_predicted.v1.json": ConflictPredicted,
     "conflict_observed.v1.json": ConflictObserved,
     "saturation_predicted.v1.json": SaturationPredicted,
-    "rebalance.v1.json": RebalanceRecommended,
+    "rebalance.v2.json": RebalanceRecommended,
     "accuracy_report.v1.json": AccuracyReport,
     "resource_share.v1.json": ResourceShare,
     "resource_shares.v1.json": ResourceShares,

@@ -573,6 +573,99 @@ CASES = [
         expect="'--level'",
     ),
     case("forecast-bad-row", "forecast", "{d}/bad-row.csv", "-o", "{d}/o.csv", expect="row 3"),
+    # ---- bench closed-loop
+    case(
+        "bench-telemetry-without-config",
+        "bench",
+        "closed-loop",
+        "--telemetry",
+        "{d}/good.jsonl",
+        expect="--telemetry and --config go together",
+    ),
+    case(
+        "bench-scenario-and-telemetry",
+        "bench",
+        "closed-loop",
+        "--scenario",
+        "steady",
+        "--telemetry",
+        "{d}/good.jsonl",
+        "--config",
+        "{d}/elastic.yaml",
+        expect="give --scenario or --telemetry, not both",
+    ),
+    case(
+        "bench-unknown-scenario", "bench", "closed-loop", "--scenario", "x", expect="'--scenario'"
+    ),
+    case(
+        "bench-warmup-covers-the-run",
+        "bench",
+        "closed-loop",
+        "--scenario",
+        "steady",
+        "--days",
+        "1",
+        expect="the warm-up covers the whole run",
+    ),
+    case("bench-bad-warmup", "bench", "closed-loop", "--warmup", "soon", expect="--warmup"),
+    case(
+        "bench-telemetry-missing",
+        "bench",
+        "closed-loop",
+        "--telemetry",
+        "{d}/missing.jsonl",
+        "--config",
+        "{d}/elastic.yaml",
+        expect="does not exist",
+    ),
+    case(
+        "bench-config-bad-field",
+        "bench",
+        "closed-loop",
+        "--telemetry",
+        "{d}/good.jsonl",
+        "--config",
+        "{d}/bad-field.yaml",
+        expect="resources.db-main.capacity",
+    ),
+    case(
+        "bench-telemetry-without-the-resources",
+        "bench",
+        "closed-loop",
+        "--telemetry",
+        "{d}/good.jsonl",
+        "--config",
+        "{d}/elastic.yaml",
+        expect="no resource of the configuration (db-main) appears in the telemetry",
+    ),
+    case(
+        "bench-output-is-a-file",
+        "bench",
+        "closed-loop",
+        "-o",
+        "{d}/good.csv",
+        expect="is a file",
+    ),
+    case(
+        "simulate-scenario-to-a-topic",
+        "simulate",
+        "--scenario",
+        "steady",
+        "--topic",
+        "pso.telemetry",
+        expect="--scenario writes a file and its ground truth",
+    ),
+    case(
+        "simulate-scenario-part-days",
+        "simulate",
+        "--scenario",
+        "steady",
+        "-o",
+        "{d}/o.jsonl",
+        "--duration",
+        "36h",
+        expect="a scenario runs whole days",
+    ),
 ]
 
 
@@ -587,6 +680,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     (d / "not-yaml.yaml").write_text("resources: [db-main\n")
     (d / "bad-field.yaml").write_text("resources:\n  db-main: {capacity: zero}\n")
+    (d / "elastic.yaml").write_text(
+        "resources:\n  db-main: {capacity: 10, elastic: {min: 5, max: 20, step: 1}}\n"
+    )
     (d / "a-dir").mkdir()
     for name in ("locked.csv", "locked.jsonl", "locked.yaml"):
         (d / name).write_text("timestamp,value\n")

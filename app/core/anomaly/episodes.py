@@ -61,22 +61,44 @@ class AnomalyEpisodes:
     only, the forecaster knows weekly ones too, so a quiet Saturday is not an incident.
     Anomalous values are kept out of the forecaster's training — but at most ``max_masked``
     windows in a row: a shift that lasts longer is the new normal and must be learned, or the
-    forecaster would stay blind to it forever. One alarm per episode (`EpisodeGate`).
+    forecaster would stay blind to it forever. Nor is a value masked when values at the same
+    time of day (within ``recur_slot_ms``) were masked on one of the previous ``recur_days``
+    days: a surprise that comes back at the same hour — the 09:00 log-in surge, a scheduled
+    job — is the daily shape, not an incident, and masking it every day would keep the
+    forecaster from ever learning it. One alarm per episode (`EpisodeGate`).
 
     >>> episodes = AnomalyEpisodes(max_masked=2, gate=EpisodeGate(calm_steps=1))
     >>> [episodes.judge(True, None) for _ in range(3)]  # the third is learned: a new normal
     [(True, False), (False, False), (False, True)]
     >>> episodes.judge(True, False)  # inside the forecaster's interval: not anomalous
     (False, True)
+    >>> ep, day = AnomalyEpisodes(), 86_400_000
+    >>> ep.judge(True, True, ts_ms=9 * 3_600_000)  # day 0, 09:00: alarm, kept out of training
+    (True, False)
+    >>> ep.judge(True, True, ts_ms=day + 9 * 3_600_000)  # day 1, same hour: learned
+    (False, True)
     """
 
     max_masked: int = 30
     masked_run: int = 0
     gate: EpisodeGate = field(default_factory=EpisodeGate)
+    recur_slot_ms: int = 900_000
+    recur_days: int = 7
+    #: time-of-day slot -> last day a value in it was masked
+    masked_slots: dict[int, int] = field(default_factory=dict)
 
-    def judge(self, in_anomaly: bool, outside_forecast: bool | None) -> tuple[bool, bool]:
-        """Return ``(alarm, trusted)`` for one window."""
+    def judge(
+        self, in_anomaly: bool, outside_forecast: bool | None, ts_ms: int | None = None
+    ) -> tuple[bool, bool]:
+        """Return ``(alarm, trusted)`` for one window (starting at ``ts_ms``, if known)."""
         anomalous = in_anomaly and outside_forecast is not False
         trusted = not anomalous or self.masked_run >= self.max_masked
+        if not trusted and ts_ms is not None:
+            day, slot = divmod(ts_ms // self.recur_slot_ms, 86_400_000 // self.recur_slot_ms)
+            last = max(self.masked_slots.get(s, -(1 << 30)) for s in (slot - 1, slot, slot + 1))
+            if 0 < day - last <= self.recur_days:
+                trusted = True  # masked at this hour before: the daily shape, learn it
+            else:
+                self.masked_slots[slot] = day
         self.masked_run = self.masked_run + 1 if anomalous else 0
         return self.gate.observe(anomalous), trusted
