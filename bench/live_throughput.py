@@ -100,8 +100,9 @@ event's produce -> readable interval overlaps a burst's span, and lists the wors
 where they fell relative to the nearest burst. The commit that ships a burst's bytes to the
 broker comes after it and shows only in those latencies.
 
-``rss_mb_2000_subsystems``: the full worker's VmRSS (`worker_rss`) once it has caught up on a
-fleet of ``--rss-subsystems`` (2,000) × 5 series, one sample a minute for ``--rss-minutes``
+``rss_mb_2000_subsystems``: the full worker's VmRSS (`worker_rss`), settled (read once its
+heap-trim timer ran after the last checkpoint burst, `app.ops.heap`; ``rss_mb``: at catch-up),
+once it has caught up on a fleet of ``--rss-subsystems`` (2,000) × 5 series, one sample a minute for ``--rss-minutes``
 (36: 33 closed windows each, so every subsystem and resource has sealed its first checkpoint
 of state, not only its birth), every expected window and event readable; reported only if
 nothing is missing. Beside it, ``rss.same_code_in_process``: a fresh interpreter runs the same

@@ -79,6 +79,11 @@ async def worker_rss(
         mem = w.rss()
         st = m["stats"]
         caught_up = time.time() - st["first_in"] if m["ok"] and st.get("first_in") else None
+        # Settled: once the worker's heap-trim timer has run after the last checkpoint burst
+        # (`app.ops.heap`), what it holds rather than the burst's allocator slack.
+        settle_s = load_settings().heap_trim_interval_s + 5.0
+        await asyncio.sleep(settle_s)
+        settled = w.rss()
     finally:
         await asyncio.to_thread(w.stop)
         await tail.stop()
@@ -91,6 +96,8 @@ async def worker_rss(
         "events": len(expected.all_events()),
         "missing": len(want - tail.seen.keys()),
         "rss_mb": round(mem.get("VmRSS", 0.0), 1),
+        "rss_mb_settled": round(settled.get("VmRSS", 0.0), 1),
+        "settled_after_s": settle_s,
         "peak_rss_mb": round(mem.get("VmHWM", 0.0), 1),
         "caught_up_s": round(caught_up, 1) if caught_up else None,
         "stalled_at_s": m.get("stalled_at_s"),
