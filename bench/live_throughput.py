@@ -102,15 +102,15 @@ broker comes after it and shows only in those latencies.
 
 ``rss_mb_2000_subsystems``: the full worker's VmRSS (`worker_rss`), settled (read once its
 heap-trim timer ran after the last checkpoint burst, `app.ops.heap`; ``rss_mb``: at catch-up),
-once it has caught up on a fleet of ``--rss-subsystems`` (2,000) × 5 series, one sample a minute for ``--rss-minutes``
-(36: 33 closed windows each, so every subsystem and resource has sealed its first checkpoint
-of state, not only its birth), every expected window and event readable; reported only if
-nothing is missing. Beside it, ``rss.same_code_in_process``: a fresh interpreter runs the same
-code as the worker's agents (`TelemetryIngest.process` on the client's bytes, every closed
-window through `PredictionEngine`) on the same fleet and holds what a worker's memory-store
-tables hold (window state, a token per predictor: checkpoints are sealed, sent to the
-changelog and dropped, `agents.checkpoints`; their size is reported), so the difference is
-Faust's own share.
+once it has caught up on a fleet of ``--rss-subsystems`` (2,000) × 5 series, one sample a minute
+for ``--rss-minutes`` (36: 33 closed windows each, so every subsystem and resource has sealed
+its first checkpoint of state, not only its birth), every expected window and event readable;
+reported only if nothing is missing. Beside it, ``rss.same_code_in_process``: a fresh
+interpreter runs the same code as the worker's agents (`TelemetryIngest.process` on the client's
+bytes, every closed window through `PredictionEngine`) on the same fleet and holds what a
+worker's memory-store tables hold (window state, a token per predictor: checkpoints are sealed,
+sent to the changelog and dropped, `agents.checkpoints`; their size is reported), so the
+difference is Faust's own share.
 
 ``--profile DIR`` writes a CPU-time cProfile of each worker (``DIR/<mode>.prof``);
 ``--app-option KEY=VALUE`` passes a `build_app` override to the PSO workers, to try a fix.
