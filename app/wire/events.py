@@ -7,6 +7,9 @@ re-emitted event after a crash or a replay carries the same id and consumers can
 
 Times: every event carries integer epoch milliseconds (``*_ms``, what code should use) and,
 where a person reads it, the same instant as an RFC 3339 UTC string.
+
+Long (about 620 lines) because the wire contract is one place: every topic's message side by
+side, so a change to one is reviewed next to the others and beside `schemas/`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Every row runs with ``PSO_BROKER=127.0.0.1:1``: were an argument of a command th
 Kafka not checked before any network, the row would end with "cannot reach Kafka" instead of
 its own message.
 
-Long (about 750 lines) because the table is the test: one row per command and error, kept
+Long (about 850 lines) because the table is the test: one row per command and error, kept
 in one place so a new command's rows sit beside the others.
 
 The unreadable and unwritable rows drop every capability in the child first: the tests run
