@@ -25,7 +25,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.core.config import FleetSpec, PredictionSpec, ResourceSpec, SubsystemSpec, WindowSpec
+from app.core.config import (
+    AlertCosts,
+    FleetSpec,
+    PredictionSpec,
+    ResourceSpec,
+    SubsystemSpec,
+    WindowSpec,
+)
 from app.core.snapshot import MIN_KEY_BYTES
 from app.errors import ExitCode, PsoError
 
@@ -82,14 +89,40 @@ class WindowConfig(_Strict):
         )
 
 
+class CostsConfig(_Strict):
+    """Cost of a missed conflict vs a false alarm: the alert threshold is
+    ``false_alarm / (miss + false_alarm)`` on the calibrated probability."""
+
+    miss: float = Field(gt=0, allow_inf_nan=False)
+    false_alarm: float = Field(gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _usable_threshold(self) -> CostsConfig:
+        # Beyond 99:1 the threshold leaves the range a calibrated probability resolves.
+        if not 0.01 <= self.spec().threshold <= 0.99:
+            raise ValueError(
+                f"miss:false_alarm is {self.miss:g}:{self.false_alarm:g}, must be within 99:1 "
+                "and 1:99 (threshold false_alarm/(miss+false_alarm) in [0.01, 0.99])"
+            )
+        return self
+
+    def spec(self) -> AlertCosts:
+        return AlertCosts(self.miss, self.false_alarm)
+
+
 class ResourceConfig(_Strict):
     """A shared resource (DB connection pool, GPU pool...) and how much of it exists."""
 
     capacity: float = Field(gt=0, allow_inf_nan=False)
     unit: str = ""
+    costs: CostsConfig | None = Field(
+        default=None,
+        description="{miss, false_alarm}: sets this resource's conflict threshold "
+        "(default: prediction.conflict_threshold)",
+    )
 
     def spec(self) -> ResourceSpec:
-        return ResourceSpec(self.capacity, self.unit)
+        return ResourceSpec(self.capacity, self.unit, self.costs.spec() if self.costs else None)
 
 
 class SubsystemConfig(_Strict):
