@@ -226,7 +226,7 @@ class PredictionConfig(_Strict):
 
     horizon: int = Field(default=15, ge=1, le=240)
     levels: tuple[float, ...] = (0.8, 0.95)
-    conflict_threshold: float = Field(default=0.5, gt=0, lt=1)
+    conflict_threshold: float = Field(default=0.3, gt=0, lt=1)
     accuracy_every_windows: int = Field(default=60, ge=1)
     idle_evict_s: int = Field(default=6 * 3600, ge=60)
     mode: Literal["advise", "dry-run"] = "advise"

@@ -92,7 +92,7 @@ class PredictionSpec:
 
     horizon: int = 15
     levels: tuple[float, ...] = (0.8, 0.95)
-    conflict_threshold: float = 0.5
+    conflict_threshold: float = 0.3
     accuracy_every_windows: int = 60
     idle_evict_s: int = 6 * 3600
     mode: Literal["advise", "dry-run"] = "advise"

@@ -81,7 +81,9 @@ def test_reliability_does_not_score_a_prediction_whose_windows_were_not_all_seen
     rel = Reliability(horizon=3, bins=2)
     rel.predict(0, 0.9)
     rel.observe(0, False)
-    rel.observe(1, False)  # window 2 never comes
+    rel.observe(1, False)
+    rel.observe(3, True)  # window 2 never came: origin 0 is not scored
+    assert rel.as_dict()["scored"] == 0
     rel.predict(5, 0.2)
     for window in range(5, 8):
         rel.observe(window, False)
@@ -172,6 +174,8 @@ def test_predictor_with_learnt_errors_pickles_and_replays_the_same() -> None:
     restored = unseal(seal(half, KEY, context=("t",)), KEY, context=("t",))
     assert head + run(restored, 200, 400) == first
     assert first  # the case does predict conflicts
+    # ...and what was learnt shapes them (the same case without learning differs).
+    assert first != run(ConflictPredictor("db", horizon=5, learn_errors=False), 0, 400)
 
 
 # --------------------------------------------------------------------------- costs

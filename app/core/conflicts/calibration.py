@@ -11,13 +11,20 @@ it keeps that:
 
 `ErrorPaths`
     For every origin, the standardised error path of the total, ``z_h = (actual total at h -
-    forecast mean at h) / scale_h`` for h = 1..H (``scale_h``: the parametric sigma of the
-    total, so a path learnt in a quiet regime transfers to a busy one). The last ``capacity``
-    complete paths are kept, newest weighted most (half-life ``half_life`` paths, so a regime
+    centre_h) / scale_h`` for h = 1..H. The last ``capacity`` complete paths are kept
+    (float32, ~32 KB), newest weighted most (half-life ``half_life`` paths, so a regime
     change shows within hours). P(breach by h) is the weighted share of kept paths that,
-    replayed on today's mean and scale, cross capacity at some horizon <= h: the dependence
-    between subsystems, the tails and the dependence across horizons are the observed ones,
-    not assumed. While few paths are known the parametric answer is blended in.
+    replayed on today's centre and scale, cross capacity at some horizon <= h: the
+    dependence between subsystems, the tails and the dependence across horizons are the
+    observed ones, not assumed. While few paths are known the parametric answer is blended
+    in. The predictor keeps two sets, around two centres: the summed forecasts (scale: the
+    split normal's sigma, so a path learnt in a quiet regime transfers to a busy one) and the
+    EWMA of the actual total (scale 1).
+`ExpertMix`
+    Mixes the two answers by exponential weights on their recent Brier loss: the centre that
+    has predicted breaches better lately counts most.
+`Calibrator`
+    Online isotonic recalibration of the mixed P(breach within H) from what came true.
 `Reliability`
     What a probability is worth: every judged P(breach within H windows) is kept until its H
     windows have been seen, then counted in its bin (predicted vs observed frequency, count)
@@ -56,7 +63,7 @@ class ErrorPaths:
     """The total's recent standardised forecast-error paths (see the module docstring)."""
 
     horizon: int
-    capacity: int = 2000
+    capacity: int = 0  # 0: as many as ~32 KB of float32 holds, at most 1000, at least 50
     half_life: float = 500.0
     prior_paths: float = 50.0
     paths: FloatArray = field(init=False)
@@ -66,9 +73,11 @@ class ErrorPaths:
     pending: deque[_Pending] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
-        if self.horizon < 1 or self.capacity < 1:
-            raise ValueError("horizon and capacity must be >= 1")
-        self.paths = np.zeros((self.capacity, self.horizon))
+        if self.horizon < 1 or self.capacity < 0:
+            raise ValueError("horizon must be >= 1 and capacity >= 0")
+        if self.capacity == 0:  # the state rides in stage 2's checkpoints: keep it small
+            self.capacity = max(50, min(1000, 8192 // self.horizon))
+        self.paths = np.zeros((self.capacity, self.horizon), dtype=np.float32)
         self.ages = np.zeros(self.capacity, dtype=np.int64)
 
     def observe(self, window: int, actual_total: float) -> None:
@@ -123,7 +132,9 @@ class ErrorPaths:
             return list(parametric)
         paths = self.paths[: self.count, :h_max]
         weights = np.exp2((self.ages[: self.count] - origin) / self.half_life)
-        level = np.asarray(mean, dtype=np.float64) + paths * np.asarray(scale, dtype=np.float64)
+        level = np.asarray(mean, dtype=np.float64) + paths.astype(np.float64) * np.asarray(
+            scale, dtype=np.float64
+        )
         crossed = np.logical_or.accumulate(level > capacity, axis=1)
         total_weight = float(weights.sum())
         empirical = (weights @ crossed) / total_weight

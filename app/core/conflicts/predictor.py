@@ -7,7 +7,10 @@ that the *total* exceeds capacity at each horizon, and runs a small per-resource
 (``predicted`` -> ``updated`` -> ``cleared``) with hysteresis so a consumer sees one event per
 real change instead of one per window.
 
-The distribution of the total and what the threshold judges: `app.core.conflicts.demand`.
+The distribution of the total and what the threshold judges: `app.core.conflicts.demand`
+(split normals, the answer before any history); what the predictor learns from the total's
+actual errors, how the probability is calibrated and how calibrated it was:
+`app.core.conflicts.calibration`.
 Everything here is pure and deterministic: no clock (event time comes from ``origin_ms``),
 contributors are always processed in sorted name order, and all state is plain picklable
 dataclasses (seal it with `app.core.snapshot.seal`).
@@ -113,6 +116,13 @@ class ConflictPredictor:
         Interval level whose bounds are shown in `Contributor` (closest available).
     step_ms
         Window size; must match the forecasts' ``step_ms``.
+    learn_errors
+        Learn the total's error paths and calibrate (``probability="any"`` only); False
+        keeps the split normals alone.
+    anchors
+        Centres of the learnt error paths: ``"forecast"`` (the summed forecasts, in units of
+        the split normal's sigma) and ``"level"`` (the EWMA of the actual total, weight
+        ``level_alpha``, in resource units), mixed by their recent Brier loss.
 
     Examples
     --------
