@@ -137,7 +137,8 @@ class ErrorPaths:
         )
         crossed = np.logical_or.accumulate(level > capacity, axis=1)
         total_weight = float(weights.sum())
-        empirical = (weights @ crossed) / total_weight
+        # Not ``weights @ crossed``: a BLAS product's rounding depends on the CPU's kernel.
+        empirical = (weights[:, None] * crossed).sum(axis=0) / total_weight
         effective = total_weight * total_weight / float((weights * weights).sum())
         blend = effective / (effective + self.prior_paths)
         out = blend * empirical + (1.0 - blend) * np.asarray(parametric, dtype=np.float64)
