@@ -46,6 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+_Z_LIMIT = 1e30  # beyond any real error, within float32
 
 
 @dataclass(slots=True)
@@ -86,8 +87,10 @@ class ErrorPaths:
         for item in self.pending:
             h = window - item.origin  # 0-based horizon of this window for that origin
             if 0 <= h < self.horizon:
-                scale = item.scale[h]
-                item.z[h] = (actual_total - item.mean[h]) / scale if scale > 0.0 else 0.0
+                scale = float(item.scale[h])
+                z = (actual_total - float(item.mean[h])) / scale if scale > 0.0 else 0.0
+                # Paths are float32: values near the accepted ±1e100 must not overflow them.
+                item.z[h] = 0.0 if math.isnan(z) else min(_Z_LIMIT, max(-_Z_LIMIT, z))
             if window - item.origin >= self.horizon - 1:
                 done += 1
         for _ in range(done):
