@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.config import (
+    AlertCosts,
     ElasticSpec,
     FleetSpec,
     PredictionSpec,
@@ -134,12 +135,38 @@ class ElasticConfig(_Strict):
         )
 
 
+class CostsConfig(_Strict):
+    """Cost of a missed conflict vs a false alarm: the alert threshold is
+    ``false_alarm / (miss + false_alarm)`` on the calibrated probability."""
+
+    miss: float = Field(gt=0, allow_inf_nan=False)
+    false_alarm: float = Field(gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _usable_threshold(self) -> CostsConfig:
+        # Beyond 99:1 the threshold leaves the range a calibrated probability resolves.
+        if not 0.01 <= self.spec().threshold <= 0.99:
+            raise ValueError(
+                f"miss:false_alarm is {self.miss:g}:{self.false_alarm:g}, must be within 99:1 "
+                "and 1:99 (threshold false_alarm/(miss+false_alarm) in [0.01, 0.99])"
+            )
+        return self
+
+    def spec(self) -> AlertCosts:
+        return AlertCosts(self.miss, self.false_alarm)
+
+
 class ResourceConfig(_Strict):
     """A shared resource (DB connection pool, GPU pool...) and how much of it exists."""
 
     capacity: float = Field(gt=0, allow_inf_nan=False)
     unit: str = ""
     elastic: ElasticConfig | None = None
+    costs: CostsConfig | None = Field(
+        default=None,
+        description="{miss, false_alarm}: sets this resource's conflict threshold "
+        "(default: prediction.conflict_threshold)",
+    )
 
     @model_validator(mode="after")
     def _capacity_within_bounds(self) -> ResourceConfig:
@@ -152,7 +179,8 @@ class ResourceConfig(_Strict):
 
     def spec(self) -> ResourceSpec:
         elastic = self.elastic.spec() if self.elastic is not None else None
-        return ResourceSpec(self.capacity, self.unit, elastic)
+        costs = self.costs.spec() if self.costs is not None else None
+        return ResourceSpec(self.capacity, self.unit, elastic, costs)
 
 
 class SubsystemConfig(_Strict):
@@ -261,7 +289,7 @@ class PredictionConfig(_Strict):
 
     horizon: int = Field(default=15, ge=1, le=240)
     levels: tuple[float, ...] = (0.8, 0.95)
-    conflict_threshold: float = Field(default=0.5, gt=0, lt=1)
+    conflict_threshold: float = Field(default=0.3, gt=0, lt=1)
     accuracy_every_windows: int = Field(default=60, ge=1)
     idle_evict_s: int = Field(default=6 * 3600, ge=60)
     mode: Literal["advise", "dry-run"] = "advise"

@@ -75,12 +75,41 @@ class ElasticSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertCosts:
+    """What a missed conflict and a false alarm cost, in any one unit (only the ratio counts).
+
+    Warning when the calibrated P(breach) reaches ``false_alarm / (miss + false_alarm)``
+    minimises the expected cost: below it, the expected cost of staying silent
+    (``p * miss``) is less than that of a warning that may be false (``(1 - p) *
+    false_alarm``).
+
+    Examples
+    --------
+    >>> AlertCosts(miss=10.0, false_alarm=1.0).threshold
+    0.09090909090909091
+    """
+
+    miss: float
+    false_alarm: float
+
+    @property
+    def threshold(self) -> float:
+        return self.false_alarm / (self.miss + self.false_alarm)
+
+
+@dataclass(frozen=True, slots=True)
 class ResourceSpec:
-    """A shared resource (DB connection pool, GPU pool...) and how much of it exists."""
+    """A shared resource (DB connection pool, GPU pool...), how much of it exists, and what
+    a missed conflict costs against a false alarm (None: the fleet's conflict threshold)."""
 
     capacity: float
     unit: str = ""
     elastic: ElasticSpec | None = None
+    costs: AlertCosts | None = None
+
+    def conflict_threshold(self, default: float) -> float:
+        """The alert threshold on the calibrated probability for this resource."""
+        return self.costs.threshold if self.costs is not None else default
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +128,7 @@ class PredictionSpec:
 
     horizon: int = 15
     levels: tuple[float, ...] = (0.8, 0.95)
-    conflict_threshold: float = 0.5
+    conflict_threshold: float = 0.3
     accuracy_every_windows: int = 60
     idle_evict_s: int = 6 * 3600
     mode: Literal["advise", "dry-run"] = "advise"

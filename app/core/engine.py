@@ -330,15 +330,21 @@ class ResourcePredictor:
         self.policy = policy
         declared = frozenset(name for name, sub in policy.subsystems.items() if resource in sub.min)
         self.join: ResourceJoin[ResourceShare] = ResourceJoin(declared=declared)
+        configured = policy.resources.get(resource)
+        threshold = (
+            configured.conflict_threshold(config.conflict_threshold)
+            if configured is not None
+            else config.conflict_threshold
+        )
         self.predictor = ConflictPredictor(
             resource,
             horizon=config.horizon,
-            threshold=config.conflict_threshold,
+            threshold=threshold,
+            hysteresis=min(0.15, threshold / 2),
             step_ms=config.step_ms,
         )
         self.planner = RebalancePlanner()
         self.scorer = ConflictScorer(config.step_ms, config.horizon)
-        configured = policy.resources.get(resource)
         self.capacity: float | None = configured.capacity if configured else None
         self.windows = 0
         self.labels: LabelBook | None = None  # operators' verdicts on its conflicts

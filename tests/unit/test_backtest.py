@@ -83,8 +83,11 @@ def test_golden_metrics_say_what_was_reviewed(golden_run: Path) -> None:
     assert m["input"]["samples"] == 1080 and m["input"]["windows"] == 216
     assert m["input"]["subsystems"] == 3 and m["input"]["invalid_lines"] == 0
     assert m["conflicts"]["overall"]["episodes"] == 2
-    assert m["conflicts"]["overall"]["predicted_episodes"] == 1
-    assert m["conflicts"]["overall"]["lead_time_s"]["values"] == [2100.0]
+    assert m["conflicts"]["overall"]["predicted_episodes"] == 2
+    assert m["conflicts"]["overall"]["lead_time_s"]["values"] == [300.0, 2400.0]
+    calibration = m["conflicts"]["overall"]["calibration"]
+    assert calibration["scored"] == 68  # 72 windows of db-main; the last horizon never resolves
+    assert sum(b["count"] for b in calibration["bins"]) == 68
     assert m["anomalies"]["labelled"] is True
     assert m["runtime"]["workers"] == 2 and m["runtime"]["samples_per_s"] > 0
     assert len(m["forecast"]["overall"]["mae_by_horizon"]) == 4

@@ -388,7 +388,9 @@ def test_stage2_checkpoints_leave_waiting_shares_out_and_a_rebuild_reads_them_ba
     assert any(orjson.loads(e)["type"] == "conflict_predicted" for e in reference)
     # Sealed whole, the resource would have grown with the backlog; lean, it does not.
     assert max(full_sizes) > 300_000
-    assert max(table.sizes) < 30_000, max(table.sizes)
+    # Lean: the predictor's own state, mostly its learnt error paths (two sets of <= 8192
+    # float32 each, ~66 KB), and none of the backlog.
+    assert max(table.sizes) < 100_000, max(table.sizes)
     kill_at = first_behind + (len(records) - first_behind) // 3  # most windows still waiting
     events, _, topic = asyncio.run(run(kill_at))
     assert events == reference

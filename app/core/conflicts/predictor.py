@@ -7,7 +7,10 @@ that the *total* exceeds capacity at each horizon, and runs a small per-resource
 (``predicted`` -> ``updated`` -> ``cleared``) with hysteresis so a consumer sees one event per
 real change instead of one per window.
 
-The distribution of the total and what the threshold judges: `app.core.conflicts.demand`.
+The distribution of the total and what the threshold judges: `app.core.conflicts.demand`
+(split normals, the answer before any history); what the predictor learns from the total's
+actual errors, how the probability is calibrated and how calibrated it was:
+`app.core.conflicts.calibration`.
 Everything here is pure and deterministic: no clock (event time comes from ``origin_ms``),
 contributors are always processed in sorted name order, and all state is plain picklable
 dataclasses (seal it with `app.core.snapshot.seal`).
@@ -20,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from app.core.config import FleetSpec
+from app.core.conflicts.calibration import Calibrator, ErrorPaths, ExpertMix, Reliability
 from app.core.conflicts.demand import TotalDemand, first_run_at_least, require_finite, total_demand
 from app.core.events import (
     ConflictObserved,
@@ -112,6 +116,13 @@ class ConflictPredictor:
         Interval level whose bounds are shown in `Contributor` (closest available).
     step_ms
         Window size; must match the forecasts' ``step_ms``.
+    learn_errors
+        Learn the total's error paths and calibrate (``probability="any"`` only); False
+        keeps the split normals alone.
+    anchors
+        Centres of the learnt error paths: ``"forecast"`` (the summed forecasts, in units of
+        the split normal's sigma) and ``"level"`` (the EWMA of the actual total, weight
+        ``level_alpha``, in resource units), mixed by their recent Brier loss.
 
     Examples
     --------
@@ -148,6 +159,9 @@ class ConflictPredictor:
         min_share_lead: float = 0.05,
         report_level: float = 0.8,
         step_ms: int = 60_000,
+        learn_errors: bool = True,
+        anchors: tuple[str, ...] = ("forecast", "level"),
+        level_alpha: float = 0.3,
     ) -> None:
         if horizon < 1:
             raise ValueError("horizon must be >= 1")
@@ -175,6 +189,15 @@ class ConflictPredictor:
         self.report_level = report_level
         self.step_ms = step_ms
         self.episode: Episode | None = None
+        # The total's learnt error paths around two centres: the contributors' summed
+        # forecasts (in their sigmas), and the EWMA of the actual total (in resource units).
+        self.anchors = anchors if learn_errors else ()
+        self.errors = {name: ErrorPaths(horizon) for name in self.anchors}
+        self.mix = ExpertMix(horizon, len(self.anchors)) if self.anchors else None
+        self.level_alpha = level_alpha
+        self.level: float | None = None  # EWMA of the actual total
+        self.calibrator: Calibrator | None = Calibrator(horizon) if learn_errors else None
+        self.reliability = Reliability(horizon)
         self._expected: dict[str, _Expected] = {}
         self._used_ids: dict[str, int] = {}
 
@@ -272,8 +295,29 @@ class ConflictPredictor:
         if breach:
             events.append(self._observed(origin_ms, actual, actual_total, capacity))
 
+        window = origin_ms // self.step_ms  # index of the first forecast window
+        self.reliability.observe(window - 1, breach)
+        for paths in self.errors.values():
+            paths.observe(window - 1, actual_total)
+        if self.mix is not None:
+            self.mix.observe(window - 1, breach)
+        if self.calibrator is not None:
+            self.calibrator.observe(window - 1, breach)
+        self.level = (
+            actual_total
+            if self.level is None
+            else self.level_alpha * actual_total + (1.0 - self.level_alpha) * self.level
+        )
         total = self.distribution(forecasts)
         probs = self.judged_probabilities(total, capacity)
+        if self.mix is not None and self.probability == "any":
+            probs = self._learnt(window, total, probs, capacity)
+        if self.calibrator is not None and self.probability == "any" and probs:
+            if total.horizon == self.horizon:
+                self.calibrator.predict(window, probs[-1])
+            probs = [self.calibrator.apply(p) for p in probs]
+        if total.horizon == self.horizon and self.probability == "any":
+            self.reliability.predict(window, probs[-1])
         threshold = self.threshold + threshold_raise
         if self.episode is None:
             current = self.view(total, probs, threshold)
@@ -293,6 +337,24 @@ class ConflictPredictor:
                     events.append(self._event("updated", origin_ms, current, capacity))
         self._remember_expected(total)
         return events
+
+    def _learnt(
+        self, window: int, total: TotalDemand, parametric: list[float], capacity: float
+    ) -> list[float]:
+        """P(breach by h) from each anchor's learnt error paths, mixed by their Brier loss."""
+        assert self.mix is not None and self.level is not None
+        curves = []
+        for name in self.anchors:
+            if name == "level":
+                centre, scale = [self.level] * total.horizon, [1.0] * total.horizon
+            else:
+                centre, scale = list(total.mean), list(total.sigma_up)
+            paths = self.errors[name]
+            curves.append(paths.breach_by(window, centre, scale, capacity, parametric))
+            paths.expect(window, centre, scale)
+        if total.horizon == self.horizon:
+            self.mix.predict(window, [curve[-1] for curve in curves])
+        return self.mix.combine_paths(curves)
 
     def _open(self, origin_ms: int, view: ConflictView, capacity: float) -> ConflictPredicted:
         base = f"{self.resource}@{view.expected_start_ms}"

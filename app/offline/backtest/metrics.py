@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.core.accuracy import ConflictScorer, FloatArray
+from app.core.conflicts.calibration import Reliability, reliability_dict
 from app.offline.backtest.common import MIN_BASELINE_TARGETS
 
 # --------------------------------------------------------------------------- metrics
@@ -101,20 +102,35 @@ def _conflict_block(scorers: Sequence[ConflictScorer]) -> dict[str, Any]:
         "predicted_episodes": predicted,
         "recall": predicted / episodes if episodes else None,
         "predictions": sum(len(s.predictions) for s in scorers),
+        "decided": len(decided),  # hit, or past their window without a breach
+        "hits": hits,
         "precision": hits / len(decided) if decided else None,
         "lead_time_s": _quantiles([v for s in scorers for v in s.lead_times_s]),
     }
 
 
-def conflict_metrics(scorers: dict[str, ConflictScorer]) -> dict[str, Any]:
-    """Episodes, recall, precision and lead times per resource and overall (`ConflictScorer`).
+def conflict_metrics(
+    scorers: dict[str, ConflictScorer], reliability: dict[str, Reliability] | None = None
+) -> dict[str, Any]:
+    """Episodes, recall, precision and lead times per resource and overall (`ConflictScorer`),
+    and with ``reliability`` how calibrated the probabilities were (`Reliability`: per bin of
+    the judged P(breach within the horizon), the mean prediction, the observed frequency and
+    the count; the Brier score).
 
-    Overall precision pools the decided predictions of every resource (not a mean of ratios).
+    Overall precision pools the decided predictions of every resource (not a mean of ratios);
+    overall calibration pools every resource's scored windows.
     """
-    return {
-        "overall": _conflict_block([scorers[k] for k in sorted(scorers)]),
-        "resources": {k: _conflict_block([scorers[k]]) for k in sorted(scorers)},
-    }
+    names = sorted(scorers)
+    overall = _conflict_block([scorers[k] for k in names])
+    resources = {k: _conflict_block([scorers[k]]) for k in names}
+    if reliability is not None:
+        overall["calibration"] = reliability_dict(
+            [reliability[k] for k in names if k in reliability]
+        )
+        for k in names:
+            if k in reliability:
+                resources[k]["calibration"] = reliability_dict([reliability[k]])
+    return {"overall": overall, "resources": resources}
 
 
 def anomaly_metrics(

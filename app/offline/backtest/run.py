@@ -454,7 +454,8 @@ def _backtest_once(
         },
         "forecast": forecast_metrics(accuracy, levels),
         "conflicts": conflict_metrics(
-            {name: engine.resources[name].scorer for name in sorted(engine.resources)}
+            {name: engine.resources[name].scorer for name in sorted(engine.resources)},
+            {name: engine.resources[name].predictor.reliability for name in engine.resources},
         ),
         "anomalies": anomaly_metrics(
             any(r.labelled for r in results),
