@@ -105,7 +105,9 @@ def test_a_late_contributor_neither_stalls_nor_loses_stage_2(
     )
     sizes = [len(r.value) for r in blobs if r.key == b'"db-main"']
     assert len(sizes) > 30, sizes  # one per judged window (PSO_CHECKPOINT_EVERY=1)
-    assert max(sizes) < 100_000, sorted(sizes)[-5:]
+    # Lean: the calibrated conflict model's learnt error paths take about 90 KB of it; the
+    # pending shares would add megabytes (2,334,304 bytes in all before the fix).
+    assert max(sizes) < 200_000, sorted(sizes)[-5:]
 
 
 async def _consumed(env: PsoEnv, topic: str, timeout_s: float = 60.0) -> None:
