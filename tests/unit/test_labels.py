@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from app.core.bodies import share_from_values
-from app.core.config import FleetSpec, ResourceSpec, SubsystemSpec
+from app.core.config import FleetSpec, PredictionSpec, ResourceSpec, SubsystemSpec
+from app.core.conflicts import ConflictPredictor
 from app.core.engine import (
     EngineConfig,
     PredictionEngine,
@@ -271,16 +272,34 @@ def test_same_windows_and_labels_give_identical_events_and_a_restart_keeps_the_l
 # --------------------------------------------------------------------------- stage 2
 
 H = 15
+# A threshold of 0.5 (the bound lets labels raise it to 0.8), and the split-normal model alone
+# (`learn_errors=False`): here only labels move the alerts, not the calibration learning that
+# peaks never breach.
 CONFLICT_SPEC = FleetSpec(
     resources={"db": ResourceSpec(10.0)},
     subsystems={name: SubsystemSpec(min={"db": 1.0}) for name in "ab"},
+    prediction=PredictionSpec(conflict_threshold=0.5),
 )
+
+
+def resource_predictor() -> ResourcePredictor:
+    predictor = ResourcePredictor("db", EngineConfig.from_policy(CONFLICT_SPEC), CONFLICT_SPEC)
+    core = predictor.predictor
+    predictor.predictor = ConflictPredictor(
+        "db",
+        horizon=core.horizon,
+        threshold=core.threshold,
+        hysteresis=core.hysteresis,
+        step_ms=core.step_ms,
+        learn_errors=False,
+    )
+    return predictor
 
 
 def conflicts_of(high: float, labels: list[OperatorLabel], n: int = 200) -> list[ConflictPredicted]:
     """Two contributors whose forecast peaks for 3 windows in every 40 (never a breach): a
     peak of ``high`` each puts P(total > capacity) at ~0.68 (3.8) or ~0.99 (4.5)."""
-    predictor = ResourcePredictor("db", EngineConfig.from_policy(CONFLICT_SPEC), CONFLICT_SPEC)
+    predictor = resource_predictor()
     events = []
     for i in range(n):
         start = T0 + i * STEP
