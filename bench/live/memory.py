@@ -196,15 +196,12 @@ def rss_main(argv: list[str]) -> None:
 
 
 def _after_malloc_trim() -> float | None:
-    """VmRSS once glibc has returned its free heap pages (``malloc_trim(0)``): how much of the
-    RSS is allocator slack rather than live state. None off glibc."""
-    import ctypes
+    """VmRSS once the allocator has returned its free pages (`app.ops.heap`, what a worker's
+    timer does): how much of the RSS is allocator slack rather than live state. None off glibc."""
+    from app.ops.heap import release_free_heap
 
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    if not release_free_heap():
         return None
-    libc.malloc_trim(0)
     return round(proc_memory(os.getpid()).get("VmRSS", 0.0), 1)
 
 
