@@ -111,21 +111,34 @@ def test_a_late_contributor_neither_stalls_nor_loses_stage_2(
 
 
 async def _consumed(env: PsoEnv, topic: str, timeout_s: float = 60.0) -> None:
-    """Wait until the worker's group has committed every partition of ``topic`` to its end."""
+    """Wait until the worker's group has committed every record of ``topic``.
+
+    Not "committed to the end offset": each source partition of stage 1 has its own
+    transactional producer, so one partition of the shares topic can end in several
+    transaction markers in a row (records 93 and 94 from two producers, their commit markers
+    at 95 and 96: the group is done at 95, the end offset is 97).
+    """
     from aiokafka import TopicPartition
 
     from app.kafka.connection import start_consumer
 
     tps = [TopicPartition(topic, p) for p in range(env.partitions)]
-    consumer = await start_consumer(env.settings, env.bootstrap)
+    consumer = await start_consumer(env.settings, env.bootstrap)  # read_committed
     deadline = time.monotonic() + timeout_s
     try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        done = {tp: 0 for tp in tps}  # one past the last record, by partition
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+            assert time.monotonic() < deadline, ("reading", end)
+            for tp, records in (await consumer.getmany(timeout_ms=300)).items():
+                done[tp] = max(done[tp], records[-1].offset + 1)
         while True:
-            end = await consumer.end_offsets(tps)
             committed = await committed_offsets(env)
-            if all(committed.get(tp, 0) >= end[tp] - 1 for tp in tps):
+            if all(committed.get(tp, 0) >= done[tp] for tp in tps):
                 return
-            assert time.monotonic() < deadline, (committed, end)
+            assert time.monotonic() < deadline, (committed, done, end)
             await asyncio.sleep(0.5)
     finally:
         await consumer.stop()
