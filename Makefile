@@ -34,6 +34,7 @@ test: setup
 
 lint: $(STAMP)
 	$(BIN)/ruff check app agents tests bench
+	$(BIN)/ruff format --check app agents tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

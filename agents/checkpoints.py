@@ -141,7 +141,11 @@ class TopicRangeReader:
                 log.error(
                     "%s[%d]: offsets %d..%d were deleted (retention) before a rebuild needed "
                     "them: state rebuilt from offset %d on, with a gap",
-                    self.topic, partition, start, first, first,
+                    self.topic,
+                    partition,
+                    start,
+                    first,
+                    first,
                 )
                 self.gaps += 1
                 consumer.seek(tp, max(first, start))
@@ -296,8 +300,10 @@ class CheckpointedStates:
         sealed, refill_from = obj, None
         if obj is not None and self.lean is not None:
             sealed, refill_from = self.lean(obj)
-        state = (good_to, sealed) if refill_from is None else (
-            good_to, sealed, min(refill_from, good_to)
+        state = (
+            (good_to, sealed)
+            if refill_from is None
+            else (good_to, sealed, min(refill_from, good_to))
         )
         blob = seal(state, self.keys[0], context=(self.scope, name))
         token = blob if self.keep_blobs else _token(good_to)
@@ -325,7 +331,10 @@ class CheckpointedStates:
         except SnapshotRejected as exc:
             log.error(
                 "checkpoint of %s %s in %s refused (%s): starting fresh",
-                self.label, name, self.scope, exc,
+                self.label,
+                name,
+                self.scope,
+                exc,
             )
             obj = self.make(name)
             return _Live(obj, None, self.max_updates, self.progress(obj), partition, offset)
@@ -351,7 +360,10 @@ class CheckpointedStates:
             log.info(
                 "%s of %s: rebuilt from its checkpoint and %d input records (and %d read "
                 "again for what the checkpoint left out)",
-                self.label, name, replayed, refilled,
+                self.label,
+                name,
+                replayed,
+                refilled,
             )
         token = stored
         if not self.keep_blobs:  # the unsealed object replaces the blob in memory

@@ -115,9 +115,7 @@ def state_dump(app: Any) -> dict[str, Any]:
             producers[tid] = {
                 "state": str(txn.state),
                 "txn_partitions": sorted(f"{p.topic}[{p.partition}]" for p in txn._txn_partitions),
-                "pending": sorted(
-                    f"{p.topic}[{p.partition}]" for p in txn._pending_txn_partitions
-                ),
+                "pending": sorted(f"{p.topic}[{p.partition}]" for p in txn._pending_txn_partitions),
                 "locked": app.producer._trn_locks[tid].locked(),
             }
     out["producers"] = producers
@@ -152,8 +150,14 @@ def probe_worker_main(argv: list[str]) -> None:
             brief = {
                 "t": doc.get("time"),
                 "parts": {
-                    k: [v.get("read"), v.get("committed"), v.get("acked_n"), v.get("position"),
-                        v.get("highwater"), v.get("lso")]
+                    k: [
+                        v.get("read"),
+                        v.get("committed"),
+                        v.get("acked_n"),
+                        v.get("position"),
+                        v.get("highwater"),
+                        v.get("lso"),
+                    ]
                     for k, v in doc.get("partitions", {}).items()
                     if "changelog" not in k
                 },
@@ -294,11 +298,26 @@ async def one_run(args: argparse.Namespace, broker: Any, tmp: Path, n: int) -> d
     )
     log_path = args.out / f"{run}.log"
     stats = tmp / f"{run}.stats.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", "--mode", "pso",
-           "--telemetry-topic", shared.topics.telemetry, "--stats", str(stats)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "_worker",
+        "--mode",
+        "pso",
+        "--telemetry-topic",
+        shared.topics.telemetry,
+        "--stats",
+        str(stats),
+    ]
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     started = time.monotonic()
     seen_before, last_change = 0, time.monotonic()
     result: dict[str, Any] = {"run": run, "n": n}

@@ -45,8 +45,9 @@ LATE = "billing-api"  # uses db-main only
 
 def _messages(hours: float) -> tuple[FleetSimulator, list[tuple[bytes, bytes]]]:
     """``hours`` of a 30-subsystem fleet (24 use db-main), 30 s samples, four to a message."""
-    sim = FleetSimulator(subsystems=30, seed=11, interval_ms=30_000,
-                         start_ms=1_795_564_800_000 + 10 * 3_600_000)
+    sim = FleetSimulator(
+        subsystems=30, seed=11, interval_ms=30_000, start_ms=1_795_564_800_000 + 10 * 3_600_000
+    )
     messages: list[tuple[bytes, bytes]] = []
     pending: dict[str, list[dict[str, Any]]] = {}
     for sample in sim.samples(int(hours * 3_600_000)):
@@ -78,7 +79,8 @@ def test_a_late_contributor_neither_stalls_nor_loses_stage_2(
     asyncio.run(produce(pso_env, on_time))
     # Stage 2 has taken every on-time share (all pending: the late contributor is awaited)...
     on_time_forecasts = {
-        k for k, v in expected.items()
+        k
+        for k, v in expected.items()
         if orjson.loads(v)["type"] == "forecast" and orjson.loads(v)["subsystem"] != LATE
     }
     asyncio.run(read_outputs(pso_env, until=lambda ids: on_time_forecasts <= ids))

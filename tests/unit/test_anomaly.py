@@ -35,8 +35,9 @@ def noise(n: int, seed: int, level: float = 50.0, sigma: float = 1.0) -> list[fl
     return [level + rng.gauss(0.0, sigma) for _ in range(n)]
 
 
-def run(det: SeriesAnomalyDetector, xs: list[float], step: int = MIN,
-        t0: int = T0) -> list[AnomalyScore]:
+def run(
+    det: SeriesAnomalyDetector, xs: list[float], step: int = MIN, t0: int = T0
+) -> list[AnomalyScore]:
     out = []
     for i, x in enumerate(xs):
         ts = t0 + i * step
@@ -72,8 +73,7 @@ def state(det: SeriesAnomalyDetector) -> bytes:
         min_size=1,
         max_size=250,
     ),
-    gaps=st.lists(st.integers(min_value=-5 * MIN, max_value=50 * MIN), min_size=1,
-                  max_size=250),
+    gaps=st.lists(st.integers(min_value=-5 * MIN, max_value=50 * MIN), min_size=1, max_size=250),
     forecast=st.one_of(st.none(), st.tuples(st.floats(), st.floats(), st.floats())),
 )
 def test_scores_bounded_and_finite_on_adversarial_input(
@@ -282,7 +282,7 @@ def test_real_nab_cpu_incident_is_caught_inside_its_window() -> None:
     def ms(s: str) -> int:
         return int(dt.datetime.fromisoformat(s).replace(tzinfo=dt.UTC).timestamp() * 1000)
 
-    (start, end), = meta[name]["windows"]
+    ((start, end),) = meta[name]["windows"]
     res = score_series((ms(r["timestamp"]), float(r["value"])) for r in rows)
     hits = [ms(rows[i]["timestamp"]) for i, s in enumerate(res) if s.is_anomaly]
     probation = int(0.15 * len(rows))

@@ -252,12 +252,14 @@ def test_stage2_rebuild_replays_shares_policies_and_departures() -> None:
             values.append(encode(ResourcePolicy(resource=resource, capacity=5.0)))
         if i == len(windows) // 2:
             values.append(
-                encode(ContributorsDeparted(
-                    event_id="d",
-                    resource=resource,
-                    subsystems=[windows[0].subsystem],
-                    waiting_window_start_ms=w.window_start_ms,
-                ))
+                encode(
+                    ContributorsDeparted(
+                        event_id="d",
+                        resource=resource,
+                        subsystems=[windows[0].subsystem],
+                        waiting_window_start_ms=w.window_start_ms,
+                    )
+                )
             )
     values = [v for v in values if orjson.loads(v)["resource"] == resource]
     # Stage 1 sends batches of shares (here runs of up to 4), policies and departures between.
@@ -344,8 +346,7 @@ def test_stage2_checkpoints_leave_waiting_shares_out_and_a_rebuild_reads_them_ba
     # 1 sends one record per batch.
     shares = on_time + behind
     values = [encode(ResourcePolicy(resource=resource, capacity=5.0))] + [
-        encode_shares(resource, shares[at : at + 3])
-        for at in range(0, len(shares), 3)
+        encode_shares(resource, shares[at : at + 3]) for at in range(0, len(shares), 3)
     ]
     records = [(i, resource.encode(), value) for i, value in enumerate(values)]
     first_behind = 1 + len(on_time) // 3
@@ -359,9 +360,19 @@ def test_stage2_checkpoints_leave_waiting_shares_out_and_a_rebuild_reads_them_ba
 
     def lean_states(table: Table, topic: Topic) -> CheckpointedStates:
         return CheckpointedStates(
-            table, table.write, [KEY], make, topic,  # type: ignore[arg-type]
-            replay, every=1, progress=lambda p: p.windows, max_updates=10, keep_blobs=False,
-            scope=SCOPE, lean=lambda p: p.lean(), refill=refill_resource,
+            table,
+            table.write,
+            [KEY],
+            make,
+            topic,  # type: ignore[arg-type]
+            replay,
+            every=1,
+            progress=lambda p: p.windows,
+            max_updates=10,
+            keep_blobs=False,
+            scope=SCOPE,
+            lean=lambda p: p.lean(),
+            refill=refill_resource,
         )
 
     full_sizes: list[int] = []

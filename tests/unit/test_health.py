@@ -87,15 +87,25 @@ def test_log_line_summarises_many_scopes() -> None:
     health = _health()
     for scope, mase in (("api", 0.2), ("db", 0.4), ("etl", 0.9)):
         report = AccuracyReport(
-            event_id=f"accuracy:{scope}:1", emitted_at_ms=1, scope=scope, windows_scored=5,
+            event_id=f"accuracy:{scope}:1",
+            emitted_at_ms=1,
+            scope=scope,
+            windows_scored=5,
             horizons=[HorizonAccuracy(horizon=1, n=5, mae=1.0, mase=mase, coverage={})],
-            conflict_precision=None, conflict_recall=None, conflict_median_lead_s=None,
+            conflict_precision=None,
+            conflict_recall=None,
+            conflict_median_lead_s=None,
         )
         health.record_out("pso.accuracy", encode(report))
     for scope, precision in (("resource:db-main", 0.8), ("resource:gpu", 0.95)):
         report = AccuracyReport(
-            event_id=f"accuracy:{scope}:1", emitted_at_ms=1, scope=scope, windows_scored=5,
-            horizons=[], conflict_precision=precision, conflict_recall=1.0,
+            event_id=f"accuracy:{scope}:1",
+            emitted_at_ms=1,
+            scope=scope,
+            windows_scored=5,
+            horizons=[],
+            conflict_precision=precision,
+            conflict_recall=1.0,
             conflict_median_lead_s=None,
         )
         health.record_out("pso.accuracy", encode(report))
@@ -116,8 +126,14 @@ def _input(
     partition: int = 0,
 ) -> InputProgress:
     return InputProgress(
-        "pso-predict-resources", "pso-resource-shares", partition,
-        position, highwater, taken, done, committed,
+        "pso-predict-resources",
+        "pso-resource-shares",
+        partition,
+        position,
+        highwater,
+        taken,
+        done,
+        committed,
     )
 
 

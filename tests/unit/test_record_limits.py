@@ -81,13 +81,9 @@ def test_a_batch_of_shares_goes_out_in_records_under_the_limit_in_order() -> Non
     assert len(parts) >= 5
     assert all(len(value) <= limit for _part, value in parts)
     assert [s for part, _value in parts for s in part] == shares
-    assert [
-        s for _part, value in parts for s in decode_resource_record(value)
-    ] == shares
+    assert [s for _part, value in parts for s in decode_resource_record(value)] == shares
     assert len(whole) > 512 * 1024  # the default limit splits it too
     default = share_records("db-main", shares)
     assert len(default) >= 2 and all(len(value) <= 512 * 1024 for _p, value in default)
     few = shares[:50]
-    assert share_records("db-main", few) == [
-        (few, encode_shares("db-main", few))
-    ]
+    assert share_records("db-main", few) == [(few, encode_shares("db-main", few))]

@@ -31,9 +31,7 @@ def labelled_series() -> list[tuple[dict[str, Any], bool]]:
     spans = [(_ms(a), _ms(b)) for a, b in windows]
     with (DATA / FILE).open() as fh:
         rows = [(_ms(r["timestamp"]), float(r["value"])) for r in csv.DictReader(fh)]
-    return [
-        ({"ts_ms": ts, "cpu": v}, any(a <= ts <= b for a, b in spans)) for ts, v in rows
-    ]
+    return [({"ts_ms": ts, "cpu": v}, any(a <= ts <= b for a, b in spans)) for ts, v in rows]
 
 
 def test_river_progressive_validation_scores_exactly_what_pso_scores() -> None:

@@ -24,9 +24,11 @@ def write_series(path: Path, rows: int, spike_at: int | None = None) -> None:
             if spike_at is not None and i == spike_at:
                 value += 200
             text = "" if i == 7 else f"{value:.4f}"  # one missing value
-            fh.write(f"2026-01-01 00:00:00,{text},h{i % 3}\n".replace(
-                "2026-01-01 00:00:00", str(1_767_225_600 + i * 300)
-            ))
+            fh.write(
+                f"2026-01-01 00:00:00,{text},h{i % 3}\n".replace(
+                    "2026-01-01 00:00:00", str(1_767_225_600 + i * 300)
+                )
+            )
 
 
 def read(path: Path) -> list[list[str]]:

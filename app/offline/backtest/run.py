@@ -349,9 +349,7 @@ def run_backtest(
         before = run_backtest(
             path, policy, out / "baseline", workers=workers, progress=progress, render=render
         )
-    metrics = _backtest_once(
-        path, changed, out, list(overrides), max(1, workers), progress, taught
-    )
+    metrics = _backtest_once(path, changed, out, list(overrides), max(1, workers), progress, taught)
     if labels is not None:
         metrics["labels"] = label_metrics(
             labels,
