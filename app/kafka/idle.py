@@ -77,13 +77,15 @@ class WorkerProbe:
         self.consumer.assign(behind)
         for tp in behind:
             self.consumer.seek(tp, at[tp])
-        while True:
+        give_up = time.monotonic() + 5.0  # a fetch that never comes back: ask again later
+        while time.monotonic() < give_up:
             batches = await self.consumer.getmany(timeout_ms=50)
             if any(batches.values()):
                 return False
             if all([await self.consumer.position(tp) >= end[tp] for tp in behind]):
                 self.markers.update({tp: (at[tp], end[tp]) for tp in behind})
                 return True
+        return False
 
     async def wait_idle(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
