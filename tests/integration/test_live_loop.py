@@ -36,6 +36,8 @@ def _figures(row: dict[str, Any]) -> dict[str, float]:
     }
 
 
+# About 0.5 s per window here (two round trips through the topology): 192 windows take ~2 min.
+@pytest.mark.timeout(900)
 def test_the_live_loop_gives_the_offline_figures(pso_env: PsoEnv, tmp_path: Path) -> None:
     # Two days of 15-minute windows (the first one warms up): 192 windows, 3 subsystems.
     sc = generate("batch-collision", subsystems=3, days=2, step_s=900, warmup_days=1)
