@@ -19,6 +19,7 @@ loop does, instead of when the next window's demand arrives.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,11 +30,18 @@ import orjson
 from app.core.closedloop import ClosedLoop, DemandTrace, LoopSpec, orders_from_plan
 from app.core.closedloop.metrics import LoopMetrics
 from app.core.config import FleetSpec
+from app.errors import ExitCode, PsoError
 from app.kafka.connection import start_consumer, start_producer
 from app.kafka.idle import WorkerNotIdle, WorkerProbe
 from app.settings import Settings
 from app.wire.events import RebalanceRecommended
 from app.wire.records import to_core
+
+
+class LiveLoopError(PsoError):
+    """The live loop cannot run against this worker (one line, exit 2)."""
+
+    exit_code = ExitCode.USER_ERROR
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +52,8 @@ class LiveRun:
     plans: int  # rebalance plans read and obeyed
     capacity_updates: int  # records written to ``pso.capacity``
     seconds: float
+    #: (window after which it was obeyed, event id) of each plan, as `PsoPolicy.plan_log`
+    plan_log: tuple[tuple[int, str], ...] = ()
 
 
 class LiveFleet:
@@ -74,19 +84,29 @@ class LiveFleet:
             topics.telemetry,
             topics.load,
             topics.capacity,
+            topics.labels,
             f"{settings.app_id}-resource-shares",
         ]
 
     async def run(self, progress: Callable[[int], None] | None = None) -> LiveRun:
+        if self.settings.processing_guarantee != "exactly_once":
+            # The lock-step reads "every input committed" as "every output readable".
+            raise LiveLoopError("the live loop needs PSO_PROCESSING_GUARANTEE=exactly_once")
         started = time.monotonic()
-        producer = await start_producer(self.settings, self.bootstrap)
-        plans = await start_consumer(
-            self.settings, self.bootstrap, self.settings.topics.rebalance, fetch_max_wait_ms=10
-        )
-        probe = WorkerProbe(self.settings, self.bootstrap, self.inputs)
-        await probe.start()
-        obeyed = updates = 0
-        try:
+        topics = self.settings.topics
+        async with contextlib.AsyncExitStack() as stack:
+            # acks=all: what the fleet sent is below the high-water mark when it waits.
+            producer = await start_producer(self.settings, self.bootstrap, acks="all")
+            stack.push_async_callback(producer.stop)
+            plans = await start_consumer(
+                self.settings, self.bootstrap, topics.rebalance, fetch_max_wait_ms=10
+            )
+            stack.push_async_callback(plans.stop)
+            probe = WorkerProbe(self.settings, self.bootstrap, self.inputs, [topics.rebalance])
+            stack.push_async_callback(probe.stop)
+            await probe.start()
+            log: list[tuple[int, str]] = []
+            updates = 0
             while not self.loop.done:
                 outcome = self.loop.step()
                 told = updates
@@ -94,28 +114,21 @@ class LiveFleet:
                     landed = float(outcome.capacity_end[r])
                     if landed != self.told[r]:
                         value = orjson.dumps({"capacity": landed})
-                        await producer.send_and_wait(
-                            self.settings.topics.capacity, value, key=name.encode()
-                        )
+                        await producer.send_and_wait(topics.capacity, value, key=name.encode())
                         self.told[r] = landed
                         updates += 1
                 if updates > told:  # stage 2 takes the capacity before the window, as offline
                     await probe.wait_idle(self.idle_timeout_s)
-                for message in self.telemetry(outcome.k, outcome.offered):
-                    key, value = message
-                    await producer.send(self.settings.topics.telemetry, value, key=key)
+                for key, value in self.telemetry(outcome.k, outcome.offered):
+                    await producer.send(topics.telemetry, value, key=key)
                 await producer.flush()
                 await probe.wait_idle(self.idle_timeout_s)
                 for plan in await self._new_plans(plans):
                     self.loop.receive(orders_from_plan(plan, plan.emitted_at_ms + self.delay_ms))
-                    obeyed += 1
+                    log.append((outcome.k, plan.event_id))
                 if progress is not None:
                     progress(self.loop.k)
-        finally:
-            await probe.stop()
-            await plans.stop()
-            await producer.stop()
-        return LiveRun(self.loop.metrics, obeyed, updates, time.monotonic() - started)
+        return LiveRun(self.loop.metrics, len(log), updates, time.monotonic() - started, tuple(log))
 
     def telemetry(self, k: int, demand: Any) -> list[tuple[bytes, bytes]]:
         """Window ``k`` as one message per subsystem: its use of each resource (one sample at
@@ -148,6 +161,8 @@ class LiveFleet:
         end = await consumer.end_offsets(list(assigned))
         while [tp for tp in assigned if await consumer.position(tp) < end[tp]]:
             found += self._decode(await consumer.getmany(timeout_ms=100))
+            if time.monotonic() > deadline:
+                raise WorkerNotIdle("pso.rebalance could not be read to its end")
         found.sort(key=lambda p: (p.emitted_at_ms, p.resources))
         return found
 

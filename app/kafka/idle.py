@@ -6,6 +6,11 @@ transaction as its input offsets, so once every input record is committed, every
 caused is readable — and a stage's outputs are the next stage's inputs, so the check covers
 the whole topology when it covers every input topic. Not "committed == end offset": a
 partition may end in several transaction markers in a row (one per producer).
+
+A transaction's markers are written partition by partition, so for a moment its input offsets
+can be visible while its outputs are not: the probe also waits until no transaction is open on
+the input topics and on the outputs the driver reads (``outputs``: their high-water mark equals
+their last stable offset). At rest nothing is open, so the check is exact.
 """
 
 from __future__ import annotations
@@ -32,32 +37,57 @@ class WorkerNotIdle(PsoError, TimeoutError):
 class WorkerProbe:
     """Tells when a worker's consumer group has taken every record of its input topics."""
 
-    def __init__(self, settings: Settings, bootstrap: str, topics: list[str]) -> None:
+    def __init__(
+        self, settings: Settings, bootstrap: str, topics: list[str], outputs: list[str]
+    ) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
         self.topics = topics
+        self.outputs = outputs
         self.group = settings.app_id
         self.admin: AIOKafkaAdminClient | None = None
         self.consumer: Any = None
+        self.uncommitted: Any = None  # read_uncommitted: high-water marks
+        # Ends are read by consumers that are never assigned: assigning a consumer drops its
+        # metadata of other topics, and its next offset request would wait out a refresh.
+        self.stable: Any = None  # read_committed: last stable offsets
         self.tps: list[TopicPartition] = []
+        self.out_tps: list[TopicPartition] = []
         #: per partition, a range (committed, end) found to hold only transaction markers
         self.markers: dict[TopicPartition, tuple[int, int]] = {}
 
     async def start(self) -> None:
+        """Connect (`stop` closes whatever was opened, also after a failed start)."""
         self.admin = AIOKafkaAdminClient(**client_kwargs(self.settings, self.bootstrap))
         await self.admin.start()
         # A short broker wait: the probe's fetches over marker-only ranges come back empty.
         self.consumer = await start_consumer(self.settings, self.bootstrap, fetch_max_wait_ms=10)
+        self.uncommitted = await start_consumer(
+            self.settings, self.bootstrap, isolation_level="read_uncommitted"
+        )
+        self.stable = await start_consumer(self.settings, self.bootstrap)
         for topic in self.topics:
-            self.tps += [
-                TopicPartition(topic, p) for p in await topic_partitions(self.consumer, topic)
-            ]
+            parts = await topic_partitions(self.consumer, topic)
+            self.tps += [TopicPartition(topic, p) for p in parts]
+        for topic in self.outputs:
+            parts = await topic_partitions(self.consumer, topic)
+            self.out_tps += [TopicPartition(topic, p) for p in parts]
 
     async def stop(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
-        if self.admin is not None:
-            await self.admin.close()
+        try:
+            for consumer in (self.consumer, self.uncommitted, self.stable):
+                if consumer is not None:
+                    await consumer.stop()
+        finally:
+            if self.admin is not None:
+                await self.admin.close()
+
+    async def _open_transactions(self) -> bool:
+        """Whether a transaction is open on an input or a watched output partition."""
+        tps = self.tps + self.out_tps
+        stable = await self.stable.end_offsets(tps)
+        high = await self.uncommitted.end_offsets(tps)
+        return any(high[tp] != stable[tp] for tp in tps)
 
     async def idle(self) -> bool:
         """True when no committed record of an input partition lies at or after the group's
@@ -66,13 +96,13 @@ class WorkerProbe:
         assert self.admin is not None
         offsets = await self.admin.list_consumer_group_offsets(self.group)
         committed = {tp: meta.offset for tp, meta in offsets.items()}
-        end = await self.consumer.end_offsets(self.tps)  # read_committed: last stable offsets
+        end = await self.stable.end_offsets(self.tps)
         at = {tp: max(committed.get(tp, 0), 0) for tp in self.tps}
         behind = [
             tp for tp in self.tps if at[tp] < end[tp] and self.markers.get(tp) != (at[tp], end[tp])
         ]
         if not behind:
-            return True
+            return not await self._open_transactions()
         # Between the committed offset and the end there may be only transaction markers.
         self.consumer.assign(behind)
         for tp in behind:
@@ -84,7 +114,7 @@ class WorkerProbe:
                 return False
             if all([await self.consumer.position(tp) >= end[tp] for tp in behind]):
                 self.markers.update({tp: (at[tp], end[tp]) for tp in behind})
-                return True
+                return not await self._open_transactions()
         return False
 
     async def wait_idle(self, timeout_s: float) -> None:

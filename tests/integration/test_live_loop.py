@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
-from app.core.closedloop import run_policy
+from app.core.closedloop import ClosedLoop, run_policy
+from app.core.closedloop.policies import PsoPolicy
 from app.dev.live_loop import LiveFleet
 from app.dev.scenarios import generate
-from tests.integration.conftest import PsoEnv
+from tests.integration.conftest import PsoEnv, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,11 @@ def test_the_live_loop_gives_the_offline_figures(pso_env: PsoEnv, tmp_path: Path
     # Two days of 15-minute windows (the first one warms up): 192 windows, 3 subsystems.
     sc = generate("batch-collision", subsystems=3, days=2, step_s=900, warmup_days=1)
     spec = sc.policy.spec()
-    offline = run_policy(sc.trace, spec, sc.loop, "pso").metrics
+    pso = PsoPolicy(sc.trace, spec, sc.loop)
+    offline_loop = ClosedLoop(sc.trace, spec, sc.loop, pso)
+    while not offline_loop.done:
+        offline_loop.step()
+    offline = offline_loop.metrics
     none = run_policy(sc.trace, spec, sc.loop, "none").metrics
     # PSO acts here, and its acting matters: agreeing on "nothing happened" would prove nothing.
     assert offline.actions >= 20, offline.row(sc.name, "pso")
@@ -57,6 +62,12 @@ def test_the_live_loop_gives_the_offline_figures(pso_env: PsoEnv, tmp_path: Path
     live = asyncio.run(fleet.run())
 
     assert live.plans > 0 and live.capacity_updates > 0, live
+    # The same plans, obeyed after the same windows: not one a window late.
+    assert list(live.plan_log) == pso.plan_log
+    # Nothing the fleet wrote was refused (a refused capacity record would only show as drift).
+    s = pso_env.settings
+    dead = asyncio.run(read_topic(s, pso_env.bootstrap, s.topics.deadletter, lambda r: False, 3))
+    assert not dead, [d.value[:300] for d in dead[:3]]
     want = _figures(offline.row(sc.name, "pso"))
     got = _figures(live.metrics.row(sc.name, "pso"))
     off = {k: (want[k], got[k]) for k in want if abs(got[k] - want[k]) > 0.01 * abs(want[k])}

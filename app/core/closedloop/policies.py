@@ -206,6 +206,8 @@ class PsoPolicy(_Base):
         self.engine = PredictionEngine(policy)
         self.told = [policy.resources[name].capacity for name in trace.resources]
         self.plans = 0
+        #: (window after which it was obeyed, event id) of each plan: what the live loop checks
+        self.plan_log: list[tuple[int, str]] = []
 
     def decide(self, outcome: WindowOutcome, plant: Plant) -> list[FleetOrders]:
         for r, name in enumerate(self.trace.resources):
@@ -220,6 +222,7 @@ class PsoPolicy(_Base):
             for event in self.engine.process(window):
                 if isinstance(event, RebalanceRecommended):
                     self.plans += 1
+                    self.plan_log.append((outcome.k, event.event_id))
                     out.append(orders_from_plan(event, self.at(event.emitted_at_ms)))
         return out
 
