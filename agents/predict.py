@@ -52,7 +52,7 @@ def register_predict(app: faust.App, settings: Settings) -> None:
     partitions = settings.topic_policy.partitions
     load_topic = app.topic(settings.topics.load, key_serializer="raw", value_serializer="raw")
     shares_topic = app.topic(
-        f"{settings.app_id}-resource-shares",
+        settings.shares_topic,
         partitions=partitions,
         internal=True,
         config=event_time_topic_config(settings.topic_policy),

@@ -520,6 +520,12 @@ class Settings(BaseSettings):
         return tuple(k.get_secret_value().encode() for k in keys)
 
     @property
+    def shares_topic(self) -> str:
+        """The worker's own topic from stage 1 to stage 2, named by the app id (as Faust names
+        its changelogs): resource shares, policy updates, departures, conflict labels."""
+        return f"{self.app_id}-resource-shares"
+
+    @property
     def uses_builtin_snapshot_key(self) -> bool:
         """Whether the public built-in key seals or verifies: anyone could forge state."""
         return BUILTIN_SNAPSHOT_KEY.encode() in self.snapshot_keys()

@@ -185,7 +185,7 @@ async def broker_view(settings: Settings, bootstrap: str, partitions: int) -> di
 
     from app.kafka.connection import client_kwargs, start_consumer
 
-    topics = [settings.topics.load, f"{settings.app_id}-resource-shares"]
+    topics = [settings.topics.load, settings.shares_topic]
     tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
     unc = await start_consumer(settings, bootstrap, isolation_level="read_uncommitted")
     com = await start_consumer(settings, bootstrap)
@@ -217,7 +217,7 @@ async def read_shares(
 
     from app.kafka.connection import start_consumer
 
-    topic = f"{settings.app_id}-resource-shares"
+    topic = settings.shares_topic
     consumer = await start_consumer(
         settings,
         bootstrap,

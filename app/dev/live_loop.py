@@ -85,7 +85,7 @@ class LiveFleet:
             topics.load,
             topics.capacity,
             topics.labels,
-            f"{settings.app_id}-resource-shares",
+            settings.shares_topic,
         ]
 
     async def run(self, progress: Callable[[int], None] | None = None) -> LiveRun:

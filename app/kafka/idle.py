@@ -82,27 +82,24 @@ class WorkerProbe:
             if self.admin is not None:
                 await self.admin.close()
 
-    async def _open_transactions(self) -> bool:
-        """Whether a transaction is open on an input or a watched output partition."""
-        tps = self.tps + self.out_tps
-        stable = await self.stable.end_offsets(tps)
-        high = await self.uncommitted.end_offsets(tps)
-        return any(high[tp] != stable[tp] for tp in tps)
-
     async def idle(self) -> bool:
         """True when no committed record of an input partition lies at or after the group's
-        committed offset. The offsets are read before the ends: a transaction committed in
-        between shows as work left (never as idle too early)."""
+        committed offset and no transaction is open. The offsets are read before the ends: a
+        transaction committed in between shows as work left (never as idle too early)."""
         assert self.admin is not None
         offsets = await self.admin.list_consumer_group_offsets(self.group)
         committed = {tp: meta.offset for tp, meta in offsets.items()}
-        end = await self.stable.end_offsets(self.tps)
+        watched = self.tps + self.out_tps
+        end = await self.stable.end_offsets(watched)  # last stable offsets
+        high = await self.uncommitted.end_offsets(watched)
+        if any(high[tp] != end[tp] for tp in watched):
+            return False  # a transaction is open
         at = {tp: max(committed.get(tp, 0), 0) for tp in self.tps}
         behind = [
             tp for tp in self.tps if at[tp] < end[tp] and self.markers.get(tp) != (at[tp], end[tp])
         ]
         if not behind:
-            return not await self._open_transactions()
+            return True
         # Between the committed offset and the end there may be only transaction markers.
         self.consumer.assign(behind)
         for tp in behind:
@@ -114,7 +111,7 @@ class WorkerProbe:
                 return False
             if all([await self.consumer.position(tp) >= end[tp] for tp in behind]):
                 self.markers.update({tp: (at[tp], end[tp]) for tp in behind})
-                return not await self._open_transactions()
+                return True
         return False
 
     async def wait_idle(self, timeout_s: float) -> None:

@@ -372,7 +372,7 @@ async def input_positions(env: PsoEnv) -> str:
     from app.kafka.connection import start_consumer
 
     s = env.settings
-    topics = (s.topics.telemetry, s.topics.load, f"{s.app_id}-resource-shares")
+    topics = (s.topics.telemetry, s.topics.load, s.shares_topic)
     tps = [TopicPartition(t, p) for t in topics for p in range(env.partitions)]
     committed = await committed_offsets(env)
     consumer = await start_consumer(s, env.bootstrap)

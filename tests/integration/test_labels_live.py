@@ -114,7 +114,7 @@ def test_labels_reach_their_stage_and_bad_ones_are_dead_lettered(
         read_topic(
             s,
             pso_env.bootstrap,
-            f"{s.app_id}-resource-shares",
+            s.shares_topic,
             lambda r: any(b'"operator_label"' in x.value for x in r),
             60,
         )

@@ -63,7 +63,7 @@ def test_records_pso_cannot_use_on_its_own_topics_are_dead_lettered(
     pso_env.config.write_text(yaml.safe_dump(policy))
     expected = offline(pso_env.config, messages)
     s = pso_env.settings
-    shares = f"{s.app_id}-resource-shares"
+    shares = s.shares_topic
     junk = [
         (s.topics.load, b"billing-api", b"not json"),
         (s.topics.load, b"billing-api", b'{"type": "load_window", "subsystem": "billing-api"}'),

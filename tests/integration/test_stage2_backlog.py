@@ -19,7 +19,6 @@ publish what the pure core computes, and no resource checkpoint may carry the pe
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ from app.dev.simulator import FleetSimulator
 from tests.integration.conftest import (
     PsoEnv,
     assert_same_events,
-    committed_offsets,
     offline,
     produce,
     read_outputs,
@@ -84,7 +82,7 @@ def test_a_late_contributor_neither_stalls_nor_loses_stage_2(
         if orjson.loads(v)["type"] == "forecast" and orjson.loads(v)["subsystem"] != LATE
     }
     asyncio.run(read_outputs(pso_env, until=lambda ids: on_time_forecasts <= ids))
-    asyncio.run(_consumed(pso_env, f"{pso_env.settings.app_id}-resource-shares"))
+    asyncio.run(_consumed(pso_env, pso_env.settings.shares_topic))
     # ...then the late one's, one message at a time: stage 2's first checkpoint comes with
     # nearly all windows pending.
     asyncio.run(produce(pso_env, late, pause_s=0.1))
@@ -113,37 +111,15 @@ def test_a_late_contributor_neither_stalls_nor_loses_stage_2(
 
 
 async def _consumed(env: PsoEnv, topic: str, timeout_s: float = 60.0) -> None:
-    """Wait until the worker's group has committed every record of ``topic``.
+    """Wait until the worker's group has committed every record of ``topic``."""
+    from app.kafka.idle import WorkerProbe
 
-    Not "committed to the end offset": each source partition of stage 1 has its own
-    transactional producer, so one partition of the shares topic can end in several
-    transaction markers in a row (records 93 and 94 from two producers, their commit markers
-    at 95 and 96: the group is done at 95, the end offset is 97).
-    """
-    from aiokafka import TopicPartition
-
-    from app.kafka.connection import start_consumer
-
-    tps = [TopicPartition(topic, p) for p in range(env.partitions)]
-    consumer = await start_consumer(env.settings, env.bootstrap)  # read_committed
-    deadline = time.monotonic() + timeout_s
+    probe = WorkerProbe(env.settings, env.bootstrap, [topic], [])
     try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        done = {tp: 0 for tp in tps}  # one past the last record, by partition
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            assert time.monotonic() < deadline, ("reading", end)
-            for tp, records in (await consumer.getmany(timeout_ms=300)).items():
-                done[tp] = max(done[tp], records[-1].offset + 1)
-        while True:
-            committed = await committed_offsets(env)
-            if all(committed.get(tp, 0) >= done[tp] for tp in tps):
-                return
-            assert time.monotonic() < deadline, (committed, done, end)
-            await asyncio.sleep(0.5)
+        await probe.start()
+        await probe.wait_idle(timeout_s)
     finally:
-        await consumer.stop()
+        await probe.stop()
 
 
 async def _topics(env: PsoEnv) -> list[str]:
