@@ -158,7 +158,7 @@ def _score_alerts(
 
 
 def _block(scorer: ConflictScorer) -> dict[str, Any]:
-    decided = [p for p in scorer.predictions.values() if p.hit or scorer._expired(p)]
+    decided = scorer.decided
     return {
         "episodes": len(scorer.episodes),
         "predicted_episodes": sum(1 for e in scorer.episodes if e.predicted_by is not None),

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from live.scenario import Offline, build_messages, deployment, produce
 from live.tail import Tail
 from live.worker_side import worker_main
 
+from app.dev.demo import stop_process
 from app.dev.simulator import HOUR_MS, FleetSimulator
 from app.settings import Settings
 
@@ -364,14 +364,7 @@ async def one_run(args: argparse.Namespace, broker: Any, tmp: Path, n: int) -> d
                 name = "committed" if committed else "uncommitted"
                 (args.out / f"{run}.shares-{name}.json").write_text(json.dumps(shares))
     finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process(proc)
         await tail.stop()
     return result
 

@@ -363,8 +363,13 @@ class ConflictScorer:
         return sum(1 for e in self.episodes if e.predicted_by is not None) / len(self.episodes)
 
     @property
+    def decided(self) -> list[_Prediction]:
+        """The predictions judged so far: hit, or expired without a breach."""
+        return [p for p in self.predictions.values() if p.hit or self._expired(p)]
+
+    @property
     def precision(self) -> float | None:
-        decided = [p for p in self.predictions.values() if p.hit or self._expired(p)]
+        decided = self.decided
         if not decided:
             return None
         return sum(1 for p in decided if p.hit) / len(decided)

@@ -62,6 +62,7 @@ from app.core.labels import (
     LabelBook,
     LabelRejected,
     LabelSpec,
+    anomaly_event_id,
     check_time,
     is_false_positive,
     parse_target,
@@ -240,7 +241,7 @@ class SubsystemPredictor:
         anomaly = None
         if alarm:
             anomaly = AnomalyDetected(
-                event_id=f"anomaly:{self.subsystem}:{kind}:{name}:{ts}",
+                event_id=anomaly_event_id(self.subsystem, kind, name, ts),
                 subsystem=self.subsystem,
                 series_kind=kind,
                 series=name,

@@ -269,7 +269,9 @@ def _start_worker(
         )
 
 
-def _stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    """Stop a child started in its own session: SIGTERM to its group, SIGKILL after
+    ``timeout_s`` (the demo's worker, the benches' workers)."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -328,7 +330,7 @@ def run_demo(settings: Settings, duration_s: float, subsystems: int, speed: floa
         console.print("[yellow]stopping…[/]")
     finally:
         if worker is not None:
-            _stop_process(worker)
+            stop_process(worker)
         broker.stop()
     _summary(console, state)
     if worker is not None and worker.returncode not in (0, -signal.SIGTERM, None):

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from app.dev.demo import stop_process
 from app.settings import Settings
 
 from .procstat import cpu_seconds, proc_memory
@@ -156,15 +156,7 @@ class Worker:
             deadline = time.monotonic() + 10
             while not self.profile.exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 async def measure(

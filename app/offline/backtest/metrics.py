@@ -95,7 +95,7 @@ def _quantiles(values: list[float]) -> dict[str, Any]:
 def _conflict_block(scorers: Sequence[ConflictScorer]) -> dict[str, Any]:
     episodes = sum(len(s.episodes) for s in scorers)
     predicted = sum(1 for s in scorers for e in s.episodes if e.predicted_by is not None)
-    decided = [p for s in scorers for p in s.predictions.values() if p.hit or s._expired(p)]
+    decided = [p for s in scorers for p in s.decided]
     hits = sum(1 for p in decided if p.hit)
     return {
         "episodes": episodes,
