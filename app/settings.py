@@ -114,7 +114,11 @@ class ElasticConfig(_Strict):
         "under the smaller capacity this long",
     )
     level: float = Field(
-        default=0.8, gt=0, lt=1, description="forecast level whose upper bound sizes capacity"
+        default=0.6,
+        gt=0,
+        lt=1,
+        description="central interval of the total demand whose upper bound sizes capacity "
+        "(0.6: the total's 80th percentile, learnt from its own forecast errors)",
     )
 
     @model_validator(mode="after")
@@ -336,12 +340,6 @@ class FleetPolicy(_Strict):
 
     @model_validator(mode="after")
     def _known_resources(self) -> FleetPolicy:
-        for res_name, conf in self.resources.items():
-            if conf.elastic is not None and conf.elastic.level not in self.prediction.levels:
-                raise ValueError(
-                    f"resources.{res_name}.elastic.level: {conf.elastic.level:g} is not one of "
-                    f"prediction.levels {list(self.prediction.levels)}"
-                )
         for sub_name, sub in self.subsystems.items():
             for res in sub.min:
                 if res not in self.resources:

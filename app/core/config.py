@@ -45,7 +45,8 @@ class ElasticSpec:
     """How an elastic resource may be scaled: its bounds, granularity and provisioning delay.
 
     ``target_utilisation`` is the headroom every policy plans for (demand kept under this
-    share of capacity); ``level`` the forecast interval whose upper bound sizes capacity;
+    share of capacity); ``level`` the central interval of the total demand whose upper bound
+    sizes capacity (0.6: its 80th percentile, learnt from the total's own forecast errors);
     ``scale_in_hold_s`` how long the upper bound must stay under a smaller capacity before
     capacity is given back (no flapping).
 
@@ -62,7 +63,7 @@ class ElasticSpec:
     provision_delay_s: int = 600
     target_utilisation: float = 0.8
     scale_in_hold_s: int = 300
-    level: float = 0.8
+    level: float = 0.6
 
     @property
     def provision_delay_ms(self) -> int:

@@ -465,7 +465,8 @@ class ResourcePredictor:
         total = self.predictor.distribution(forecasts)
         calibrated = not any(fc.warming_up for fc in forecasts.values())
         observed = math.fsum(actual.values())
-        elastic.observe(origin_ms, total, calibrated, self.capacity, observed)
+        z = self.predictor.upper_z(origin_ms, elastic.spec.level)
+        elastic.observe(origin_ms, total, calibrated, self.capacity, observed, z)
         events: list[OutputEvent] = []
         planned = False
         for event in self.predictor.update(

@@ -162,16 +162,19 @@ class ScalePlanner:
 # --------------------------------------------------------------------------- demand paths
 
 
-def upper_path(total: TotalDemand, level: float) -> list[float]:
-    """The upper bound of the total at ``level``, per horizon (split normal, upper side)."""
-    z = level_z(level)
-    return [m + z * s for m, s in zip(total.mean, total.sigma_up, strict=True)]
+def upper_path(total: TotalDemand, level: float, z: Sequence[float] | None = None) -> list[float]:
+    """The upper bound of the total at ``level``, per horizon: ``mean + z * sigma_up``, with
+    ``z`` per horizon as learnt from the total's own errors
+    (`app.core.conflicts.ConflictPredictor.upper_z`), else the split normal's."""
+    zs = z if z is not None else [level_z(level)] * total.horizon
+    return [m + zh * s for m, zh, s in zip(total.mean, zs, total.sigma_up, strict=True)]
 
 
-def upper_shares(total: TotalDemand, h: int, level: float) -> dict[str, float]:
-    """Each contributor's demand at horizon index ``h`` so that they sum to the total's upper
-    bound: its own mean plus a part of the total's margin in proportion to its upper sigma."""
-    margin = level_z(level) * total.sigma_up[h]
+def upper_shares(total: TotalDemand, h: int, upper: float) -> dict[str, float]:
+    """Each contributor's demand at horizon index ``h`` so that they sum to ``upper``, the
+    total's upper bound there: its own mean plus a part of the total's margin in proportion
+    to its upper sigma."""
+    margin = upper - total.mean[h]
     sigmas = [p.sigma_up[h] for p in total.paths]
     whole = math.fsum(sigmas)
     out = {}
@@ -303,12 +306,14 @@ class ElasticResource:
         calibrated: bool,
         capacity: float,
         observed: float = 0.0,
+        z: Sequence[float] | None = None,
     ) -> None:
-        """Scale on this window's forecast total (not while any forecast is warming up).
-        The windows a decision now can reach are planned for at least ``observed``, the total
-        just measured: a surge no forecast saw is answered at once, as a reactive rule would."""
+        """Scale on this window's forecast total (not while any forecast is warming up), its
+        upper bound ``mean + z * sigma_up`` (``z``: see `upper_path`). The windows a decision
+        now can reach are planned for at least ``observed``, the total just measured: a surge
+        no forecast saw is answered at once, as a reactive rule would."""
         self.origin_ms = origin_ms
-        self.upper = upper_path(total, self.spec.level) if total.horizon else []
+        self.upper = upper_path(total, self.spec.level, z) if total.horizon else []
         reach = self.scaler.reach
         self.upper = [max(u, observed) if h < reach else u for h, u in enumerate(self.upper)]
         if not calibrated or not self.upper:
@@ -339,7 +344,7 @@ class ElasticResource:
             span,
             key=lambda h: (self.upper[h] - self.scaler.planned(self._window(h), capacity), -h),
         )
-        shares = upper_shares(total, worst, self.spec.level)
+        shares = upper_shares(total, worst, self.upper[worst])
         demand = {name: {self.resource: value} for name, value in sorted(shares.items())}
         headroom = [
             (t, self.scaler.planned(t, capacity) - self.upper[h])

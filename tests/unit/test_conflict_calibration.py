@@ -8,6 +8,7 @@ import itertools
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.core.config import AlertCosts, FleetSpec, PredictionSpec, ResourceSpec, WindowSpec
@@ -15,6 +16,7 @@ from app.core.conflicts import ConflictPredictor, level_z
 from app.core.conflicts.calibration import Calibrator, ErrorPaths, Reliability, reliability_dict
 from app.core.engine import EngineConfig, ResourcePredictor
 from app.core.events import ConflictPredicted
+from app.core.scaling import upper_path
 from app.core.snapshot import seal, unseal
 from app.core.types import SeriesForecast
 from app.settings import ConfigError, load_policy
@@ -151,6 +153,49 @@ def test_error_paths_follow_a_regime_change() -> None:
         paths.expect(t, [10.0], [1.0])
         paths.observe(t, 10.0 if t < 800 else 14.0)
     assert paths.breach_by(1000, [10.0], [1.0], 12.5, [0.0])[0] > 0.9
+
+
+def test_error_quantiles_are_the_totals_own_not_the_intervals() -> None:
+    """The forecasts claim sigma 1 but the total misses by uniform -1..+1 (a tighter truth):
+    the learnt 90th percentile is about 0.8 sigmas, not the split normal's 1.28; with no
+    paths it is the split normal's."""
+    paths = ErrorPaths(horizon=2, prior_paths=1.0)
+    assert paths.quantiles(0, 0.9, 1.28) == [1.28, 1.28]
+    for t in range(500):
+        paths.expect(t, [10.0, 10.0], [1.0, 1.0])
+        paths.observe(t, 10.0 + ((t * 37) % 101) / 50.0 - 1.0)
+    z = paths.quantiles(500, 0.9, 1.28)
+    assert all(0.7 < zh < 0.9 for zh in z)
+
+
+def test_elastic_upper_bound_covers_its_level_on_the_total() -> None:
+    """Two contributors whose intervals are far too wide (sigma 4, true error uniform ±1):
+    the upper bound that sizes an elastic pool comes from the total's own errors, so about
+    80 % of totals stay under it at level 0.6 (its upper 80th percentile; a little more while
+    the split normal's answer is still blended in), where the split normal's bound holds all."""
+    pred = ConflictPredictor("pool", horizon=3, step_ms=STEP)
+    rng = np.random.default_rng(3)
+    learnt = parametric = seen = 0
+    bounds: tuple[float, float] | None = None
+    for t in range(1000):
+        origin = T0 + t * STEP
+        noise = rng.uniform(-1.0, 1.0, size=2)
+        actual = {"a": 10.0 + float(noise[0]), "b": 20.0 + float(noise[1])}
+        if bounds is not None and t > 500:
+            seen += 1
+            learnt += sum(actual.values()) <= bounds[0]
+            parametric += sum(actual.values()) <= bounds[1]
+        forecasts = {"a": fc(origin, [10.0] * 3, 4.0), "b": fc(origin, [20.0] * 3, 4.0)}
+        z = pred.upper_z(origin, 0.6)
+        assert z is not None
+        total = pred.distribution(forecasts)
+        bounds = (
+            upper_path(total, 0.6, z)[0],
+            upper_path(total, 0.6)[0],
+        )
+        pred.update(origin, forecasts, actual, capacity=100.0)
+    assert 0.75 < learnt / seen < 0.9
+    assert parametric == seen
 
 
 def test_predictor_with_learnt_errors_pickles_and_replays_the_same() -> None:

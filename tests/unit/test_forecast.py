@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import pickle
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from hypothesis import strategies as st
 
 from app.core.accuracy import ForecastAccuracy
 from app.core.forecast import CANDIDATES, SeriesForecaster
+from app.core.forecasters.phase import grid_for
+from app.core.forecasters.profile import SeasonalProfile
 from app.core.snapshot import seal, unseal
 from app.core.types import SeriesForecast
 
@@ -333,6 +336,54 @@ def test_untrusted_windows_do_not_teach_the_incident() -> None:
     # A day later the profile itself still does not expect the incident at 10:00.
     tomorrow = T0 + (3 * DAY + 630) * STEP
     assert abs(guarded.expected(tomorrow) - clean.expected(tomorrow)) < 5.0
+
+
+def _profile_after(
+    days: int, value: Callable[[int, int], float], recur_days: int
+) -> SeasonalProfile:
+    profile = SeasonalProfile(grid_for(60_000, 600_000, 1_800_000), recur_days=recur_days)
+    for n in range(days * 1440):
+        profile.learn_window(n, value(n // 1440, n % 1440))
+    return profile
+
+
+def test_a_daily_job_is_learned_though_its_steps_are_clipped() -> None:
+    """Two quiet days, then a job that steps from 1 to 50 at 09:00 for an hour every day:
+    after its second day the profile expects most of it. Clipped every day (no recurrence),
+    it would expect a fifth of it: the learning clip is for spikes, not for the daily shape."""
+
+    def job(day: int, minute: int) -> float:
+        return 50.0 if day >= 2 and 540 <= minute < 600 else 1.0
+
+    learnt = _profile_after(4, job, recur_days=7).predict_window(4 * 1440 + 570)
+    clipped = _profile_after(4, job, recur_days=0).predict_window(4 * 1440 + 570)
+    assert learnt > 30.0 > 15.0 > clipped
+
+
+def test_a_one_off_spike_is_clipped_as_before() -> None:
+    """A spike on one day only is no daily shape: the recurrence rule learns it exactly as
+    the plain clip does, so the next day expects little of it."""
+
+    def spike(day: int, minute: int) -> float:
+        return 50.0 if day == 3 and 900 <= minute < 960 else 1.0
+
+    rule = _profile_after(4, spike, recur_days=7)
+    plain = _profile_after(4, spike, recur_days=0)
+    assert list(rule.knots) == list(plain.knots)
+    assert rule.predict_window(4 * 1440 + 930) < 5.0
+
+
+def test_lone_outliers_at_the_same_hour_are_not_a_daily_shape() -> None:
+    """A heavy tail puts a lone outlier near the same minute on many days: that is no step,
+    so it stays clipped (a step is a run of values beyond the clip), and the profile is
+    exactly what the plain clip makes of it."""
+
+    def outliers(day: int, minute: int) -> float:
+        return 50.0 if minute == 900 + day % 3 else 1.0
+
+    rule = _profile_after(6, outliers, recur_days=7)
+    plain = _profile_after(6, outliers, recur_days=0)
+    assert list(rule.knots) == list(plain.knots)
 
 
 def test_intervals_are_calibrated_online() -> None:

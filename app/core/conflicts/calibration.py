@@ -147,6 +147,35 @@ class ErrorPaths:
         out = blend * empirical + (1.0 - blend) * np.asarray(parametric, dtype=np.float64)
         return [min(1.0, max(0.0, float(p))) for p in out]
 
+    def quantiles(self, origin: int, q: float, parametric: float) -> list[float]:
+        """Per horizon, the weighted ``q``-quantile of the kept standardised errors, blended
+        with ``parametric`` (the split normal's answer) as `breach_by` blends: the total's
+        upper bound is ``centre + quantile * scale``, as wide as the total's own errors have
+        been, not as the contributors' intervals added up under an assumed dependence say.
+
+        >>> paths = ErrorPaths(horizon=2, prior_paths=0.0)
+        >>> for origin in range(100):
+        ...     paths.expect(origin, [0.0, 0.0], [1.0, 1.0])
+        ...     paths.observe(origin, float(origin % 10))  # errors 0..9 at horizon 1
+        >>> [round(z) for z in paths.quantiles(100, 0.9, 1.28)][:1]
+        [8]
+        """
+        if self.count == 0:
+            return [parametric] * self.horizon
+        paths = self.paths[: self.count].astype(np.float64)
+        weights = np.exp2((self.ages[: self.count] - origin) / self.half_life)
+        total_weight = float(weights.sum())
+        effective = total_weight * total_weight / float((weights * weights).sum())
+        blend = effective / (effective + self.prior_paths)
+        out = []
+        for h in range(self.horizon):
+            order = np.argsort(paths[:, h], kind="stable")
+            cum = np.cumsum(weights[order])
+            at = min(int(np.searchsorted(cum, q * total_weight)), self.count - 1)
+            z = float(paths[order[at], h])
+            out.append(blend * z + (1.0 - blend) * parametric)
+        return out
+
 
 @dataclass(slots=True)
 class ExpertMix:

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 
 from app.core.config import FleetSpec
 from app.core.conflicts.calibration import Calibrator, ErrorPaths, ExpertMix, Reliability
-from app.core.conflicts.demand import TotalDemand, first_run_at_least, require_finite, total_demand
+from app.core.conflicts.demand import (
+    TotalDemand,
+    first_run_at_least,
+    level_z,
+    require_finite,
+    total_demand,
+)
 from app.core.events import (
     ConflictObserved,
     ConflictPredicted,
@@ -230,6 +236,15 @@ class ConflictPredictor:
     ) -> list[float]:
         """P(total > capacity) at horizons 1..H (no state touched)."""
         return self.distribution(forecasts).probabilities(capacity)
+
+    def upper_z(self, origin_ms: int, level: float) -> list[float] | None:
+        """Per horizon, how many upper sigmas above the summed forecast the total's upper
+        bound at ``level`` lies, as learnt from the total's own errors (the ``forecast``
+        anchor's paths; the split normal's ``z`` while few are known); None without them."""
+        paths = self.errors.get("forecast")
+        if paths is None:
+            return None
+        return paths.quantiles(origin_ms // self.step_ms, 0.5 + level / 2.0, level_z(level))
 
     def judged_probabilities(self, total: TotalDemand, capacity: float) -> list[float]:
         """What the threshold applies to, per horizon h (see ``probability``)."""

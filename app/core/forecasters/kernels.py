@@ -382,6 +382,7 @@ def _visit(
         _f8,
         _f8,
         _f8,
+        _f8,
         _i8,
     )
 )
@@ -400,22 +401,24 @@ def profile_learn(
     n: int,
     level: float,
     scale: float,
-    clip: float,
+    clip_up: float,
+    clip_down: float,
     scale_rate: float,
     level_rate: float,
     keep_daily: float,
     keep_weekly: float,
     day_windows: int,
 ) -> tuple[float, float, float]:
-    """`SeasonalProfile.learn_window` (``n`` already counts this window); returns
+    """`SeasonalProfile.learn_window` (``n`` already counts this window): residuals above
+    ``clip_up`` (below ``-clip_down``) times ``scale`` are clipped; returns
     ``(residual, level, scale)``."""
     w_part = knots[j0] * c + knots[j1] * d
     pred = level + (knots[i0] * a + knots[i1] * b) + w_part
     resid = y - pred
     r = resid
     if n > 10:
-        lim = clip * scale
-        r = lim if r > lim else (-lim if r < -lim else r)
+        up, down = clip_up * scale, -clip_down * scale
+        r = up if r > up else (down if r < down else r)
     inv = 1.0 / n
     scale += (inv if inv > scale_rate else scale_rate) * (abs(resid) - scale)
     y_c = pred + r

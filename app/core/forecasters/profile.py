@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from array import array
 
 import numpy as np
@@ -24,7 +25,13 @@ class SeasonalProfile:
 
     Learning is Huber-like: the residual used for learning is clipped to ``clip`` times the
     running mean absolute residual, so a spike cannot imprint itself on next week's profile,
-    while a persistent shift raises that scale and is absorbed over hours.
+    while a persistent shift raises that scale and is absorbed over hours. A surprise that
+    *recurs* is not clipped: when a run of values beyond the clip (a step, not a lone outlier
+    of a heavy tail) went the same way near the same time of day (the daily knot or its
+    neighbours) on one of the previous ``recur_days`` days, it is the daily shape — a 09:00
+    log-in surge, a scheduled job — and is learned whole; at its first such value of the day
+    the knot forgets its clipped visits. Clipped, such a step would be learned a few percent a
+    day and the profile would miss every onset for weeks.
 
     Parameters
     ----------
@@ -42,6 +49,9 @@ class SeasonalProfile:
         Learning residuals are clipped at ``clip`` x the mean absolute residual.
     scale_rate
         Per-window rate of that mean absolute residual.
+    recur_days
+        How many days back a surprise at the same time of day makes the next one the daily
+        shape (0: never; every surprise is clipped).
 
     Examples
     --------
@@ -52,6 +62,15 @@ class SeasonalProfile:
     ...     _ = p.learn_window(n, 100.0 + 50.0 * math.sin(2 * math.pi * n / 1440))
     >>> round(p.predict_window(3 * 1440 + 360))  # 06:00 on day 4, truth 150
     150
+
+    Two quiet days, then a job from 1 to 50 at 09:00 for an hour, two days running: its first
+    day is clipped, its second learned whole (clipped both days: 9):
+
+    >>> p = SeasonalProfile(grid_for(60_000, 600_000, 1_800_000))
+    >>> for n in range(4 * 1440):
+    ...     _ = p.learn_window(n, 50.0 if n >= 2 * 1440 and 540 <= n % 1440 < 600 else 1.0)
+    >>> round(p.predict_window(4 * 1440 + 570))  # 09:30 on day 5
+    37
     """
 
     def __init__(
@@ -62,6 +81,7 @@ class SeasonalProfile:
         level_rate: float = 1.0 / 720.0,
         clip: float = 4.0,
         scale_rate: float = 0.01,
+        recur_days: int = 7,
     ) -> None:
         self.grid = grid
         self.daily_rate = daily_rate
@@ -69,12 +89,18 @@ class SeasonalProfile:
         self.level_rate = level_rate
         self.clip = clip
         self.scale_rate = scale_rate
+        self.recur_days = recur_days
         self.level = 0.0
         self.scale = 0.0
         self.n = 0
         # array('d'): fast scalar access from Python, zero-copy numpy view, compact pickle.
         self.knots = array("d", bytes(8 * grid.n_knots))
         self.mass = array("d", bytes(8 * grid.n_knots))
+        #: per daily knot: the last day (+1) with a surprise there (a run of values beyond the
+        #: clip), negative if downwards; +0.5 when it was learned whole (a recurring one)
+        self.surprise = array("d", bytes(8 * grid.n_daily))
+        #: consecutive values beyond the clip, signed by their direction
+        self.surprise_run = 0
         self._keep_daily = log_keep(daily_rate, grid.daily_windows)
         self._keep_weekly = log_keep(weekly_rate, grid.weekly_windows)
         self._day_windows = max(1, DAY_MS // grid.step_ms)
@@ -84,14 +110,21 @@ class SeasonalProfile:
         """numpy views of the knot arrays, for the compiled loops (not pickled)."""
         self._view: FloatArray = np.frombuffer(self.knots)
         self._mass_view: FloatArray = np.frombuffer(self.mass)
+        # A surprise is a step, not an outlier: a run of this many values beyond the clip
+        # (a third of a knot's windows, at most 3; one when a window spans a knot).
+        self._run_needed = max(1, min(3, round(self.grid.daily_windows / 3)))
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
-        del state["_view"], state["_mass_view"]  # views: rebuilt on load
+        del state["_view"], state["_mass_view"], state["_run_needed"]  # rebuilt on load
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
+        if "surprise" not in state:  # pickled before recurring surprises were learned
+            self.recur_days = 7
+            self.surprise = array("d", bytes(8 * self.grid.n_daily))
+            self.surprise_run = 0
         self._bind()
 
     def predict_window(self, n: int) -> float:
@@ -121,6 +154,18 @@ class SeasonalProfile:
         """Learn window ``n``'s value; return its residual against the pre-update profile."""
         (i0, i1, j0, j1), (a, b, c, d) = self.grid.row(n)
         self.n += 1
+        day = n // self._day_windows + 1  # +1: 0 in `surprise` means never
+        knot = i0 if a >= b else i1
+        up, down = self._recurring(knot, day)
+        clip_up = math.inf if up else self.clip
+        clip_down = math.inf if down else self.clip
+        limit = self.clip * self.scale
+        if (up or down) and abs(self.surprise[knot]) != day + 0.5:
+            # The first recurrence today at this knot: if it is one, the knot's history holds
+            # the clipped visits, so the whole value sets it, as a first visit does.
+            resid = y - self.predict_window(n)
+            if (resid > limit and up) or (resid < -limit and down):
+                self.mass[knot] = 0.0
         resid, self.level, self.scale = profile_learn(
             self._view,
             self._mass_view,
@@ -136,11 +181,37 @@ class SeasonalProfile:
             self.n,
             self.level,
             self.scale,
-            self.clip,
+            clip_up,
+            clip_down,
             self.scale_rate,
             self.level_rate,
             self._keep_daily,
             self._keep_weekly,
             self._day_windows,
         )
+        if self.n > 10 and abs(resid) > limit:
+            sign = 1 if resid > 0.0 else -1
+            self.surprise_run = self.surprise_run + sign if self.surprise_run * sign > 0 else sign
+            if abs(self.surprise_run) >= self._run_needed:
+                whole = up if sign > 0 else down
+                mark = day + 0.5 if whole else float(day)  # .5: learned whole today
+                self.surprise[knot] = mark * sign
+        else:
+            self.surprise_run = 0
         return resid
+
+    def _recurring(self, knot: int, day: int) -> tuple[bool, bool]:
+        """Whether an upward (downward) surprise near ``knot`` is the daily shape: one was
+        clipped there on one of the previous ``recur_days`` days, or was learned whole
+        earlier today."""
+        n_daily = len(self.surprise)
+        up = down = False
+        for k in (knot - 1, knot, knot + 1):
+            mark = self.surprise[k % n_daily]
+            when = abs(mark)
+            if mark != 0.0 and (when == day + 0.5 or 0 < day - when <= self.recur_days):
+                if mark > 0:
+                    up = True
+                else:
+                    down = True
+        return up, down
