@@ -165,15 +165,19 @@ class ScalePlanner:
 def upper_path(total: TotalDemand, level: float, z: Sequence[float] | None = None) -> list[float]:
     """The upper bound of the total at ``level``, per horizon: ``mean + z * sigma_up``, with
     ``z`` per horizon as learnt from the total's own errors
-    (`app.core.conflicts.ConflictPredictor.upper_z`), else the split normal's."""
-    zs = z if z is not None else [level_z(level)] * total.horizon
+    (`app.core.conflicts.ConflictPredictor.upper_z`), else the split normal's. ``z`` may be
+    longer than the total (a contributor's shorter forecast shortens the total)."""
+    zs = list(z[: total.horizon]) if z is not None else [level_z(level)] * total.horizon
+    if len(zs) < total.horizon:
+        zs += [level_z(level)] * (total.horizon - len(zs))
     return [m + zh * s for m, zh, s in zip(total.mean, zs, total.sigma_up, strict=True)]
 
 
 def upper_shares(total: TotalDemand, h: int, upper: float) -> dict[str, float]:
     """Each contributor's demand at horizon index ``h`` so that they sum to ``upper``, the
-    total's upper bound there: its own mean plus a part of the total's margin in proportion
-    to its upper sigma."""
+    total's upper bound there (with the observed floor): its own mean plus a part of the
+    total's margin in proportion to its upper sigma. A learnt bound may lie under the mean
+    (a negative margin); shares are clamped at 0, and then sum to a little more."""
     margin = upper - total.mean[h]
     sigmas = [p.sigma_up[h] for p in total.paths]
     whole = math.fsum(sigmas)

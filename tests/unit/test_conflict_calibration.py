@@ -168,6 +168,23 @@ def test_error_quantiles_are_the_totals_own_not_the_intervals() -> None:
     assert all(0.7 < zh < 0.9 for zh in z)
 
 
+def test_error_quantile_is_the_weighted_quantile_of_the_paths() -> None:
+    """Equal weights, errors 0..9 ten times each, no prior: the 0.85 quantile is 8 (the least
+    value with 85 % of the weight at or below it), the 0.45 quantile 4, and paths too old to weigh
+    (their weights underflow) give the parametric answer instead of a division by zero."""
+    paths = ErrorPaths(horizon=1, prior_paths=0.0, half_life=1e12)
+    for t in range(100):
+        paths.expect(t, [0.0], [1.0])
+        paths.observe(t, float(t % 10))
+    assert paths.quantiles(100, 0.85, 1.28) == [8.0]
+    assert paths.quantiles(100, 0.45, 1.28) == [4.0]
+    stale = ErrorPaths(horizon=1, half_life=1.0)
+    stale.expect(0, [0.0], [1.0])
+    stale.observe(0, 1.0)
+    assert stale.quantiles(10**6, 0.9, 1.28) == [1.28]
+    assert stale.breach_by(10**6, [0.0], [1.0], 0.5, [0.3]) == [0.3]
+
+
 def test_elastic_upper_bound_covers_its_level_on_the_total() -> None:
     """Two contributors whose intervals are far too wide (sigma 4, true error uniform ±1):
     the upper bound that sizes an elastic pool comes from the total's own errors, so about

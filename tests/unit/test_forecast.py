@@ -339,11 +339,14 @@ def test_untrusted_windows_do_not_teach_the_incident() -> None:
 
 
 def _profile_after(
-    days: int, value: Callable[[int, int], float], recur_days: int
+    days: int, value: Callable[[int, int], float], recur_days: int, step_min: int = 1
 ) -> SeasonalProfile:
-    profile = SeasonalProfile(grid_for(60_000, 600_000, 1_800_000), recur_days=recur_days)
-    for n in range(days * 1440):
-        profile.learn_window(n, value(n // 1440, n % 1440))
+    """A profile taught ``value(day, minute of the day)`` for ``days`` days."""
+    per_day = 1440 // step_min
+    grid = grid_for(step_min * 60_000, 600_000, 1_800_000)
+    profile = SeasonalProfile(grid, recur_days=recur_days)
+    for n in range(days * per_day):
+        profile.learn_window(n, value(n // per_day, (n % per_day) * step_min))
     return profile
 
 
@@ -373,16 +376,43 @@ def test_a_one_off_spike_is_clipped_as_before() -> None:
     assert rule.predict_window(4 * 1440 + 930) < 5.0
 
 
-def test_lone_outliers_at_the_same_hour_are_not_a_daily_shape() -> None:
+def test_a_profile_pickled_before_recurring_surprises_still_loads_and_learns() -> None:
+    """Snapshots taken before the surprise marks existed restore with empty marks."""
+    profile = _profile_after(1, lambda day, minute: 1.0 + minute / 1440.0, recur_days=7)
+    state = profile.__getstate__()
+    for key in ("surprise", "earlier", "surprise_run", "_last_n", "recur_days"):
+        del state[key]
+    old = SeasonalProfile.__new__(SeasonalProfile)
+    old.__setstate__(state)
+    assert list(old.surprise) == [0.0] * old.grid.n_daily
+    old.learn_window(1440, 1.0)
+    assert old.predict_window(1441) == pytest.approx(profile.predict_window(1441), abs=0.1)
+
+
+@pytest.mark.parametrize("step_min", [1, 5])
+def test_lone_outliers_at_the_same_hour_are_not_a_daily_shape(step_min: int) -> None:
     """A heavy tail puts a lone outlier near the same minute on many days: that is no step,
     so it stays clipped (a step is a run of values beyond the clip), and the profile is
     exactly what the plain clip makes of it."""
 
     def outliers(day: int, minute: int) -> float:
-        return 50.0 if minute == 900 + day % 3 else 1.0
+        return 50.0 if minute == 900 + (day % 3) * step_min else 1.0
 
-    rule = _profile_after(6, outliers, recur_days=7)
-    plain = _profile_after(6, outliers, recur_days=0)
+    rule = _profile_after(6, outliers, recur_days=7, step_min=step_min)
+    plain = _profile_after(6, outliers, recur_days=0, step_min=step_min)
+    assert list(rule.knots) == list(plain.knots)
+
+
+def test_an_incident_across_midnight_does_not_recur_after_it() -> None:
+    """The knots after midnight neighbour the last one before it: a first incident from 23:50
+    to 00:30 must not count as having happened "the day before" its own second half."""
+
+    def incident(day: int, minute: int) -> float:
+        late, early = day == 2 and minute >= 1430, day == 3 and minute < 30
+        return 50.0 if late or early else 1.0
+
+    rule = _profile_after(4, incident, recur_days=7)
+    plain = _profile_after(4, incident, recur_days=0)
     assert list(rule.knots) == list(plain.knots)
 
 

@@ -4,7 +4,8 @@ only after the hold, to the largest need seen over it (hysteresis: no flapping).
 from __future__ import annotations
 
 from app.core.config import ElasticSpec
-from app.core.scaling import ScalePlanner
+from app.core.conflicts import TotalDemand, level_z
+from app.core.scaling import ScalePlanner, upper_path
 
 STEP = 60_000
 SPEC = ElasticSpec(
@@ -63,3 +64,18 @@ def test_a_need_within_the_tolerance_keeps_the_capacity() -> None:
     sp = ScalePlanner("pool", fine, step_ms=STEP)
     changes = [sp.decide(k * STEP, [46.0] * 3, capacity=100.0) for k in range(30)]  # needs 92
     assert not any(changes)
+
+
+def test_upper_path_takes_a_learnt_z_longer_than_a_shortened_total() -> None:
+    """The predictor learns z for its whole horizon; a contributor with a shorter forecast
+    shortens the total. The bound is then the total's horizons only, not an error."""
+    total = TotalDemand(
+        target_ms=(0, 60_000),
+        mean=(10.0, 20.0),
+        sigma_up=(1.0, 2.0),
+        sigma_down=(1.0, 2.0),
+        names=(),
+        paths=(),
+    )
+    assert upper_path(total, 0.6, [0.5, 1.0, 3.0]) == [10.5, 22.0]
+    assert upper_path(total, 0.6, [0.5]) == [10.5, 20.0 + 2.0 * level_z(0.6)]

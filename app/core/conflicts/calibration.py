@@ -131,10 +131,10 @@ class ErrorPaths:
         effective count, so an empty history gives the parametric answer.
         """
         h_max = len(mean)
-        if self.count == 0 or h_max == 0:
-            return list(parametric)
-        paths = self.paths[: self.count, :h_max]
         weights = np.exp2((self.ages[: self.count] - origin) / self.half_life)
+        if self.count == 0 or h_max == 0 or float((weights * weights).sum()) == 0.0:
+            return list(parametric)  # none, or all too old to weigh (underflow)
+        paths = self.paths[: self.count, :h_max]
         level = np.asarray(mean, dtype=np.float64) + paths.astype(np.float64) * np.asarray(
             scale, dtype=np.float64
         )
@@ -160,12 +160,13 @@ class ErrorPaths:
         >>> [round(z) for z in paths.quantiles(100, 0.9, 1.28)][:1]
         [8]
         """
-        if self.count == 0:
-            return [parametric] * self.horizon
-        paths = self.paths[: self.count].astype(np.float64)
         weights = np.exp2((self.ages[: self.count] - origin) / self.half_life)
         total_weight = float(weights.sum())
-        effective = total_weight * total_weight / float((weights * weights).sum())
+        squares = float((weights * weights).sum())
+        if self.count == 0 or squares == 0.0:  # none, or all too old to weigh (underflow)
+            return [parametric] * self.horizon
+        paths = self.paths[: self.count].astype(np.float64)
+        effective = total_weight * total_weight / squares
         blend = effective / (effective + self.prior_paths)
         out = []
         for h in range(self.horizon):

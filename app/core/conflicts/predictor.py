@@ -240,7 +240,9 @@ class ConflictPredictor:
     def upper_z(self, origin_ms: int, level: float) -> list[float] | None:
         """Per horizon, how many upper sigmas above the summed forecast the total's upper
         bound at ``level`` lies, as learnt from the total's own errors (the ``forecast``
-        anchor's paths; the split normal's ``z`` while few are known); None without them."""
+        anchor's paths; the split normal's ``z`` while few or none are known). None when no
+        paths are kept (``learn_errors=False``); with ``probability="per_horizon"`` none are
+        recorded, so it stays the split normal's."""
         paths = self.errors.get("forecast")
         if paths is None:
             return None

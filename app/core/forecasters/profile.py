@@ -70,7 +70,7 @@ class SeasonalProfile:
     >>> for n in range(4 * 1440):
     ...     _ = p.learn_window(n, 50.0 if n >= 2 * 1440 and 540 <= n % 1440 < 600 else 1.0)
     >>> round(p.predict_window(4 * 1440 + 570))  # 09:30 on day 5
-    37
+    36
     """
 
     def __init__(
@@ -96,11 +96,14 @@ class SeasonalProfile:
         # array('d'): fast scalar access from Python, zero-copy numpy view, compact pickle.
         self.knots = array("d", bytes(8 * grid.n_knots))
         self.mass = array("d", bytes(8 * grid.n_knots))
-        #: per daily knot: the last day (+1) with a surprise there (a run of values beyond the
-        #: clip), negative if downwards; +0.5 when it was learned whole (a recurring one)
+        #: per daily knot: the window (+1) of the last surprise there (a run of values beyond
+        #: the clip), negative if downwards; +0.5 when it was learned whole (a recurring one)
         self.surprise = array("d", bytes(8 * grid.n_daily))
+        #: per daily knot: the mark a surprise of the current day replaced
+        self.earlier = array("d", bytes(8 * grid.n_daily))
         #: consecutive values beyond the clip, signed by their direction
         self.surprise_run = 0
+        self._last_n = -2
         self._keep_daily = log_keep(daily_rate, grid.daily_windows)
         self._keep_weekly = log_keep(weekly_rate, grid.weekly_windows)
         self._day_windows = max(1, DAY_MS // grid.step_ms)
@@ -110,9 +113,9 @@ class SeasonalProfile:
         """numpy views of the knot arrays, for the compiled loops (not pickled)."""
         self._view: FloatArray = np.frombuffer(self.knots)
         self._mass_view: FloatArray = np.frombuffer(self.mass)
-        # A surprise is a step, not an outlier: a run of this many values beyond the clip
-        # (a third of a knot's windows, at most 3; one when a window spans a knot).
-        self._run_needed = max(1, min(3, round(self.grid.daily_windows / 3)))
+        # A surprise is a step, not an outlier: a run of 3 values beyond the clip (as many as
+        # a knot's spacing holds, when fewer: 2 at 5-minute windows, 1 from 10 minutes on).
+        self._run_needed = max(1, min(3, int(self.grid.daily_windows)))
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -124,7 +127,9 @@ class SeasonalProfile:
         if "surprise" not in state:  # pickled before recurring surprises were learned
             self.recur_days = 7
             self.surprise = array("d", bytes(8 * self.grid.n_daily))
+            self.earlier = array("d", bytes(8 * self.grid.n_daily))
             self.surprise_run = 0
+            self._last_n = -2
         self._bind()
 
     def predict_window(self, n: int) -> float:
@@ -154,18 +159,25 @@ class SeasonalProfile:
         """Learn window ``n``'s value; return its residual against the pre-update profile."""
         (i0, i1, j0, j1), (a, b, c, d) = self.grid.row(n)
         self.n += 1
-        day = n // self._day_windows + 1  # +1: 0 in `surprise` means never
+        if n != self._last_n + 1:
+            self.surprise_run = 0  # a gap ends a run
+        self._last_n = n
         knot = i0 if a >= b else i1
-        up, down = self._recurring(knot, day)
-        clip_up = math.inf if up else self.clip
-        clip_down = math.inf if down else self.clip
         limit = self.clip * self.scale
-        if (up or down) and abs(self.surprise[knot]) != day + 0.5:
-            # The first recurrence today at this knot: if it is one, the knot's history holds
-            # the clipped visits, so the whole value sets it, as a first visit does.
-            resid = y - self.predict_window(n)
-            if (resid > limit and up) or (resid < -limit and down):
-                self.mass[knot] = 0.0
+        run = 0  # the run of values beyond the clip this one makes, signed (0: within it)
+        if self.n > 10:
+            ahead = y - self.predict_window(n)
+            if abs(ahead) > limit:
+                sign = 1 if ahead > 0.0 else -1
+                run = self.surprise_run + sign if self.surprise_run * sign > 0 else sign
+        step = abs(run) >= self._run_needed
+        whole = step and self._recurring(knot, n, run > 0)
+        clip_up = math.inf if whole and run > 0 else self.clip
+        clip_down = math.inf if whole and run < 0 else self.clip
+        if whole and not self._whole_today(knot, n, run > 0):
+            # The first of today's recurrence at this knot: its history holds the clipped
+            # visits, so the whole value sets it, as a first visit does.
+            self.mass[knot] = 0.0
         resid, self.level, self.scale = profile_learn(
             self._view,
             self._mass_view,
@@ -189,29 +201,44 @@ class SeasonalProfile:
             self._keep_weekly,
             self._day_windows,
         )
-        if self.n > 10 and abs(resid) > limit:
-            sign = 1 if resid > 0.0 else -1
-            self.surprise_run = self.surprise_run + sign if self.surprise_run * sign > 0 else sign
-            if abs(self.surprise_run) >= self._run_needed:
-                whole = up if sign > 0 else down
-                mark = day + 0.5 if whole else float(day)  # .5: learned whole today
-                self.surprise[knot] = mark * sign
-        else:
-            self.surprise_run = 0
+        self.surprise_run = run
+        if step:
+            old = self.surprise[knot]
+            if old != 0.0 and n - (int(abs(old)) - 1) >= self._day_windows // 2:
+                self.earlier[knot] = old  # an earlier day's: still evidence for today
+            mark = n + 1 + (0.5 if whole else 0.0)  # +1: 0 means never; .5: learned whole
+            self.surprise[knot] = mark if run > 0 else -mark
         return resid
 
-    def _recurring(self, knot: int, day: int) -> tuple[bool, bool]:
-        """Whether an upward (downward) surprise near ``knot`` is the daily shape: one was
-        clipped there on one of the previous ``recur_days`` days, or was learned whole
-        earlier today."""
-        n_daily = len(self.surprise)
-        up = down = False
-        for k in (knot - 1, knot, knot + 1):
-            mark = self.surprise[k % n_daily]
-            when = abs(mark)
-            if mark != 0.0 and (when == day + 0.5 or 0 < day - when <= self.recur_days):
-                if mark > 0:
-                    up = True
-                else:
-                    down = True
-        return up, down
+    def _mark(
+        self, k: int, n: int, upward: bool, marks: array[float] | None = None
+    ) -> tuple[int, bool] | None:
+        """Knot ``k``'s surprise in that direction (in ``marks``, default the latest): (its
+        age in windows at window ``n``, whether it was learned whole), or None."""
+        marks = self.surprise if marks is None else marks
+        mark = marks[k % len(marks)]
+        if mark == 0.0 or (mark > 0.0) != upward:
+            return None
+        at = abs(mark)
+        return n - (int(at) - 1), at != int(at)
+
+    def _whole_today(self, knot: int, n: int, upward: bool) -> bool:
+        """Whether a surprise that way was learned whole at ``knot`` earlier in this visit."""
+        seen = self._mark(knot, n, upward)
+        return seen is not None and seen[1] and seen[0] < self._day_windows // 2
+
+    def _recurring(self, knot: int, n: int, upward: bool) -> bool:
+        """Whether a surprise that way at ``knot`` is the daily shape: one was seen near it
+        (the knot or a neighbour) half a day to ``recur_days`` days ago, or it is being
+        learned whole at this knot now."""
+        if self.recur_days <= 0:
+            return False
+        if self._whole_today(knot, n, upward):
+            return True
+        day = self._day_windows
+        for marks in (self.surprise, self.earlier):
+            for k in (knot - 1, knot, knot + 1):
+                seen = self._mark(k, n, upward, marks)
+                if seen is not None and day // 2 <= seen[0] <= self.recur_days * day + day // 2:
+                    return True
+        return False
