@@ -3,7 +3,7 @@
 Stage 1 builds a forecast body per series per window and a share per resource use; the
 backtest's workers hand shares to its stage 2 as plain values. These functions build the
 bodies without re-validation (the forecaster guarantees finite, ordered values; the schema
-tests validate real outputs) and format event times without ``strftime`` per window.
+tests validate real outputs).
 """
 
 from __future__ import annotations
@@ -14,30 +14,8 @@ from app.core.events import (
     Interval,
     ResourceShare,
     SeriesForecastBody,
-    ms_to_iso,
 )
 from app.core.types import SeriesForecast
-
-DAY_MS = 86_400_000
-
-_ISO_DAYS: dict[int, str] = {}
-
-
-def iso_ms(ms: int) -> str:
-    """`app.wire.events.ms_to_iso` for integer milliseconds, with the date part cached per day.
-
-    Called once per window for the forecast's origin; ``strftime`` costs as much as a series.
-    """
-    day, rem = divmod(ms, DAY_MS)
-    prefix = _ISO_DAYS.get(day)
-    if prefix is None:
-        if len(_ISO_DAYS) >= 64:  # bounded: windows arrive roughly in event-time order
-            _ISO_DAYS.clear()
-        prefix = _ISO_DAYS[day] = ms_to_iso(day * DAY_MS)[:11]  # "YYYY-MM-DDT"
-    sec, milli = divmod(rem, 1000)
-    hour, sec = divmod(sec, 3600)
-    minute, sec = divmod(sec, 60)
-    return f"{prefix}{hour:02d}:{minute:02d}:{sec:02d}.{milli:03d}Z"
 
 
 def forecast_body(fc: SeriesForecast) -> SeriesForecastBody:

@@ -34,7 +34,7 @@ from typing import Literal
 from app.core.accuracy import ConflictScorer, ForecastAccuracy, HorizonTotals
 from app.core.anomaly import SeriesAnomalyDetector
 from app.core.anomaly.episodes import AnomalyEpisodes
-from app.core.bodies import body_from_rows, forecast_from_body, horizon_report, iso_ms
+from app.core.bodies import body_from_rows, forecast_from_body, horizon_report
 from app.core.config import FleetSpec
 from app.core.conflicts import ConflictPredictor, SaturationWatch
 from app.core.events import (
@@ -50,6 +50,7 @@ from app.core.events import (
     ResourceShare,
     SeriesForecastBody,
     SeriesStats,
+    iso_ms,
 )
 from app.core.forecast import SeriesForecaster
 from app.core.forecasters.river_candidate import CandidateSpec, parse_candidates

@@ -48,6 +48,24 @@ def ms_to_iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+_iso_cache: dict[int, str] = {}
+
+
+def iso_ms(ms: int) -> str:
+    """`ms_to_iso`, cached (bounded): every subsystem's windows and every series' forecasts
+    share the same boundaries, and ``strftime`` costs as much as a series' update.
+
+    >>> iso_ms(1_795_392_000_000)
+    '2026-11-23T00:00:00.000Z'
+    """
+    text = _iso_cache.get(ms)
+    if text is None:
+        if len(_iso_cache) >= 65_536:
+            _iso_cache.clear()
+        text = _iso_cache[ms] = ms_to_iso(ms)
+    return text
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SeriesStats:
     """Aggregate of one series (metric or resource use) over one window."""

@@ -31,19 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.core.events import LoadWindow, SeriesStats, ms_to_iso
-
-_iso_cache: dict[int, str] = {}
-
-
-def iso_ms(ms: int) -> str:
-    """`ms_to_iso`, cached: every subsystem's windows share the same boundaries."""
-    text = _iso_cache.get(ms)
-    if text is None:
-        if len(_iso_cache) >= 65_536:
-            _iso_cache.clear()
-        text = _iso_cache[ms] = ms_to_iso(ms)
-    return text
+from app.core.events import LoadWindow, SeriesStats, iso_ms, ms_to_iso
 
 
 def window_start(ts_ms: int, size_ms: int) -> int:

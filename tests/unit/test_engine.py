@@ -11,9 +11,9 @@ import jsonschema
 import orjson
 import pytest
 
-from app.core.bodies import iso_ms, share_from_values, share_values
+from app.core.bodies import share_from_values, share_values
 from app.core.engine import PredictionEngine
-from app.core.events import LoadWindow, ms_to_iso
+from app.core.events import LoadWindow, iso_ms, ms_to_iso
 from app.core.snapshot import SnapshotRejected
 from app.dev.simulator import FleetSimulator
 from app.settings import FleetPolicy

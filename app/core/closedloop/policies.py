@@ -23,7 +23,6 @@ import math
 from collections.abc import Sequence
 from typing import Protocol
 
-from app.core.bodies import iso_ms
 from app.core.closedloop.hpa import HpaController
 from app.core.closedloop.orders import FleetOrders, ScaleOrder, orders_from_plan
 from app.core.closedloop.plant import Cell, Plant, WindowOutcome
@@ -36,6 +35,7 @@ from app.core.events import (
     ResourcePolicy,
     ScaleAction,
     SeriesStats,
+    iso_ms,
 )
 from app.core.planner import PlanMode, RebalancePlanner
 from app.core.scaling import (
