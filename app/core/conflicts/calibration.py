@@ -131,21 +131,31 @@ class ErrorPaths:
         effective count, so an empty history gives the parametric answer.
         """
         h_max = len(mean)
-        weights = np.exp2((self.ages[: self.count] - origin) / self.half_life)
-        if self.count == 0 or h_max == 0 or float((weights * weights).sum()) == 0.0:
-            return list(parametric)  # none, or all too old to weigh (underflow)
+        weighed = self._weighed(origin)
+        if weighed is None or h_max == 0:
+            return list(parametric)
+        weights, total_weight, blend = weighed
         paths = self.paths[: self.count, :h_max]
         level = np.asarray(mean, dtype=np.float64) + paths.astype(np.float64) * np.asarray(
             scale, dtype=np.float64
         )
         crossed = np.logical_or.accumulate(level > capacity, axis=1)
-        total_weight = float(weights.sum())
         # Not ``weights @ crossed``: a BLAS product's rounding depends on the CPU's kernel.
         empirical = (weights[:, None] * crossed).sum(axis=0) / total_weight
-        effective = total_weight * total_weight / float((weights * weights).sum())
-        blend = effective / (effective + self.prior_paths)
         out = blend * empirical + (1.0 - blend) * np.asarray(parametric, dtype=np.float64)
         return [min(1.0, max(0.0, float(p))) for p in out]
+
+    def _weighed(self, origin: int) -> tuple[FloatArray, float, float] | None:
+        """The kept paths' weights at ``origin`` (newest most), their sum, and the share the
+        paths get against the parametric answer (their effective count against
+        ``prior_paths``); None when there are none, or all are too old to weigh (underflow)."""
+        weights = np.exp2((self.ages[: self.count] - origin) / self.half_life)
+        squares = float((weights * weights).sum())
+        if self.count == 0 or squares == 0.0:
+            return None
+        total_weight = float(weights.sum())
+        effective = total_weight * total_weight / squares
+        return weights, total_weight, effective / (effective + self.prior_paths)
 
     def quantiles(self, origin: int, q: float, parametric: float) -> list[float]:
         """Per horizon, the weighted ``q``-quantile of the kept standardised errors, blended
@@ -160,20 +170,17 @@ class ErrorPaths:
         >>> [round(z) for z in paths.quantiles(100, 0.9, 1.28)][:1]
         [8]
         """
-        weights = np.exp2((self.ages[: self.count] - origin) / self.half_life)
-        total_weight = float(weights.sum())
-        squares = float((weights * weights).sum())
-        if self.count == 0 or squares == 0.0:  # none, or all too old to weigh (underflow)
+        weighed = self._weighed(origin)
+        if weighed is None:
             return [parametric] * self.horizon
+        weights, total_weight, blend = weighed
         paths = self.paths[: self.count].astype(np.float64)
-        effective = total_weight * total_weight / squares
-        blend = effective / (effective + self.prior_paths)
+        order = np.argsort(paths, axis=0, kind="stable")  # per horizon, smallest first
+        cum = np.cumsum(weights[order], axis=0)
         out = []
         for h in range(self.horizon):
-            order = np.argsort(paths[:, h], kind="stable")
-            cum = np.cumsum(weights[order])
-            at = min(int(np.searchsorted(cum, q * total_weight)), self.count - 1)
-            z = float(paths[order[at], h])
+            at = min(int(np.searchsorted(cum[:, h], q * total_weight)), self.count - 1)
+            z = float(paths[order[at, h], h])
             out.append(blend * z + (1.0 - blend) * parametric)
         return out
 
