@@ -89,11 +89,25 @@ def test_novelty_gap_breaks_the_pairing() -> None:
 
 # --------------------------------------------------------------------------- onset gate
 def test_onset_gate_reports_each_rise_once() -> None:
-    gate = OnsetGate(calm=3, release=0.2, damp=0.1)
+    gate = OnsetGate(calm=3, release=0.2, damp=0.1, margin=0.0)
     plateau = [0.05, 0.9, 0.9, 0.9, 0.95, 0.9, 0.1, 0.1, 0.1, 0.9, 0.9]
     out = [gate.step(r) for r in plateau]
     assert out[1] == 0.9 and out[4] == 0.95 and out[9] == 0.9  # onset, higher peak, new episode
     assert all(out[i] == pytest.approx(0.1 * plateau[i]) for i in (2, 3, 5, 6, 7, 8, 10))
+
+
+def test_onset_gate_reports_a_creeping_rise_by_its_margin() -> None:
+    # a flatline growing longer: its likelihood creeps up by 0.01 a row
+    creep = [0.3 + 0.01 * i for i in range(60)]
+    loose = OnsetGate(margin=0.0)
+    assert sum(loose.step(r) == r for r in creep) == 60  # every row a "new peak"
+    gate = OnsetGate(margin=0.2)
+    full = [i for i, r in enumerate(creep) if gate.step(r) == r]
+    assert full == [0, 21, 42]  # the onset, then only rises of more than 0.2 above it
+    assert gate.peak == pytest.approx(creep[42])
+    # below release nothing has started yet: any rise is still reported in full
+    low = OnsetGate(margin=0.2)
+    assert [low.step(r) for r in (0.05, 0.1, 0.15)] == [0.05, 0.1, 0.15]
 
 
 def test_onset_gate_score_is_pure() -> None:
@@ -237,3 +251,22 @@ def test_graded_score_beats_never_firing_on_the_four_real_files() -> None:
 
     best = max(raw(t) for t in (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5))
     assert 100 * (best - null) / (-2 * null) >= 55.0
+
+
+def test_an_early_jump_does_not_mute_the_series() -> None:
+    """While the range is narrow every jump is a huge surprise; learned whole, three early
+    rows of 200 sigma fattened the tail so that a 15-sigma spike later scored like noise."""
+
+    def run(cap: float) -> tuple[float, float]:
+        rng = random.Random(5)
+        det = SeriesAnomalyDetector(learn_cap=cap)
+        out = []
+        for i in range(2000):
+            x = 10.0 + rng.gauss(0, 0.2) + (40.0 if i in (70, 71, 72) else 0.0)
+            out.append(det.process_one(i * MIN, x + (3.0 if i == 1500 else 0.0)).score)
+        return out[1500], max(out[300:1500])
+
+    spike, noise = run(4.0)
+    assert spike > noise + 0.15
+    spike_uncapped, noise_uncapped = run(math.inf)
+    assert spike_uncapped < noise_uncapped + 0.05  # the mute this guards against

@@ -23,7 +23,7 @@ training); ``is_anomaly`` is its first row per episode (an alarm), an episode en
 ``calm_steps`` calm values (`app.core.anomaly.episodes.EpisodeGate`, which the engine's
 alarms use too).
 
-Warm-up: the first ``warmup`` values (default 60) score 0 and are flagged ``warming_up``;
+Warm-up: the first ``warmup`` values (default 100) score 0 and are flagged ``warming_up``;
 the spatial rule waits ``spatial_warmup`` values. NAB ignores the first 15 % of a file for
 the same reason.
 """
@@ -46,7 +46,7 @@ _MAX_ABS = 1e150  # inputs are clipped here so that squares and differences stay
 _MAX_SURPRISE = 1000.0
 _MAD_TO_SIGMA = 1.2533  # mean absolute deviation -> standard deviation for a normal
 _SCALE_CLIP = 2.5  # residuals beyond this many scales update a scale as if they were here
-_LEARN_FROM = 20  # values seen before surprises are trusted enough to calibrate on
+_LEARN_FROM = 60  # values seen before surprises are trusted enough to calibrate on
 _GAP_STEPS = 5.0  # a silence longer than this many spacings breaks the pairing of values
 
 # (likelihood, reason, expected, half_width, novelty distance, novelty surprise, s_forecast)
@@ -135,10 +135,16 @@ class SeriesAnomalyDetector:
         Values learned before the spatial rule may fire (the early range is too narrow).
     flat_min_run
         Minimum run of identical values before the flatline rule may fire.
-    onset_calm, onset_release, onset_damp
+    onset_calm, onset_release, onset_damp, onset_margin
         The :class:`~app.core.anomaly.onset.OnsetGate` that turns the likelihood into the
         score: an episode ends after ``onset_calm`` rows under ``onset_release``; rows that
-        set no new peak are reported at ``onset_damp`` times their likelihood.
+        set no new peak (by ``onset_margin``, once past ``onset_release``) are reported at
+        ``onset_damp`` times their likelihood.
+    learn_cap
+        Pattern surprises are learned by their likelihood clipped at this many typical
+        distances: what "normal" looks like is learned from normal values, so one early
+        jump (every surprise is huge while the range is still narrow) or one incident does
+        not fatten the tail and mute the series for good. Scores are not clipped.
     step_ms
         Nominal spacing of the series; ``None`` infers it (running median of spacings). A
         silence longer than five spacings is a gap: the values around it are not paired.
@@ -162,16 +168,18 @@ class SeriesAnomalyDetector:
     >>> for i in range(600):
     ...     x = 10.0 + rng.gauss(0.0, 0.2) + (5.0 if i == 500 else 0.0)
     ...     scores.append(det.process_one(i * 60_000, x))
-    >>> [i for i, s in enumerate(scores) if s.is_anomaly]  # two false alarms while it learns
-    [82, 383, 500]
+    >>> [i for i, s in enumerate(scores) if s.is_anomaly]  # one false alarm while it learns
+    [383, 500]
     >>> round(scores[500].score, 2), round(scores[501].score, 2)  # the onset, then a tenth
     (1.0, 0.1)
     """
 
+    learn_cap = math.inf  # what a snapshot from before ``learn_cap`` existed did
+
     def __init__(
         self,
         threshold: float = 0.45,
-        warmup: int = 60,
+        warmup: int = 100,
         calm_steps: int = 30,
         release: float = 0.8,
         memory: int = 1000,
@@ -183,6 +191,8 @@ class SeriesAnomalyDetector:
         onset_calm: int = 5,
         onset_release: float = 0.2,
         onset_damp: float = 0.1,
+        onset_margin: float = 0.2,
+        learn_cap: float = 4.0,
         step_ms: int | None = None,
         level_alpha: float = 0.05,
         scale_alpha: float = 0.02,
@@ -204,6 +214,7 @@ class SeriesAnomalyDetector:
         self.clip = clip
         self.anomaly_learn_factor = anomaly_learn_factor
         self.band_sigma = band_sigma
+        self.learn_cap = learn_cap
 
         self.n = 0
         self.last_ts: int | None = None
@@ -212,7 +223,7 @@ class SeriesAnomalyDetector:
         self._novelty = PatternNovelty(memory, neighbours, range_floor)
         self._lik_novelty = AnomalyLikelihood(1, long_window)
         self._lik_forecast = AnomalyLikelihood(1, long_window)
-        self._onset = OnsetGate(onset_calm, onset_release, onset_damp)
+        self._onset = OnsetGate(onset_calm, onset_release, onset_damp, onset_margin)
         # reported range: robust level and scale
         self._level = 0.0
         self._level_scale = 0.0
@@ -405,7 +416,8 @@ class SeriesAnomalyDetector:
         self._onset.learn_one(likelihood)
         if self.n >= _LEARN_FROM:  # before that, the surprises are not yet meaningful
             if s_nov == s_nov:
-                self._lik_novelty.learn_one(s_nov)
+                cap = self.learn_cap
+                self._lik_novelty.learn_one(s_nov if s_nov < cap else cap)
             if s_fc >= 0.0:
                 self._lik_forecast.learn_one(s_fc)
         if self._gap(ts_ms):
