@@ -16,16 +16,16 @@ from typing import Any
 
 import faust
 
+from agents.outputs import Outputs
 from app.core.labels import AnomalyTarget
 from app.settings import Settings
-from app.wire.codec import SourceRef, dead_letter
 from app.wire.records import InvalidLabel, decode_label_record, encode
 
 log = logging.getLogger("pso.labels")
 
 
 def register_labels(
-    app: faust.App, settings: Settings, load_topic: Any, shares_topic: Any, dlq_topic: Any
+    app: faust.App, settings: Settings, load_topic: Any, shares_topic: Any, outputs: Outputs
 ) -> None:
     """Declare the agent that forwards ``pso.labels`` to stage 1 or stage 2."""
     labels_topic = app.topic(settings.topics.labels, key_serializer="raw", value_serializer="raw")
@@ -38,9 +38,7 @@ def register_labels(
             try:
                 label, target = decode_label_record(message.key, value)
             except InvalidLabel as exc:
-                source = SourceRef(message.topic, message.partition, message.offset, message.key)
-                dead = dead_letter(source, value or b"", "invalid_label", str(exc)[:500])
-                await dlq_topic.send(key=message.key, value=encode(dead))
+                await outputs.reject(message, value, "invalid_label", str(exc))
                 log.warning("pso.labels record rejected: %s", exc)
                 continue
             if isinstance(target, AnomalyTarget):

@@ -14,14 +14,16 @@ from typing import Any
 
 import faust
 
+from agents.outputs import Outputs
 from app.settings import Settings
-from app.wire.codec import SourceRef, dead_letter
 from app.wire.records import InvalidPolicy, decode_policy_record, encode
 
 log = logging.getLogger("pso.policy")
 
 
-def register_policy(app: faust.App, settings: Settings, shares_topic: Any, dlq_topic: Any) -> None:
+def register_policy(
+    app: faust.App, settings: Settings, shares_topic: Any, outputs: Outputs
+) -> None:
     """Declare the agent that forwards ``pso.capacity`` to the shares topic."""
     capacity_topic = app.topic(
         settings.topics.capacity, key_serializer="raw", value_serializer="raw"
@@ -35,9 +37,7 @@ def register_policy(app: faust.App, settings: Settings, shares_topic: Any, dlq_t
             try:
                 update = decode_policy_record(message.key, value)
             except InvalidPolicy as exc:
-                source = SourceRef(message.topic, message.partition, message.offset, message.key)
-                dead = dead_letter(source, value or b"", "invalid_policy", str(exc)[:500])
-                await dlq_topic.send(key=message.key, value=encode(dead))
+                await outputs.reject(message, value, "invalid_policy", str(exc))
                 log.warning("pso.capacity record rejected: %s", exc)
                 continue
             log.info("resource policy for %s: %s", update.resource, encode(update).decode())

@@ -159,7 +159,5 @@ def register_predict(app: faust.App, settings: Settings) -> None:
         await load_reader.stop()
         await shares_reader.stop()
 
-    register_policy(app, settings, shares_topic, outputs.topics[settings.topics.deadletter])
-    register_labels(
-        app, settings, load_topic, shares_topic, outputs.topics[settings.topics.deadletter]
-    )
+    register_policy(app, settings, shares_topic, outputs)
+    register_labels(app, settings, load_topic, shares_topic, outputs)
