@@ -37,7 +37,7 @@ def score_anomalies_cmd(
     threshold: Annotated[
         float | None,
         typer.Option(
-            help="is_anomaly threshold on the calibrated likelihood (default 0.45)",
+            help="is_anomaly threshold on the calibrated likelihood (default 0.6)",
             callback=finite_between(0, 1, low_open=True),
         ),
     ] = None,

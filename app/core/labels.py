@@ -90,7 +90,7 @@ class LabelSpec:
             raise ValueError("half_life_ms, prior and max_labels must be positive")
 
 
-#: Anomaly likelihoods (base threshold 0.45): at most 0.75, ~1 in 10^7.5 under the series' own
+#: Anomaly likelihoods (base threshold 0.6): at most 0.9, ~1 in 10^9 under the series' own
 #: history, which spatial and flatline breaks and real incidents still reach.
 ANOMALY_LABELS = LabelSpec(max_raise=0.3)
 #: Conflict probabilities (base threshold 0.5): at most 0.8 (and never over 0.95).

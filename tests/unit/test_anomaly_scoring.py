@@ -157,14 +157,18 @@ def shapes(n: int, seed: int) -> dict[str, list[float]]:
 
 
 def test_one_threshold_means_the_same_on_very_different_shapes() -> None:
-    # The score's 0.3 is a tail probability of 1e-3 per value: on normal data of any shape
-    # or unit, about one value in a thousand reaches it (measured 0.6e-3 .. 1.7e-3 on two
-    # seeds). A raw residual would be off by orders of magnitude between these series.
+    # The score's 0.3 is a tail probability of about 1e-3 per value: on normal data of any
+    # shape or unit, one value in a few hundred to a thousand reaches it (measured 1.1e-3 ..
+    # 6.2e-3 on two seeds; the heavy-tailed counts and latencies most often, since the tail is
+    # learnt from surprises clipped at `learn_cap`, decision 0014). A raw residual would be
+    # off by orders of magnitude between these series.
+    rates = {}
     for name, xs in shapes(12_000, 1).items():
         det = SeriesAnomalyDetector()
         scores = [det.process_one(i * MIN, x).score for i, x in enumerate(xs)][2000:]
-        rate = sum(s >= 0.3 for s in scores) / len(scores)
-        assert 2.5e-4 <= rate <= 4e-3, (name, rate)
+        rates[name] = sum(s >= 0.3 for s in scores) / len(scores)
+    assert all(5e-4 <= rate <= 8e-3 for rate in rates.values()), rates
+    assert max(rates.values()) <= 8 * min(rates.values()), rates
 
 
 def test_scores_do_not_depend_on_units_or_offset() -> None:
@@ -270,3 +274,44 @@ def test_an_early_jump_does_not_mute_the_series() -> None:
     assert spike > noise + 0.15
     spike_uncapped, noise_uncapped = run(math.inf)
     assert spike_uncapped < noise_uncapped + 0.05  # the mute this guards against
+
+
+def test_spikes_do_not_hide_a_change_of_the_normal_level() -> None:
+    """On a spiky series (a crash rate, a latency) the spikes make the range; a distance
+    floor taken from the whole range hid a shift of the normal level, one taken from the
+    spread of the remembered values (1st-99th percentile) does not."""
+
+    def run(**floors: float) -> tuple[float, float]:
+        rng = random.Random(2)
+        det = SeriesAnomalyDetector(**floors)
+        out = []
+        for i in range(2000):
+            spike = 190.0 if i % 200 == 150 else 0.0  # routine, 0.5 % of the values
+            x = 10.0 + rng.gauss(0, 0.5) + spike + (6.0 if i >= 1500 else 0.0)
+            out.append(det.process_one(i * MIN, x).score)
+        noise = max(s for i, s in enumerate(out[300:1500], 300) if i % 200 not in (150, 151))
+        return out[1500], noise
+
+    shift, noise = run()
+    assert shift > 0.45 and shift > 2 * noise
+    shift_full_range, _ = run(range_floor=0.0, full_range_floor=0.03)  # the old floor
+    assert shift_full_range < 0.3
+
+
+def test_a_novelty_snapshot_from_before_the_spread_still_loads() -> None:
+    from app.core.anomaly.novelty import PatternNovelty
+
+    rng = random.Random(8)
+    nov = PatternNovelty(memory=200)
+    for _ in range(300):
+        nov.step(50.0 + rng.gauss(0, 1.0))
+    old = nov.__getstate__()
+    for key in ("spread", "stored", "full_range_floor"):
+        del old[key]
+    loaded = PatternNovelty.__new__(PatternNovelty)
+    loaded.__setstate__(old)
+    assert loaded.spread == pytest.approx(nov.hi - nov.lo)  # the old floor, the whole range
+    assert math.isfinite(loaded.step(51.0))
+    for _ in range(8):  # the spread is recomputed within 8 values
+        loaded.step(50.0 + rng.gauss(0, 1.0))
+    assert loaded.spread < nov.hi - nov.lo

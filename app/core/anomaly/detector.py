@@ -126,8 +126,10 @@ class SeriesAnomalyDetector:
         Values the novelty channel compares the newest pair with.
     neighbours
         The novelty is the distance to the ``neighbours``-th nearest remembered pair (1..3).
-    range_floor
-        Smallest distance scale of the novelty channel, as a fraction of the range seen.
+    range_floor, full_range_floor
+        Smallest distance scale of the novelty channel: this fraction of the spread of the
+        remembered values (1st to 99th percentile), and at least ``full_range_floor`` of the
+        whole range seen.
     spatial_tolerance
         The spatial rule fires when a value exceeds the learned [min, max] range by more
         than this fraction of the range.
@@ -178,13 +180,14 @@ class SeriesAnomalyDetector:
 
     def __init__(
         self,
-        threshold: float = 0.45,
+        threshold: float = 0.6,
         warmup: int = 100,
         calm_steps: int = 30,
         release: float = 0.8,
         memory: int = 1000,
         neighbours: int = 3,
         range_floor: float = 0.03,
+        full_range_floor: float = 0.01,
         spatial_tolerance: float = 0.2,
         spatial_warmup: int = 240,
         flat_min_run: int = 12,
@@ -192,7 +195,7 @@ class SeriesAnomalyDetector:
         onset_release: float = 0.2,
         onset_damp: float = 0.1,
         onset_margin: float = 0.2,
-        learn_cap: float = 4.0,
+        learn_cap: float = 5.0,
         step_ms: int | None = None,
         level_alpha: float = 0.05,
         scale_alpha: float = 0.02,
@@ -220,7 +223,9 @@ class SeriesAnomalyDetector:
         self.last_ts: int | None = None
         self.last_x = 0.0
         self._step_est = float(step_ms) if step_ms else 0.0
-        self._novelty = PatternNovelty(memory, neighbours, range_floor)
+        self._novelty = PatternNovelty(
+            memory, neighbours, range_floor, full_range_floor=full_range_floor
+        )
         self._lik_novelty = AnomalyLikelihood(1, long_window)
         self._lik_forecast = AnomalyLikelihood(1, long_window)
         self._onset = OnsetGate(onset_calm, onset_release, onset_damp, onset_margin)

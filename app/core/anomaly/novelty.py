@@ -10,11 +10,14 @@ familiar, one far from all of them is new. Measured on the validation corpus
 previous value, time-of-day profile) and their max, on server metrics most of all.
 
 The distance is made scale-free by dividing it by the larger of its own typical size (a
-clipped exponential average, so a burst barely moves it) and ``range_floor`` times the
-range of values seen so far: a series whose normal jitter is tiny next to its range (a
-smooth daily cycle) is not alarmed by jitter. The result is a *surprise* (0 = seen before,
-1 = a typical distance, 50 = far off); :class:`~app.core.anomaly.likelihood.AnomalyLikelihood`
-turns it into a calibrated score.
+clipped exponential average, so a burst barely moves it) and a floor: a series whose normal
+jitter is tiny next to its range (a smooth daily cycle) is not alarmed by jitter. The floor
+is ``range_floor`` times the *spread* of the remembered values (their 1st to 99th
+percentile, recomputed every 64 values), and at least ``full_range_floor`` times the range
+seen so far: on a spiky series (crash rates, latencies) the spikes make the range, and a
+floor taken from it hid every change of the normal level (decision 0014). The result is a
+*surprise* (0 = seen before, 1 = a typical distance, 50 = far off);
+:class:`~app.core.anomaly.likelihood.AnomalyLikelihood` turns it into a calibrated score.
 
 Cost: one compiled pass over ``memory`` values (about 1-2 µs for 1000) and ``memory`` floats
 of state.
@@ -33,6 +36,8 @@ __all__ = ["PatternNovelty", "kth_pair_distance"]
 
 _MAX_SURPRISE = 1000.0
 _MIN_PAIRS = 10  # pairs to compare with before any surprise is reported
+_SPREAD_EVERY = 64  # values stored between recomputations of the spread (8 while filling)
+_SPREAD_PERCENTILES = (1.0, 99.0)
 _EXCLUDED = 2  # newest stored pairs left out: one overlaps the current pair
 
 
@@ -135,7 +140,10 @@ class PatternNovelty:
         The surprise uses the distance to the ``k``-th nearest pair (1..3): one earlier
         accident does not make a pattern familiar.
     range_floor
-        The distance scale is at least this fraction of the range of values seen so far.
+        The distance scale is at least this fraction of the spread of the remembered values
+        (1st to 99th percentile).
+    full_range_floor
+        ... and at least this fraction of the whole range of values seen so far.
     alpha
         Smoothing of the typical distance (an exponential average of clipped distances).
 
@@ -155,6 +163,7 @@ class PatternNovelty:
     __slots__ = (
         "alpha",
         "count",
+        "full_range_floor",
         "head",
         "hi",
         "k",
@@ -162,11 +171,18 @@ class PatternNovelty:
         "range_floor",
         "ring",
         "seen",
+        "spread",
+        "stored",
         "typical",
     )
 
     def __init__(
-        self, memory: int = 1000, k: int = 3, range_floor: float = 0.03, alpha: float = 0.02
+        self,
+        memory: int = 1000,
+        k: int = 3,
+        range_floor: float = 0.03,
+        alpha: float = 0.02,
+        full_range_floor: float = 0.01,
     ) -> None:
         if not 1 <= k <= 3:
             raise ValueError("k must be 1, 2 or 3")
@@ -174,6 +190,7 @@ class PatternNovelty:
             raise ValueError(f"memory must be at least {_MIN_PAIRS + _EXCLUDED + 2} values")
         self.k = k
         self.range_floor = range_floor
+        self.full_range_floor = full_range_floor
         self.alpha = alpha
         self.ring = np.zeros(memory)
         self.count = 0
@@ -182,11 +199,18 @@ class PatternNovelty:
         self.seen = 0
         self.lo = math.inf
         self.hi = -math.inf
+        self.spread = 0.0  # 1st to 99th percentile of the remembered values
+        self.stored = 0
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # a snapshot from before the spread: its floor stays the old one (the full range)
+        # until the spread is first recomputed
+        self.full_range_floor = 0.01
+        self.stored = 0
+        self.spread = max(0.0, state.get("hi", 0.0) - state.get("lo", 0.0))
         for k, v in state.items():
             setattr(self, k, v)
 
@@ -205,7 +229,10 @@ class PatternNovelty:
         if dist != dist:
             return dist
         scale = self.typical
-        floor = self.range_floor * (self.hi - self.lo)
+        floor = self.range_floor * self.spread
+        full = self.full_range_floor * (self.hi - self.lo)
+        if full > floor:
+            floor = full
         if floor > scale:
             scale = floor
         if scale > 0.0:
@@ -238,6 +265,16 @@ class PatternNovelty:
         self.head = (self.head + 1) % self.ring.shape[0]
         if self.count < self.ring.shape[0]:
             self.count += 1
+        self.stored += 1
+        if self.stored % (_SPREAD_EVERY if self.stored >= _SPREAD_EVERY else 8) == 0:
+            self._update_spread()
+
+    def _update_spread(self) -> None:
+        values = self.ring[: self.count]
+        values = values[values == values]  # gap markers out
+        if values.size:
+            lo, hi = np.percentile(values, _SPREAD_PERCENTILES)
+            self.spread = float(hi - lo)
 
     def learn_distance(self, x: float, dist: float) -> None:
         """``learn_one`` given the ``distance`` of ``x`` already computed (the fused path)."""
