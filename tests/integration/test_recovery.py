@@ -44,8 +44,10 @@ QUICK = {
 
 
 def _configure(
-    env: PsoEnv, tmp_path: Path, hours: float = 1.5
+    env: PsoEnv, tmp_path: Path, hours: float = 2.5
 ) -> tuple[list[tuple[bytes, bytes]], dict[str, bytes]]:
+    # 2.5 hours: 150 one-minute windows per subsystem, past the anomaly detector's 100-value
+    # warm-up, so the comparison covers anomaly events too
     sim, messages = fleet_messages(hours)
     policy = sim.policy(headroom=0.7).model_dump(mode="json", exclude={"prediction"})
     env.config = tmp_path / "pso.yaml"
