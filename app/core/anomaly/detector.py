@@ -127,9 +127,9 @@ class SeriesAnomalyDetector:
     neighbours
         The novelty is the distance to the ``neighbours``-th nearest remembered pair (1..3).
     range_floor, full_range_floor
-        Smallest distance scale of the novelty channel: this fraction of the spread of the
-        remembered values (1st to 99th percentile), and at least ``full_range_floor`` of the
-        whole range seen.
+        Smallest distance scale of the novelty channel: the larger of ``range_floor`` times
+        the spread of the remembered values (1st to 99th percentile) and ``full_range_floor``
+        times the whole range seen.
     spatial_tolerance
         The spatial rule fires when a value exceeds the learned [min, max] range by more
         than this fraction of the range.

@@ -12,10 +12,12 @@ previous value, time-of-day profile) and their max, on server metrics most of al
 The distance is made scale-free by dividing it by the larger of its own typical size (a
 clipped exponential average, so a burst barely moves it) and a floor: a series whose normal
 jitter is tiny next to its range (a smooth daily cycle) is not alarmed by jitter. The floor
-is ``range_floor`` times the *spread* of the remembered values (their 1st to 99th
-percentile, recomputed every 64 values), and at least ``full_range_floor`` times the range
-seen so far: on a spiky series (crash rates, latencies) the spikes make the range, and a
-floor taken from it hid every change of the normal level (decision 0014). The result is a
+is the larger of ``range_floor`` (3 %) times the *spread* of the remembered values (their
+1st to 99th percentile) and ``full_range_floor`` (1 %) times the range seen so far. On a
+series whose values fill their range that is 3 % of the range, as it always was; on a spiky
+series (crash rates, latencies), whose spikes make the range while the spread stays narrow,
+it falls to as little as 1 % of the range: a floor of 3 % of the range hid every change of
+its normal level (decision 0014). The result is a
 *surprise* (0 = seen before, 1 = a typical distance, 50 = far off);
 :class:`~app.core.anomaly.likelihood.AnomalyLikelihood` turns it into a calibrated score.
 
@@ -36,7 +38,8 @@ __all__ = ["PatternNovelty", "kth_pair_distance"]
 
 _MAX_SURPRISE = 1000.0
 _MIN_PAIRS = 10  # pairs to compare with before any surprise is reported
-_SPREAD_EVERY = 64  # values stored between recomputations of the spread (8 while filling)
+_SPREAD_EVERY = 64  # values stored between recomputations of the spread (8 for the first 64)
+_FULL_RANGE_FLOOR = 0.01
 _SPREAD_PERCENTILES = (1.0, 99.0)
 _EXCLUDED = 2  # newest stored pairs left out: one overlaps the current pair
 
@@ -182,7 +185,7 @@ class PatternNovelty:
         k: int = 3,
         range_floor: float = 0.03,
         alpha: float = 0.02,
-        full_range_floor: float = 0.01,
+        full_range_floor: float = _FULL_RANGE_FLOOR,
     ) -> None:
         if not 1 <= k <= 3:
             raise ValueError("k must be 1, 2 or 3")
@@ -206,11 +209,11 @@ class PatternNovelty:
         return {k: getattr(self, k) for k in self.__slots__}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # a snapshot from before the spread: its floor stays the old one (the full range)
-        # until the spread is first recomputed
-        self.full_range_floor = 0.01
+        # a snapshot from before the spread keeps its floor: range_floor x the whole range
+        # (the spread never exceeds the range, so the spread term cannot raise it)
+        self.full_range_floor = float(state.get("range_floor", _FULL_RANGE_FLOOR))
         self.stored = 0
-        self.spread = max(0.0, state.get("hi", 0.0) - state.get("lo", 0.0))
+        self.spread = 0.0
         for k, v in state.items():
             setattr(self, k, v)
 
@@ -225,7 +228,8 @@ class PatternNovelty:
         return float(kth_pair_distance(self.ring, self.count, self.head, prev, x, self.k))
 
     def surprise(self, dist: float) -> float:
-        """A ``distance`` in units of the typical one (at least ``range_floor`` × range)."""
+        """A ``distance`` in units of the typical one (at least ``range_floor`` × the spread
+        and ``full_range_floor`` × the range)."""
         if dist != dist:
             return dist
         scale = self.typical

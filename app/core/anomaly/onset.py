@@ -36,7 +36,8 @@ class OnsetGate:
         Factor applied to the likelihood of rows that do not set a new peak.
     margin
         Once the peak is past ``release``, how much a row must exceed it to count as a new
-        peak.
+        peak. The price: an episode that peaked at 0.45 reports a later 0.62 at a tenth, and
+        one that peaked at 0.8 or more reports nothing more in full.
 
     Examples
     --------
