@@ -98,6 +98,24 @@ def decode_resource_record(value: bytes | None) -> list[ResourceRecord]:
     return [to_core(ResourceShare.model_validate(doc))]
 
 
+def _json_object(value: bytes, what: str, error: type[PsoError]) -> dict[str, Any]:
+    """``value`` parsed as one JSON object, or ``error`` with a reason fit for a dead letter."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise error(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise error(f"{what} is a JSON object")
+    return doc
+
+
+def _first_error(exc: ValidationError) -> str:
+    """Where and what the first validation error is, as one line: ``ts: invalid datetime``."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "record"
+    return f"{where}: {first['msg']}"
+
+
 class InvalidPolicy(PsoError, ValueError):
     """A ``pso.capacity`` record PSO cannot apply; the message is the dead-letter reason."""
 
@@ -120,12 +138,7 @@ def decode_policy_record(key: bytes | None, value: bytes | None) -> core.Resourc
         if not name:
             raise InvalidPolicy("a tombstone needs the resource name as its key")
         return core.ResourcePolicy(resource=name)
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidPolicy(f"not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidPolicy("a resource policy is a JSON object")
+    doc = _json_object(value, "a resource policy", InvalidPolicy)
     doc.setdefault("type", "resource_policy")
     if name is not None and doc.setdefault("resource", name) != name:
         raise InvalidPolicy(f"key {name!r} and resource {doc['resource']!r} differ")
@@ -133,9 +146,7 @@ def decode_policy_record(key: bytes | None, value: bytes | None) -> core.Resourc
         policy: core.ResourcePolicy = to_core(ResourcePolicy.model_validate(doc))
         return policy
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "record"
-        raise InvalidPolicy(f"{where}: {first['msg']}") from None
+        raise InvalidPolicy(_first_error(exc)) from None
 
 
 class InvalidLabel(PsoError, ValueError):
@@ -160,19 +171,12 @@ def decode_label_record(
     """
     if not value:
         raise InvalidLabel("a tombstone (empty value): verdicts are not withdrawn, they decay")
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidLabel(f"not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidLabel("a label is a JSON object")
+    doc = _json_object(value, "a label", InvalidLabel)
     doc.setdefault("type", "operator_label")
     try:
         label: core.OperatorLabel = to_core(OperatorLabel.model_validate(doc))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "record"
-        raise InvalidLabel(f"{where}: {first['msg']}") from None
+        raise InvalidLabel(_first_error(exc)) from None
     if key is not None and key != label.id.encode():
         shown = key.decode("utf-8", "replace")[:200]
         raise InvalidLabel(f"key {shown!r} and id {label.id[:200]!r} differ")
