@@ -13,9 +13,18 @@ from __future__ import annotations
 import errno
 from typing import ClassVar
 
+from pydantic import ValidationError
+
 from app.core.errors import ExitCode, PsoError
 
-__all__ = ["USER_PATH_ERRNOS", "ExitCode", "PsoError", "UsageError", "path_error_message"]
+__all__ = [
+    "USER_PATH_ERRNOS",
+    "ExitCode",
+    "PsoError",
+    "UsageError",
+    "path_error_message",
+    "validation_reason",
+]
 
 
 class UsageError(PsoError):
@@ -51,3 +60,15 @@ def path_error_message(exc: OSError) -> str | None:
     what = (exc.strerror or "cannot use").lower()
     paths = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
     return f"{what}: {paths}"
+
+
+def validation_reason(exc: ValidationError, root: str = "(root)") -> str:
+    """The first error of a pydantic validation as one line, ``where: what``.
+
+    ``where`` is the dotted field path (``root`` when the error is about the whole document);
+    pydantic's ``Value error,`` prefix is dropped. A config error, a dead letter and a
+    ``--set`` error all read this way.
+    """
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or root
+    return f"{where}: {first['msg'].removeprefix('Value error, ')}"

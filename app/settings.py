@@ -36,7 +36,7 @@ from app.core.config import (
 )
 from app.core.forecasters.river_candidate import parse_candidates
 from app.core.snapshot import MIN_KEY_BYTES
-from app.errors import ExitCode, PsoError
+from app.errors import ExitCode, PsoError, validation_reason
 
 #: Seals snapshots when no key is set. It is public (it is in this file): fine on a laptop
 #: against the embedded broker, never where others can write to the changelogs.
@@ -547,11 +547,8 @@ def _check_key_length(key: str, what: str) -> None:
 
 
 def _first_error(exc: ValidationError, source: str) -> ConfigError:
-    err = exc.errors()[0]
-    path = ".".join(str(p) for p in err["loc"]) or "(root)"
-    msg = err["msg"].removeprefix("Value error, ")
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return ConfigError(f"{source}: {path}: {msg}{more}")
+    return ConfigError(f"{source}: {validation_reason(exc)}{more}")
 
 
 def load_policy(path: Path | str) -> FleetPolicy:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 import app.core.events as core
 from app.core.labels import AnomalyTarget, ConflictTarget, LabelRejected, check_time, parse_target
-from app.errors import ExitCode, PsoError
+from app.errors import ExitCode, PsoError, validation_reason
 from app.wire.events import (
     ContributorsDeparted,
     LoadWindow,
@@ -109,13 +109,6 @@ def _json_object(value: bytes, what: str, error: type[PsoError]) -> dict[str, An
     return doc
 
 
-def _first_error(exc: ValidationError) -> str:
-    """Where and what the first validation error is, as one line: ``ts: invalid datetime``."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "record"
-    return f"{where}: {first['msg']}"
-
-
 class InvalidPolicy(PsoError, ValueError):
     """A ``pso.capacity`` record PSO cannot apply; the message is the dead-letter reason."""
 
@@ -146,7 +139,7 @@ def decode_policy_record(key: bytes | None, value: bytes | None) -> core.Resourc
         policy: core.ResourcePolicy = to_core(ResourcePolicy.model_validate(doc))
         return policy
     except ValidationError as exc:
-        raise InvalidPolicy(_first_error(exc)) from None
+        raise InvalidPolicy(validation_reason(exc, "record")) from None
 
 
 class InvalidLabel(PsoError, ValueError):
@@ -176,7 +169,7 @@ def decode_label_record(
     try:
         label: core.OperatorLabel = to_core(OperatorLabel.model_validate(doc))
     except ValidationError as exc:
-        raise InvalidLabel(_first_error(exc)) from None
+        raise InvalidLabel(validation_reason(exc, "record")) from None
     if key is not None and key != label.id.encode():
         shown = key.decode("utf-8", "replace")[:200]
         raise InvalidLabel(f"key {shown!r} and id {label.id[:200]!r} differ")

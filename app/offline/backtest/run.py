@@ -44,6 +44,7 @@ from app.core.events import (
     RebalanceRecommended,
     ms_to_iso,
 )
+from app.errors import validation_reason
 from app.offline.backtest.common import _IO_BUFFER, FILES, MAX_ERRORS, BacktestError, ProgressFn
 from app.offline.backtest.labels import ConflictLabels, label_metrics, read_labels
 from app.offline.backtest.metrics import anomaly_metrics, conflict_metrics, forecast_metrics
@@ -94,10 +95,7 @@ def apply_overrides(policy: FleetPolicy, overrides: Sequence[str]) -> FleetPolic
     try:
         return FleetPolicy.model_validate(doc)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        path = ".".join(str(p) for p in err["loc"]) or "(root)"
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"--set: {path}: {msg}") from None
+        raise ConfigError(f"--set: {validation_reason(exc)}") from None
 
 
 def _known(node: Any) -> str:
