@@ -11,7 +11,8 @@ the CLI module is ``__main__``) and the modules that raise them share one class.
 from __future__ import annotations
 
 import errno
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
@@ -23,6 +24,7 @@ __all__ = [
     "PsoError",
     "UsageError",
     "path_error_message",
+    "validation_error_line",
     "validation_reason",
 ]
 
@@ -62,13 +64,17 @@ def path_error_message(exc: OSError) -> str | None:
     return f"{what}: {paths}"
 
 
-def validation_reason(exc: ValidationError, root: str = "(root)") -> str:
-    """The first error of a pydantic validation as one line, ``where: what``.
+def validation_error_line(err: Mapping[str, Any], root: str = "(root)") -> str:
+    """One pydantic error (an item of ``exc.errors()``) as ``where: what``.
 
     ``where`` is the dotted field path (``root`` when the error is about the whole document);
-    pydantic's ``Value error,`` prefix is dropped. A config error, a dead letter and a
-    ``--set`` error all read this way.
+    pydantic's ``Value error,`` prefix is dropped. Config errors, ``--set`` errors and dead
+    letters all read this way.
     """
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or root
-    return f"{where}: {first['msg'].removeprefix('Value error, ')}"
+    where = ".".join(str(p) for p in err["loc"]) or root
+    return f"{where}: {str(err['msg']).removeprefix('Value error, ')}"
+
+
+def validation_reason(exc: ValidationError, root: str = "(root)") -> str:
+    """The first error of a pydantic validation as one line (`validation_error_line`)."""
+    return validation_error_line(exc.errors()[0], root)

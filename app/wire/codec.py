@@ -28,6 +28,7 @@ from app.core.rejects import Rejections as Rejections
 from app.core.rejects import SourceRef as SourceRef
 from app.core.rejects import dead_letter as _dead_letter
 from app.core.rejects import without_original as without_original
+from app.errors import validation_error_line
 from app.wire.events import TelemetrySample, _parse_ts
 from app.wire.records import encode
 
@@ -93,9 +94,7 @@ def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
     """One line naming each bad field: ``metrics.cpu: Input should be a finite number``."""
     parts = []
     for err in exc.errors()[:limit]:
-        loc = ".".join(str(p) for p in err["loc"]) or "(sample)"
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}")
+        parts.append(validation_error_line(err, "(sample)"))
     more = exc.error_count() - limit
     if more > 0:
         parts.append(f"(+{more} more)")

@@ -17,8 +17,9 @@ is the larger of ``range_floor`` (3 %) times the *spread* of the remembered valu
 series whose values fill their range that is 3 % of the range, as it always was; on a spiky
 series (crash rates, latencies), whose spikes make the range while the spread stays narrow,
 it falls to as little as 1 % of the range: a floor of 3 % of the range hid every change of
-its normal level (decision 0014). The result is a
-*surprise* (0 = seen before, 1 = a typical distance, 50 = far off);
+its normal level (decision 0014).
+
+The result is a *surprise* (0 = seen before, 1 = a typical distance, 50 = far off);
 :class:`~app.core.anomaly.likelihood.AnomalyLikelihood` turns it into a calibrated score.
 
 Cost: one compiled pass over ``memory`` values (about 1-2 µs for 1000) and ``memory`` floats
