@@ -57,8 +57,21 @@ def parse_value(text: str) -> float:
     return value if math.isfinite(value) else math.nan
 
 
+def _decoded(reader: Iterator[list[str]]) -> Iterator[list[str]]:
+    """The CSV rows, with a file that is not UTF-8 text (or not CSV) as a `SeriesFileError`:
+    the decoding happens while rows are read, anywhere in the file."""
+    try:
+        yield from reader
+    except UnicodeDecodeError as exc:
+        raise SeriesFileError(
+            f"not UTF-8 text ({exc.reason}, byte 0x{exc.object[exc.start]:02x})"
+        ) from None
+    except csv.Error as exc:
+        raise SeriesFileError(f"not a CSV file: {exc}") from None
+
+
 def _rows(handle: TextIO) -> tuple[list[str], Iterator[list[str]], int, int]:
-    reader = csv.reader(handle)
+    reader = _decoded(csv.reader(handle))
     try:
         header = next(reader)
     except StopIteration:

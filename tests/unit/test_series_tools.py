@@ -93,3 +93,14 @@ def test_timestamp_formats() -> None:
     assert parse_timestamp("2026-11-25 06:00:00") == 1_795_586_400_000
     assert parse_timestamp("1795586400") == 1_795_586_400_000
     assert parse_timestamp("1795586400000") == 1_795_586_400_000
+
+
+def test_a_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    binary = tmp_path / "bin.csv"
+    binary.write_bytes(b"\x00\xff\xfe garbage")
+    with pytest.raises(SeriesFileError, match="not UTF-8 text"):
+        score_anomalies(binary, tmp_path / "o.csv")
+    late = tmp_path / "late.csv"  # the bad byte only after good rows
+    late.write_bytes(b"timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:01:00,\xff\n")
+    with pytest.raises(SeriesFileError, match="not UTF-8 text"):
+        forecast_series(late, tmp_path / "o.csv", 3, 0.8)
