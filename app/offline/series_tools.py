@@ -11,8 +11,11 @@ Timestamps may be RFC 3339 (with or without offset; naive means UTC), ``YYYY-MM-
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,6 +86,49 @@ def _rows(handle: TextIO) -> tuple[list[str], Iterator[list[str]], int, int]:
     return header, reader, names.index("timestamp"), names.index("value")
 
 
+@contextlib.contextmanager
+def _output(target: Path) -> Iterator[TextIO]:
+    """``target`` opened for writing, whole or not at all.
+
+    Rows go to a temporary file next to ``target``, which replaces it only once every row was
+    written: a bad row half-way leaves no partial output and an earlier ``target`` intact, and
+    ``-o`` may name the input itself. A symlink's file is replaced, not the link. A device or
+    a descriptor (``/dev/stdout``, ``/dev/fd/3``, a pipe) is written as the rows come:
+    replacing it would swap the device for a file, or leave a shell's redirection writing to
+    a file no longer linked.
+    """
+    absolute = target.absolute()
+    if absolute.parts[1:2] in (("dev",), ("proc",)) or (
+        absolute.exists() and not absolute.is_file()
+    ):
+        with target.open("a", newline="") as fh:  # "w" would truncate a redirected file
+            yield fh
+        return
+    real = Path(os.path.realpath(absolute))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".part")
+    except OSError as exc:  # reported on the path the user named, not on the temporary one
+        raise type(exc)(exc.errno, exc.strerror, str(target)) from None
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            yield fh
+        os.chmod(tmp, _new_file_mode(real))
+        os.replace(tmp, real)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _new_file_mode(target: Path) -> int:
+    """The mode ``open(target, "w")`` would leave: the old file's, else 0o666 less the umask."""
+    with contextlib.suppress(OSError):
+        return target.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def count_rows(path: Path) -> int:
     with path.open("rb") as fh:
         return max(0, sum(1 for _ in fh) - 1)
@@ -96,7 +142,7 @@ def score_anomalies(
         SeriesAnomalyDetector() if threshold is None else SeriesAnomalyDetector(threshold=threshold)
     )
     rows = 0
-    with source.open(newline="") as fin, target.open("w", newline="") as fout:
+    with source.open(newline="") as fin, _output(target) as fout:
         header, reader, t_col, v_col = _rows(fin)
         writer = csv.writer(fout, lineterminator="\n")
         writer.writerow([*header, "anomaly_score", "is_anomaly"])
@@ -144,7 +190,7 @@ def forecast_series(
     last_index: int | None = None
     empty = [""] * (3 * horizon)
     rows = 0
-    with source.open(newline="") as fin, target.open("w", newline="") as fout:
+    with source.open(newline="") as fin, _output(target) as fout:
         header, reader, t_col, v_col = _rows(fin)
         writer = csv.writer(fout, lineterminator="\n")
         writer.writerow(

@@ -1,8 +1,12 @@
 """The single-series CSV tools are strictly online and keep rows, order and extra columns."""
 
+import contextlib
 import csv
 import math
+import os
 import random
+import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -104,3 +108,85 @@ def test_a_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
     late.write_bytes(b"timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:01:00,\xff\n")
     with pytest.raises(SeriesFileError, match="not UTF-8 text"):
         forecast_series(late, tmp_path / "o.csv", 3, 0.8)
+
+
+@pytest.mark.parametrize("tool", ["score", "forecast"])
+def test_a_failure_half_way_leaves_no_partial_output(tmp_path: Path, tool: str) -> None:
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_series(source, 300)
+    with source.open("a") as fh:
+        fh.write("yesterday,1,h0\n")  # a bad row after 300 good ones
+    target.write_text("an earlier result\n")
+
+    def run() -> None:
+        if tool == "score":
+            score_anomalies(source, target)
+        else:
+            forecast_series(source, target, 3, 0.8)
+
+    with pytest.raises(SeriesFileError, match="row 302"):
+        run()
+    assert target.read_text() == "an earlier result\n"  # untouched, not half rewritten
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.csv"]  # no leftovers
+    target.unlink()
+    with pytest.raises(SeriesFileError):
+        run()
+    assert not target.exists()
+
+
+def test_output_may_be_the_input_and_gets_the_usual_mode(tmp_path: Path) -> None:
+    source, copy = tmp_path / "in.csv", tmp_path / "copy.csv"
+    write_series(source, 200)
+    copy.write_bytes(source.read_bytes())
+    expected = tmp_path / "expected.csv"
+    score_anomalies(copy, expected)
+    score_anomalies(source, source)  # in place, like sed -i: read whole, then replaced
+    assert source.read_text() == expected.read_text()
+    fresh = tmp_path / "fresh.csv"
+    plain = tmp_path / "plain.csv"
+    plain.write_text("")  # what open(..., "w") gives under this process's umask
+    score_anomalies(copy, fresh)
+    assert fresh.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+def test_a_symlink_keeps_pointing_and_a_descriptor_is_written_as_it_comes(
+    tmp_path: Path,
+) -> None:
+    source, real, link = tmp_path / "in.csv", tmp_path / "real.csv", tmp_path / "link.csv"
+    write_series(source, 120)
+    link.symlink_to(real)
+    score_anomalies(source, link)
+    assert link.is_symlink() and len(read(real)) == 121  # the file behind the link is written
+    rd, wr = os.pipe()  # a shell's `-o /dev/stdout | next-step`
+    try:
+        score_anomalies(source, Path(f"/dev/fd/{wr}"))
+        os.close(wr)
+        with os.fdopen(rd) as fh:
+            piped = list(csv.reader(fh))
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(wr)
+    assert piped == read(real)
+    log = tmp_path / "log.csv"  # `-o /dev/stdout >> log.csv`: appended, the file not replaced
+    log.write_text("earlier\n")
+    with log.open("a") as fh:
+        score_anomalies(source, Path(f"/dev/fd/{fh.fileno()}"))
+    assert log.read_text() == "earlier\n" + real.read_text()
+
+
+def test_a_named_pipe_stays_a_pipe(tmp_path: Path) -> None:
+    source, fifo = tmp_path / "in.csv", tmp_path / "scores.fifo"
+    write_series(source, 120)
+    os.mkfifo(fifo)
+    got: list[str] = []
+
+    def consume() -> None:
+        with fifo.open() as fh:
+            got.append(fh.read())
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    score_anomalies(source, fifo)
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)  # not swapped for a regular file
+    assert len(got) == 1 and len(got[0].splitlines()) == 121
