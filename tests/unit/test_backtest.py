@@ -256,6 +256,34 @@ def test_csv_input_with_bad_cell(tmp_path: Path, policy: FleetPolicy) -> None:
     assert set(first["metrics"]) == {"cpu", "rps"} and set(first["resources"]) == {"db-main"}
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_csv_bytes_that_are_not_utf8_are_one_invalid_line(
+    tmp_path: Path, policy: FleetPolicy, workers: int
+) -> None:
+    rows = [b"subsystem,ts,cpu"]
+    rows += [b"checkout,%d,0.5" % (1795597200000 + i * 60_000) for i in range(40)]
+    rows[7] = b"checkout,1795597560000,0.\xff5"  # one byte that is not UTF-8
+    source = tmp_path / "in.csv"
+    source.write_bytes(b"\n".join(rows) + b"\n")
+    m = run_backtest(source, policy, tmp_path / "out", workers=workers, render=False)
+    errors = m["input"]["errors"]
+    assert [(e["line"], e["code"], e["reason"]) for e in errors] == [
+        (8, "invalid_csv", "row is not UTF-8 text")
+    ]
+    assert m["input"]["samples"] == 40 and m["input"]["windows"] == 8
+
+
+@pytest.mark.parametrize("header", [b"time,cpu", b"subsystem,\xffts,cpu"])
+def test_a_bad_csv_header_is_one_error_before_any_output(
+    tmp_path: Path, policy: FleetPolicy, header: bytes
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(header + b"\ncheckout,1795597200000,0.5\n")
+    with pytest.raises(ValueError, match="CSV header"):  # not a worker's RuntimeError
+        run_backtest(source, policy, tmp_path / "out", workers=2, render=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_what_if_capacity_changes_conflicts_and_keeps_a_baseline(
     tmp_path: Path, policy: FleetPolicy
 ) -> None:

@@ -44,10 +44,11 @@ from app.core.events import (
     RebalanceRecommended,
     ms_to_iso,
 )
-from app.errors import validation_reason
+from app.errors import PsoError, validation_reason
 from app.offline.backtest.common import _IO_BUFFER, FILES, MAX_ERRORS, BacktestError, ProgressFn
 from app.offline.backtest.labels import ConflictLabels, label_metrics, read_labels
 from app.offline.backtest.metrics import anomaly_metrics, conflict_metrics, forecast_metrics
+from app.offline.backtest.source import check_csv_header
 from app.offline.backtest.stage1 import (
     Stage1Result,
     _event_file,
@@ -113,6 +114,8 @@ def _read_source(source: Path | str) -> Path:
         raise BacktestError(f"input file not found: {path}")
     if path.suffix.lower() not in (".jsonl", ".json", ".ndjson", ".csv"):
         raise BacktestError(f"{path}: unknown input format (use .jsonl or .csv)")
+    if path.suffix.lower() == ".csv":
+        check_csv_header(path)
     return path
 
 
@@ -275,6 +278,8 @@ def _run_stages(
                 except EOFError:
                     raise RuntimeError(f"backtest worker {k} died") from None
                 if kind == "error":
+                    if isinstance(payload, PsoError):
+                        raise payload  # the input's fault (a bad header, say): one line, exit 2
                     raise RuntimeError(f"backtest worker {k} failed: {payload}")
                 if kind == "done":
                     results[k] = payload

@@ -23,16 +23,36 @@ from app.wire.codec import is_copy
 # --------------------------------------------------------------------------- input
 
 
+def _csv_header(reader: Iterator[list[str]], path: Path) -> list[str] | None:
+    """The header row (None for an empty file); one that cannot name the columns is an error."""
+    header = next(reader, None)
+    if header is None:
+        return None
+    header = [h.strip() for h in header]
+    if any(_not_utf8(h) for h in header):
+        raise BacktestError(f"{path}: the CSV header is not UTF-8 text")
+    if "subsystem" not in header or "ts" not in header:
+        raise BacktestError(f"{path}: CSV header needs 'subsystem' and 'ts' columns")
+    return header
+
+
+def check_csv_header(path: Path) -> None:
+    """Raise `BacktestError` now, before any output exists, if the header is unusable."""
+    with path.open(newline="", errors="surrogateescape") as fh:
+        _csv_header(csv.reader(fh), path)
+
+
 def _csv_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """CSV rows as telemetry JSON bytes; a bad row yields bytes that fail to decode."""
-    with path.open(newline="") as fh:
+    """CSV rows as telemetry JSON bytes; a bad row yields bytes that fail to decode.
+
+    Bytes that are not UTF-8 are carried as surrogates (``surrogateescape``), so such a row is
+    one invalid line with its reason, not the end of the backtest.
+    """
+    with path.open(newline="", errors="surrogateescape") as fh:
         reader = csv.reader(fh)
-        header = next(reader, None)
+        header = _csv_header(reader, path)
         if header is None:
             return
-        header = [h.strip() for h in header]
-        if "subsystem" not in header or "ts" not in header:
-            raise BacktestError(f"{path}: CSV header needs 'subsystem' and 'ts' columns")
         for row in reader:
             line_no = reader.line_num
             if not any(cell.strip() for cell in row):
@@ -40,9 +60,22 @@ def _csv_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield line_no, _csv_row(header, row)
 
 
+def _not_utf8(cell: str) -> bool:
+    """Whether ``cell`` carries bytes that were not UTF-8 (as ``surrogateescape`` surrogates)."""
+    if cell.isascii():
+        return False
+    try:
+        cell.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _csv_row(header: list[str], row: list[str]) -> bytes:
     if len(row) != len(header):
         return _CSV_ERROR + f"row has {len(row)} cells, header has {len(header)}".encode()
+    if any(_not_utf8(cell) for cell in row):
+        return _CSV_ERROR + b"row is not UTF-8 text"
     sample: dict[str, Any] = {"metrics": {}, "resources": {}}
     for name, cell in zip(header, row, strict=True):
         cell = cell.strip()

@@ -28,6 +28,7 @@ from app.core.events import (
     SaturationPredicted,
 )
 from app.core.ingest import IngestResult
+from app.errors import PsoError
 from app.offline.backtest.common import (
     _BATCH_MAX,
     _BATCH_PER_SUBSYSTEM,
@@ -392,6 +393,8 @@ def _stage1_process(
         result = _stage1(source, policy_json, workers, worker, tmpdir, emit, labels)
         result.index = []  # already streamed
         conn.send(("done", result, None))
+    except PsoError as exc:  # the input's fault: the parent reports it as one line
+        conn.send(("error", exc, None))
     except BaseException as exc:  # report, never hang the parent
         conn.send(("error", f"{type(exc).__name__}: {exc}", None))
         raise
