@@ -22,7 +22,9 @@ import pytest
 from app.core.engine import PredictionEngine
 from app.core.snapshot import seal, unseal
 from app.offline.backtest import FILES, anomaly_metrics, apply_overrides, run_backtest
+from app.offline.backtest.source import _blocks
 from app.settings import ConfigError, FleetPolicy, ResourceConfig, load_policy
+from app.wire.codec import MAX_MESSAGE_BYTES
 from app.wire.records import encode
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "backtest"
@@ -271,6 +273,38 @@ def test_csv_bytes_that_are_not_utf8_are_one_invalid_line(
         (8, "invalid_csv", "row is not UTF-8 text")
     ]
     assert m["input"]["samples"] == 40 and m["input"]["windows"] == 8
+
+
+def test_a_csv_row_the_csv_module_refuses_is_one_invalid_line(
+    tmp_path: Path, policy: FleetPolicy
+) -> None:
+    rows = ["subsystem,ts,cpu"]
+    rows += [f"checkout,{1795597200000 + i * 60_000},0.5" for i in range(40)]
+    rows[7] = "checkout,1795597560000," + "9" * 200_000  # over the csv module's field limit
+    source = tmp_path / "in.csv"
+    source.write_text("\n".join(rows) + "\n")
+    m = run_backtest(source, policy, tmp_path / "out", workers=2, render=False)
+    errors = m["input"]["errors"]
+    assert [(e["line"], e["code"]) for e in errors] == [(8, "invalid_csv")]
+    assert errors[0]["reason"] == "not CSV: field larger than field limit (131072)"
+    assert m["input"]["samples"] == 40 and m["input"]["windows"] == 8
+
+
+def test_an_endless_line_is_too_large_and_never_held_whole(
+    tmp_path: Path, policy: FleetPolicy
+) -> None:
+    good = [
+        b'{"subsystem":"checkout","ts":%d,"metrics":{"cpu":0.5}}' % (1795597200000 + i * 60_000)
+        for i in range(40)
+    ]
+    huge = b'{"subsystem":"checkout","ts":1795597200000,"metrics":{"cpu":' + b"1" * (24 << 20)
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join([*good[:5], huge, *good[5:]]) + b"\n")
+    longest = max(len(line) for _, block in _blocks(source) for line in block)
+    assert longest <= 2 * (MAX_MESSAGE_BYTES + 1)  # not 24 MiB
+    m = run_backtest(source, policy, tmp_path / "out", workers=2, render=False)
+    assert [(e["line"], e["code"]) for e in m["input"]["errors"]] == [(6, "too_large")]
+    assert m["input"]["samples"] == 41 and m["input"]["windows"] == 8
 
 
 @pytest.mark.parametrize("header", [b"time,cpu", b"subsystem,\xffts,cpu"])

@@ -18,7 +18,7 @@ from app.offline.backtest.common import (
     _FAST_PREFIX,
     BacktestError,
 )
-from app.wire.codec import is_copy
+from app.wire.codec import MAX_MESSAGE_BYTES, is_copy
 
 # --------------------------------------------------------------------------- input
 
@@ -53,11 +53,17 @@ def _csv_lines(path: Path) -> Iterator[tuple[int, bytes]]:
         header = _csv_header(reader, path)
         if header is None:
             return
-        for row in reader:
-            line_no = reader.line_num
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # a field over the csv module's limit, a NUL...: the
+                yield reader.line_num, _CSV_ERROR + f"not CSV: {exc}".encode()  # reader resumes
+                continue
             if not any(cell.strip() for cell in row):
                 continue
-            yield line_no, _csv_row(header, row)
+            yield reader.line_num, _csv_row(header, row)
 
 
 def _not_utf8(cell: str) -> bool:
@@ -101,6 +107,12 @@ def _csv_row(header: list[str], row: list[str]) -> bytes:
     return orjson.dumps(sample)
 
 
+# A line longer than the largest message the ingest takes is rejected as ``too_large`` from
+# its length alone, so no more of it is kept than makes it too large (a file that is one
+# endless line would otherwise be read whole into memory).
+_LONGEST_LINE = MAX_MESSAGE_BYTES + 1
+
+
 def _blocks(path: Path) -> Iterator[tuple[Sequence[int], list[bytes]]]:
     """The input in blocks of (line numbers, lines); JSONL lines come unstripped, maybe empty.
 
@@ -116,6 +128,8 @@ def _blocks(path: Path) -> Iterator[tuple[Sequence[int], list[bytes]]]:
         while block := fh.read(_BLOCK_BYTES):
             lines = (tail + block).split(b"\n")
             tail = lines.pop()
+            if len(tail) > _LONGEST_LINE:  # too large to take anyway: memory stays bounded
+                tail = tail[:_LONGEST_LINE]
             yield range(first, first + len(lines)), lines
             first += len(lines)
         if tail:
