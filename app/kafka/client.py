@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, BinaryIO, Self
 
 import orjson
 from pydantic import ValidationError
@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from app.errors import ExitCode, PsoError
 from app.kafka.connection import start_producer
 from app.settings import Settings, load_settings
-from app.wire.codec import describe_validation_error
+from app.wire.codec import MAX_MESSAGE_BYTES, describe_validation_error
 from app.wire.events import TelemetrySample
 
 
@@ -45,10 +45,26 @@ def validate_sample(sample: dict[str, Any] | TelemetrySample) -> TelemetrySample
         raise InvalidSample(describe_validation_error(exc)) from None
 
 
+def _bounded_lines(fh: BinaryIO) -> Iterator[bytes | None]:
+    """The file's lines, None for one longer than the largest message: such a line is
+    skipped in pieces, never held whole (a file that is one endless line)."""
+    limit = MAX_MESSAGE_BYTES + 1
+    while line := fh.readline(limit):
+        if len(line) < limit or line.endswith(b"\n"):
+            yield line
+            continue
+        while (more := fh.readline(limit)) and not more.endswith(b"\n"):
+            pass
+        yield None
+
+
 def iter_jsonl_samples(path: Path) -> Iterator[tuple[int, TelemetrySample | None, str | None]]:
     """(line number, sample, error) for each sample of a JSONL file; batches are unrolled."""
     with path.open("rb") as fh:
-        for lineno, line in enumerate(fh, start=1):
+        for lineno, line in enumerate(_bounded_lines(fh), start=1):
+            if line is None:
+                yield lineno, None, f"line longer than {MAX_MESSAGE_BYTES} bytes"
+                continue
             if not line.strip():
                 continue
             try:
