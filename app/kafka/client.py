@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from app.errors import ExitCode, PsoError
 from app.kafka.connection import start_producer
 from app.settings import Settings, load_settings
-from app.wire.codec import MAX_MESSAGE_BYTES, describe_validation_error
+from app.wire.codec import describe_validation_error
 from app.wire.events import TelemetrySample
 
 
@@ -45,10 +45,15 @@ def validate_sample(sample: dict[str, Any] | TelemetrySample) -> TelemetrySample
         raise InvalidSample(describe_validation_error(exc)) from None
 
 
-def _bounded_lines(fh: BinaryIO) -> Iterator[bytes | None]:
-    """The file's lines, None for one longer than the largest message: such a line is
-    skipped in pieces, never held whole (a file that is one endless line)."""
-    limit = MAX_MESSAGE_BYTES + 1
+# A line of `pso produce`'s file may be a batch of many samples (they are validated and sent
+# again in batches of ``--batch``), so it may be longer than one message; this bounds memory.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+
+
+def _bounded_lines(fh: BinaryIO, longest: int) -> Iterator[bytes | None]:
+    """The file's lines, None for one longer than ``longest`` bytes (its end of line aside):
+    such a line is skipped in pieces, never held whole (a file that is one endless line)."""
+    limit = longest + 2  # room for "\r\n"
     while line := fh.readline(limit):
         if len(line) < limit or line.endswith(b"\n"):
             yield line
@@ -58,12 +63,14 @@ def _bounded_lines(fh: BinaryIO) -> Iterator[bytes | None]:
         yield None
 
 
-def iter_jsonl_samples(path: Path) -> Iterator[tuple[int, TelemetrySample | None, str | None]]:
+def iter_jsonl_samples(
+    path: Path, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[int, TelemetrySample | None, str | None]]:
     """(line number, sample, error) for each sample of a JSONL file; batches are unrolled."""
     with path.open("rb") as fh:
-        for lineno, line in enumerate(_bounded_lines(fh), start=1):
+        for lineno, line in enumerate(_bounded_lines(fh, max_line_bytes), start=1):
             if line is None:
-                yield lineno, None, f"line longer than {MAX_MESSAGE_BYTES} bytes"
+                yield lineno, None, f"line longer than {max_line_bytes} bytes"
                 continue
             if not line.strip():
                 continue

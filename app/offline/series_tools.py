@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import math
 import os
 import tempfile
@@ -86,32 +87,56 @@ def _rows(handle: TextIO) -> tuple[list[str], Iterator[list[str]], int, int]:
     return header, reader, names.index("timestamp"), names.index("value")
 
 
+def _names_a_descriptor(target: Path) -> bool:
+    """Whether ``target`` leads to a process's descriptor (``/dev/stdout``, ``/dev/fd/3``,
+    a link to them): its file is a shell's redirection, which must be written, not replaced."""
+    path = os.path.abspath(target)
+    for _ in range(40):  # the kernel's own limit on a chain of links
+        path = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+        if path.startswith("/proc/"):
+            return True
+        if not os.path.islink(path):
+            return False
+        path = os.path.normpath(os.path.join(os.path.dirname(path), os.readlink(path)))
+    return False
+
+
 @contextlib.contextmanager
 def _output(target: Path) -> Iterator[TextIO]:
     """``target`` opened for writing, whole or not at all.
 
-    Rows go to a temporary file next to ``target``, which replaces it only once every row was
-    written: a bad row half-way leaves no partial output and an earlier ``target`` intact, and
-    ``-o`` may name the input itself. A symlink's file is replaced, not the link. A device or
-    a descriptor (``/dev/stdout``, ``/dev/fd/3``, a pipe) is written as the rows come:
-    replacing it would swap the device for a file, or leave a shell's redirection writing to
-    a file no longer linked.
+    Rows go to a temporary file next to ``target``, which replaces it once every row was
+    written and synced: a bad row half-way leaves no partial output and an earlier ``target``
+    intact, and ``-o`` may name the input itself. A symlink's file is replaced, not the link;
+    a hard link to the old file keeps the old rows (as with ``sed -i``). Written as the rows
+    come instead: a device, a pipe or a descriptor (``/dev/stdout``, ``/dev/fd/3``), appended
+    so a ``>> log`` redirection keeps what the log held; and a writable file in a directory
+    this process may not create files in.
     """
-    absolute = target.absolute()
-    if absolute.parts[1:2] in (("dev",), ("proc",)) or (
-        absolute.exists() and not absolute.is_file()
-    ):
-        with target.open("a", newline="") as fh:  # "w" would truncate a redirected file
+    if _names_a_descriptor(target) or (target.exists() and not target.is_file()):
+        with target.open("a", newline="") as fh:
             yield fh
         return
-    real = Path(os.path.realpath(absolute))
+    real = Path(os.path.realpath(target))
+    if real.is_symlink():  # a loop of links
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(target))
+    if real.exists() and not os.access(real, os.W_OK):  # what open(target, "w") would say
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
     try:
-        fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".part")
+        fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=".pso-", suffix=".part")
+    except PermissionError:
+        if not real.exists():
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target)) from None
+        with target.open("w", newline="") as fh:  # the file is writable, its directory not
+            yield fh
+        return
     except OSError as exc:  # reported on the path the user named, not on the temporary one
         raise type(exc)(exc.errno, exc.strerror, str(target)) from None
     try:
         with os.fdopen(fd, "w", newline="") as fh:
             yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
         os.chmod(tmp, _new_file_mode(real))
         os.replace(tmp, real)
     except BaseException:
@@ -142,7 +167,7 @@ def score_anomalies(
         SeriesAnomalyDetector() if threshold is None else SeriesAnomalyDetector(threshold=threshold)
     )
     rows = 0
-    with source.open(newline="") as fin, _output(target) as fout:
+    with source.open(newline="", encoding="utf-8-sig") as fin, _output(target) as fout:
         header, reader, t_col, v_col = _rows(fin)
         writer = csv.writer(fout, lineterminator="\n")
         writer.writerow([*header, "anomaly_score", "is_anomaly"])
@@ -190,7 +215,7 @@ def forecast_series(
     last_index: int | None = None
     empty = [""] * (3 * horizon)
     rows = 0
-    with source.open(newline="") as fin, _output(target) as fout:
+    with source.open(newline="", encoding="utf-8-sig") as fin, _output(target) as fout:
         header, reader, t_col, v_col = _rows(fin)
         writer = csv.writer(fout, lineterminator="\n")
         writer.writerow(

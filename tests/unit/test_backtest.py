@@ -13,6 +13,7 @@ import os
 import platform
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -290,21 +291,48 @@ def test_a_csv_row_the_csv_module_refuses_is_one_invalid_line(
     assert m["input"]["samples"] == 40 and m["input"]["windows"] == 8
 
 
-def test_an_endless_line_is_too_large_and_never_held_whole(
-    tmp_path: Path, policy: FleetPolicy
+@pytest.mark.parametrize("split", [5, 20])
+def test_a_line_over_the_largest_message_is_too_large_and_never_held_whole(
+    tmp_path: Path, policy: FleetPolicy, split: int
 ) -> None:
     good = [
         b'{"subsystem":"checkout","ts":%d,"metrics":{"cpu":0.5}}' % (1795597200000 + i * 60_000)
         for i in range(40)
     ]
-    huge = b'{"subsystem":"checkout","ts":1795597200000,"metrics":{"cpu":' + b"1" * (24 << 20)
+    endless = b'{"subsystem":"checkout","ts":1795597200000,"metrics":{"cpu":' + b"1" * (24 << 20)
+    padded = b" " * (5 << 18) + good[split]  # 1.25 MiB, 60 bytes of sample
+    lines = [*good[:5], endless, *good[5:split], padded, *good[split + 1 :]]
     source = tmp_path / "in.jsonl"
-    source.write_bytes(b"\n".join([*good[:5], huge, *good[5:]]) + b"\n")
-    longest = max(len(line) for _, block in _blocks(source) for line in block)
-    assert longest <= 2 * (MAX_MESSAGE_BYTES + 1)  # not 24 MiB
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    tracemalloc.start()
+    try:
+        longest = max(len(line) for _, block in _blocks(source) for line in block)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert longest <= MAX_MESSAGE_BYTES and peak < 8 * MAX_MESSAGE_BYTES  # never held whole
     m = run_backtest(source, policy, tmp_path / "out", workers=2, render=False)
-    assert [(e["line"], e["code"]) for e in m["input"]["errors"]] == [(6, "too_large")]
-    assert m["input"]["samples"] == 41 and m["input"]["windows"] == 8
+    errors = [(e["line"], e["code"], e["reason"]) for e in m["input"]["errors"]]
+    assert errors == [  # each reported with its true length, as the live ingest would
+        (6, "too_large", f"line is {len(endless)} bytes (max {MAX_MESSAGE_BYTES})"),
+        (split + 2, "too_large", f"line is {len(padded)} bytes (max {MAX_MESSAGE_BYTES})"),
+    ]
+    assert m["input"]["samples"] == 41 and m["input"]["invalid_lines"] == 2
+
+
+def test_an_excel_csv_and_a_header_the_csv_module_refuses(
+    tmp_path: Path, policy: FleetPolicy
+) -> None:
+    rows = ["subsystem,ts,cpu"]
+    rows += [f"checkout,{1795597200000 + i * 60_000},0.5" for i in range(40)]
+    excel = tmp_path / "excel.csv"  # a UTF-8 byte order mark before the header
+    excel.write_bytes(b"\xef\xbb\xbf" + "\n".join(rows).encode() + b"\n")
+    m = run_backtest(excel, policy, tmp_path / "out", workers=2, render=False)
+    assert m["input"]["samples"] == 40 and m["input"]["invalid_lines"] == 0
+    huge = tmp_path / "huge.csv"
+    huge.write_text("subsystem,ts," + "c" * 200_000 + "\n")
+    with pytest.raises(ValueError, match="the CSV header is not CSV: field larger"):
+        run_backtest(huge, policy, tmp_path / "out2", workers=2, render=False)
 
 
 @pytest.mark.parametrize("header", [b"time,cpu", b"subsystem,\xffts,cpu"])

@@ -13,6 +13,7 @@ import pytest
 
 from app.offline.series_tools import (
     SeriesFileError,
+    _names_a_descriptor,
     forecast_series,
     parse_timestamp,
     score_anomalies,
@@ -190,3 +191,32 @@ def test_a_named_pipe_stays_a_pipe(tmp_path: Path) -> None:
     reader.join(timeout=30)
     assert stat.S_ISFIFO(fifo.stat().st_mode)  # not swapped for a regular file
     assert len(got) == 1 and len(got[0].splitlines()) == 121
+
+
+def test_which_paths_are_a_shells_descriptor(tmp_path: Path) -> None:
+    link = tmp_path / "out.csv"
+    link.symlink_to("/dev/stdout")
+    assert _names_a_descriptor(Path("/dev/stdout"))
+    assert _names_a_descriptor(Path("/dev/fd/1"))
+    assert _names_a_descriptor(link)  # -o out.csv >> log, out.csv -> /dev/stdout
+    assert _names_a_descriptor(Path("/tmp/../dev/stdout"))
+    assert not _names_a_descriptor(Path("/dev/shm/scores.csv"))  # a file: replaced whole
+    assert not _names_a_descriptor(tmp_path / "scores.csv")
+
+
+def test_output_keeps_open_w_permissions_and_reads_excel_csv(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    write_series(source, 120)
+    excel = tmp_path / "excel.csv"  # a UTF-8 byte order mark, as Excel writes
+    excel.write_bytes(b"\xef\xbb\xbf" + source.read_bytes())
+    assert score_anomalies(excel, tmp_path / "from-excel.csv") == 120
+    locked = tmp_path / "locked.csv"
+    locked.write_text("keep\n")
+    locked.chmod(0o444)
+    if os.access(locked, os.W_OK):  # root may write anything: open(..., "w") would too
+        score_anomalies(source, locked)
+        assert len(read(locked)) == 121
+    else:
+        with pytest.raises(PermissionError):
+            score_anomalies(source, locked)
+        assert locked.read_text() == "keep\n"

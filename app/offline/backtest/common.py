@@ -29,7 +29,20 @@ _IO_BUFFER = 1 << 20  # spool and output files: ~8 KB records, one system call p
 _BATCH_PER_SUBSYSTEM = 8
 _BATCH_MAX = 20_000
 _SLICE_WINDOWS = 4  # windows per subsystem between two streamings to stage 2
-_CSV_ERROR = b"\x00csv:"  # a CSV row that cannot become a sample (never valid JSON)
+_LINE_ERROR = b"\x00err:"  # a line the reader already judged (never valid JSON): see line_error
+
+
+def line_error(code: str, reason: str) -> bytes:
+    """A stand-in line for one the reader already rejected: reported with ``code`` and
+    ``reason`` at its line number, like the ingest's own rejects (`stage1`)."""
+    return _LINE_ERROR + code.encode() + b":" + reason.encode(errors="replace")
+
+
+def read_line_error(line: bytes) -> tuple[str, str]:
+    """``(code, reason)`` of a `line_error` line."""
+    code, _, reason = line[len(_LINE_ERROR) :].partition(b":")
+    return code.decode(), reason.decode(errors="replace")
+
 
 #: progress(stage, done, total): stage is "ingest" (lines) or "conflicts" (windows)
 ProgressFn = Callable[[str, int, int], None]

@@ -13,10 +13,10 @@ import orjson
 
 from app.offline.backtest.common import (
     _BLOCK_BYTES,
-    _CSV_ERROR,
     _FAST_LEN,
     _FAST_PREFIX,
     BacktestError,
+    line_error,
 )
 from app.wire.codec import MAX_MESSAGE_BYTES, is_copy
 
@@ -25,7 +25,10 @@ from app.wire.codec import MAX_MESSAGE_BYTES, is_copy
 
 def _csv_header(reader: Iterator[list[str]], path: Path) -> list[str] | None:
     """The header row (None for an empty file); one that cannot name the columns is an error."""
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise BacktestError(f"{path}: the CSV header is not CSV: {exc}") from None
     if header is None:
         return None
     header = [h.strip() for h in header]
@@ -38,7 +41,7 @@ def _csv_header(reader: Iterator[list[str]], path: Path) -> list[str] | None:
 
 def check_csv_header(path: Path) -> None:
     """Raise `BacktestError` now, before any output exists, if the header is unusable."""
-    with path.open(newline="", errors="surrogateescape") as fh:
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         _csv_header(csv.reader(fh), path)
 
 
@@ -48,7 +51,7 @@ def _csv_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     Bytes that are not UTF-8 are carried as surrogates (``surrogateescape``), so such a row is
     one invalid line with its reason, not the end of the backtest.
     """
-    with path.open(newline="", errors="surrogateescape") as fh:
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         reader = csv.reader(fh)
         header = _csv_header(reader, path)
         if header is None:
@@ -59,7 +62,7 @@ def _csv_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             except StopIteration:
                 return
             except csv.Error as exc:  # a field over the csv module's limit, a NUL...: the
-                yield reader.line_num, _CSV_ERROR + f"not CSV: {exc}".encode()  # reader resumes
+                yield reader.line_num, line_error("invalid_csv", f"not CSV: {exc}")  # resumes
                 continue
             if not any(cell.strip() for cell in row):
                 continue
@@ -79,9 +82,9 @@ def _not_utf8(cell: str) -> bool:
 
 def _csv_row(header: list[str], row: list[str]) -> bytes:
     if len(row) != len(header):
-        return _CSV_ERROR + f"row has {len(row)} cells, header has {len(header)}".encode()
+        return line_error("invalid_csv", f"row has {len(row)} cells, header has {len(header)}")
     if any(_not_utf8(cell) for cell in row):
-        return _CSV_ERROR + b"row is not UTF-8 text"
+        return line_error("invalid_csv", "row is not UTF-8 text")
     sample: dict[str, Any] = {"metrics": {}, "resources": {}}
     for name, cell in zip(header, row, strict=True):
         cell = cell.strip()
@@ -107,10 +110,16 @@ def _csv_row(header: list[str], row: list[str]) -> bytes:
     return orjson.dumps(sample)
 
 
-# A line longer than the largest message the ingest takes is rejected as ``too_large`` from
-# its length alone, so no more of it is kept than makes it too large (a file that is one
-# endless line would otherwise be read whole into memory).
-_LONGEST_LINE = MAX_MESSAGE_BYTES + 1
+# A line longer than the largest message is rejected as ``too_large`` from its length alone,
+# as the live ingest rejects such a message; it is never held whole (a file that is one
+# endless line would fill memory). Only the first line of a read can be that long: every
+# other one fits inside a block.
+_LONGEST_LINE = MAX_MESSAGE_BYTES
+assert _BLOCK_BYTES <= _LONGEST_LINE
+
+
+def _too_long(length: int) -> bytes:
+    return line_error("too_large", f"line is {length} bytes (max {_LONGEST_LINE})")
 
 
 def _blocks(path: Path) -> Iterator[tuple[Sequence[int], list[bytes]]]:
@@ -125,14 +134,27 @@ def _blocks(path: Path) -> Iterator[tuple[Sequence[int], list[bytes]]]:
         return
     with path.open("rb") as fh:
         first, tail = 1, b""
+        skipped = 0  # bytes so far of a line too long to keep (0: none)
         while block := fh.read(_BLOCK_BYTES):
-            lines = (tail + block).split(b"\n")
+            if skipped:
+                end = block.find(b"\n")
+                if end < 0:
+                    skipped += len(block)
+                    continue
+                lines = [_too_long(skipped + end), *block[end + 1 :].split(b"\n")]
+                skipped = 0
+            else:
+                lines = (tail + block).split(b"\n")
             tail = lines.pop()
-            if len(tail) > _LONGEST_LINE:  # too large to take anyway: memory stays bounded
-                tail = tail[:_LONGEST_LINE]
+            if lines and len(lines[0]) > _LONGEST_LINE:
+                lines[0] = _too_long(len(lines[0]))
+            if len(tail) > _LONGEST_LINE:
+                skipped, tail = len(tail), b""
             yield range(first, first + len(lines)), lines
             first += len(lines)
-        if tail:
+        if skipped:
+            yield range(first, first + 1), [_too_long(skipped)]
+        elif tail:
             yield range(first, first + 1), [tail]
 
 

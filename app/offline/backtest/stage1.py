@@ -32,13 +32,15 @@ from app.errors import PsoError
 from app.offline.backtest.common import (
     _BATCH_MAX,
     _BATCH_PER_SUBSYSTEM,
-    _CSV_ERROR,
     _FAST_LEN,
     _FAST_PREFIX,
     _IO_BUFFER,
+    _LINE_ERROR,
     _LINE_ERRORS,
     _SLICE_WINDOWS,
     MAX_ERRORS,
+    BacktestError,
+    read_line_error,
 )
 from app.offline.backtest.labels import AnomalyLabels, LabelLog
 from app.offline.backtest.source import _blocks, _Router
@@ -168,7 +170,7 @@ def _ingest(
                             at.append(i)
                         continue
                 line = line.strip()
-                if line.startswith(_CSV_ERROR) or not line:
+                if line.startswith(_LINE_ERROR) or not line:
                     routed, positions = (line if worker == 0 else None), None
                 else:
                     routed, positions = router.route(line)
@@ -208,12 +210,11 @@ def _ingest_line(
     line = line.strip()
     if not line:
         return
-    if line.startswith(_CSV_ERROR):
+    if line.startswith(_LINE_ERROR):
         out.samples += 1
         out.invalid_lines += 1
         if len(out.errors) < MAX_ERRORS:
-            reason = line[len(_CSV_ERROR) :].decode()
-            out.errors.append(LineError(line_no, None, "invalid_csv", reason))
+            out.errors.append(LineError(line_no, None, *read_line_error(line)))
         return
     where.offset = line_no
     ingest.process(line, where, acc)
@@ -393,8 +394,8 @@ def _stage1_process(
         result = _stage1(source, policy_json, workers, worker, tmpdir, emit, labels)
         result.index = []  # already streamed
         conn.send(("done", result, None))
-    except PsoError as exc:  # the input's fault: the parent reports it as one line
-        conn.send(("error", exc, None))
+    except PsoError as exc:  # the input's fault: the parent reports it as one line, sent as
+        conn.send(("error", BacktestError(str(exc)), None))  # a class that always unpickles
     except BaseException as exc:  # report, never hang the parent
         conn.send(("error", f"{type(exc).__name__}: {exc}", None))
         raise
