@@ -43,7 +43,7 @@ import numpy.typing as npt
 
 from app.core.accuracy import ConflictScorer
 from app.core.events import ConflictObserved, ConflictPredicted, ms_to_iso
-from app.offline.backtest import run_backtest
+from app.offline.backtest import conflict_summary, run_backtest
 from app.settings import load_policy
 
 FloatArray = npt.NDArray[np.float64]
@@ -158,13 +158,18 @@ def _score_alerts(
 
 
 def _block(scorer: ConflictScorer) -> dict[str, Any]:
-    decided = scorer.decided
+    """A baseline's warnings scored as the backtest scores PSO's (`conflict_summary`)."""
+    return _counts(conflict_summary([scorer]))
+
+
+def _counts(summary: dict[str, Any]) -> dict[str, Any]:
+    """What `_pool` adds up, from a `conflict_summary` (or ``metrics.json``'s same block)."""
     return {
-        "episodes": len(scorer.episodes),
-        "predicted_episodes": sum(1 for e in scorer.episodes if e.predicted_by is not None),
-        "decided": len(decided),
-        "hits": sum(1 for p in decided if p.hit),
-        "leads_s": list(scorer.lead_times_s),
+        "episodes": summary["episodes"],
+        "predicted_episodes": summary["predicted_episodes"],
+        "decided": summary["decided"],
+        "hits": summary["hits"],
+        "leads_s": summary["lead_time_s"]["values"],
     }
 
 
@@ -223,13 +228,7 @@ def run(traces: Path, baseline_threshold: float) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="pso-conflict-quality-") as out:
             metrics = run_backtest(case / "telemetry.jsonl", policy, out, workers=1, render=False)
         block = metrics["conflicts"]["overall"]
-        pso = {
-            "episodes": block["episodes"],
-            "predicted_episodes": block["predicted_episodes"],
-            "decided": block["decided"],
-            "hits": block["hits"],
-            "leads_s": block["lead_time_s"]["values"],
-        }
+        pso = _counts(block)
         stamps, total = _totals(case / "telemetry.jsonl")
         ewma = _score_alerts(
             stamps,

@@ -6,7 +6,12 @@ the what-if), ``metrics`` (``metrics.json``), ``settings`` (sizes and limits).
 """
 
 from app.offline.backtest.common import FILES, BacktestError
-from app.offline.backtest.metrics import anomaly_metrics, conflict_metrics, forecast_metrics
+from app.offline.backtest.metrics import (
+    anomaly_metrics,
+    conflict_metrics,
+    conflict_summary,
+    forecast_metrics,
+)
 from app.offline.backtest.run import apply_overrides, run_backtest
 from app.offline.backtest.source import copy_topic
 
@@ -16,6 +21,7 @@ __all__ = [
     "anomaly_metrics",
     "apply_overrides",
     "conflict_metrics",
+    "conflict_summary",
     "copy_topic",
     "forecast_metrics",
     "run_backtest",

@@ -92,7 +92,9 @@ def _quantiles(values: list[float]) -> dict[str, Any]:
     return {"median": q(0.5), "p10": q(0.1), "p90": q(0.9), "values": ordered}
 
 
-def _conflict_block(scorers: Sequence[ConflictScorer]) -> dict[str, Any]:
+def conflict_summary(scorers: Sequence[ConflictScorer]) -> dict[str, Any]:
+    """Episodes, recall, decided warnings, precision and lead times pooled over ``scorers``:
+    the ``metrics.json`` block, and what `bench/conflict_quality.py` scores its baselines by."""
     episodes = sum(len(s.episodes) for s in scorers)
     predicted = sum(1 for s in scorers for e in s.episodes if e.predicted_by is not None)
     decided = [p for s in scorers for p in s.decided]
@@ -121,8 +123,8 @@ def conflict_metrics(
     overall calibration pools every resource's scored windows.
     """
     names = sorted(scorers)
-    overall = _conflict_block([scorers[k] for k in names])
-    resources = {k: _conflict_block([scorers[k]]) for k in names}
+    overall = conflict_summary([scorers[k] for k in names])
+    resources = {k: conflict_summary([scorers[k]]) for k in names}
     if reliability is not None:
         overall["calibration"] = reliability_dict(
             [reliability[k] for k in names if k in reliability]
