@@ -171,13 +171,26 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f} %"
 
 
+def _change(cut: float | None) -> str:
+    """A reduction as a signed change: a cut of 0.82 is "−82 %", one of −0.87 (PSO did worse)
+    "+87 %".
+
+    >>> _change(0.82), _change(-0.87), _change(0.001), _change(None)
+    ('−82 %', '+87 %', '0 %', 'n/a')
+    """
+    if cut is None:
+        return "n/a"
+    pct = round(100 * cut)
+    return "0 %" if pct == 0 else (f"−{pct} %" if pct > 0 else f"+{-pct} %")
+
+
 def verdict_line(v: Verdict) -> str:
     """One line per scenario: PSO against the better baseline and the oracle."""
     if v.conflict_cut is None:  # a control: nothing to prevent, so nothing should be done
         return f"{v.scenario}: no conflict to prevent; PSO took {v.pso_actions} actions"
     return (
-        f"{v.scenario}: vs {v.baseline}: conflict-minutes −{_pct(v.conflict_cut)}, "
-        f"unmet value −{_pct(v.unmet_cut)}, capacity ×{_ratio(v.cost_ratio)}, "
+        f"{v.scenario}: vs {v.baseline}: conflict-minutes {_change(v.conflict_cut)}, "
+        f"unmet value {_change(v.unmet_cut)}, capacity ×{_ratio(v.cost_ratio)}, "
         f"actions ×{_ratio(v.action_ratio)}; {_pct(v.oracle_share)} of the oracle's reduction"
         f" — targets {'met' if v.targets_met() else 'NOT met'}"
     )
