@@ -35,14 +35,23 @@ From a trace to a case (the exact rules)
   sets 300-s windows and the resource's capacity, every other setting at its default.
 
 Cases of 2013-7 are for development; those of 2013-8 and 2013-9 are held out (the bench
-reports both groups separately). ``manifest.json`` records, per case, the VMs (source path
+reports both groups separately).
+
+A second source, never used for development (``--cloud-monitoring``): the
+Microsoft cloud-monitoring dataset (github.com/microsoft/cloud-monitoring-dataset, commit
+``6a07a53c``), whose aligned 1-minute series of one service make a pool each: the 4
+``mongodb-application-rps`` instances on one resource ``mongodb`` (requests/s) and the 5
+``data-ingress-rate`` series on one resource ``ingress``, 11 days from 2018-04-25 00:00 UTC.
+Same rules as above otherwise: 300-s slots (the mean of the minutes in a slot, an empty slot
+carries the previous value), capacity at the ``--percentile`` of the summed demand, role
+``holdout_msft``. ``manifest.json`` records, per case, the VMs (source path
 and blob), the capacity, breach windows and episodes.
 
 Rebuild::
 
     git clone --bare https://github.com/JessieRayeBauer/Time-Series-Forecasting- /tmp/bb.git
     .venv/bin/python bench/conflict_traces.py --out /work/cache/conflict-traces \\
-        --bitbrains /tmp/bb.git
+        --bitbrains /tmp/bb.git [--cloud-monitoring /tmp/msft.git]
 
 (~3 minutes; 18 cases of ~2.7 MB each; the same bytes on every run: the blobs are read at the
 pinned commit, the groups come from a fixed seed.) Then score them with
@@ -52,7 +61,9 @@ pinned commit, the groups come from a fixed seed.) Then score them with
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -71,6 +82,24 @@ MIN_COVERAGE = 0.95
 MIN_MEAN_GHZ = 0.2
 MIN_CV = 0.1
 FloatArray = npt.NDArray[np.float64]
+MSFT_REPO = "microsoft/cloud-monitoring-dataset"
+MSFT_COMMIT = "6a07a53c2fac495fb6831811df4c980d6c04bd10"
+MSFT_POOLS = {  # case -> (resource, unit, directory of the dataset, series)
+    "msft-mongodb-application-rps": (
+        "mongodb",
+        "rps",
+        "data/mongodb-application-rps",
+        ("mongo-01", "mongo-02", "mongo-03", "mongo-04"),
+    ),
+    "msft-data-ingress-rate": (
+        "ingress",
+        "rate",
+        "data/data-ingress-rate",
+        ("ingress-01", "ingress-02", "ingress-03", "ingress-04", "ingress-05"),
+    ),
+}
+MSFT_FROM = dt.datetime(2018, 4, 25, tzinfo=dt.UTC)
+MSFT_SLOTS = 11 * 86_400 // SLOT_S
 
 
 def _git(git_dir: Path, *args: str) -> bytes:
@@ -93,19 +122,21 @@ def _vm_rows(text: str) -> tuple[npt.NDArray[np.int64], FloatArray]:
     return np.asarray(secs, dtype=np.int64), np.asarray(ghz, dtype=np.float64)
 
 
-def _slots(secs: npt.NDArray[np.int64], ghz: FloatArray, t0: int) -> tuple[FloatArray, float]:
-    """The VM's mean per slot from ``t0`` (gaps carried forward) and the share of slots seen."""
+def _slots(
+    secs: npt.NDArray[np.int64], ghz: FloatArray, t0: int, n_slots: int = SLOTS
+) -> tuple[FloatArray, float]:
+    """The series' mean per slot from ``t0`` (gaps carried forward) and the share of slots seen."""
     idx = (secs - t0) // SLOT_S
-    keep = (idx >= 0) & (idx < SLOTS) & np.isfinite(ghz)
-    sums = np.bincount(idx[keep], weights=ghz[keep], minlength=SLOTS)
-    counts = np.bincount(idx[keep], minlength=SLOTS)
+    keep = (idx >= 0) & (idx < n_slots) & np.isfinite(ghz)
+    sums = np.bincount(idx[keep], weights=ghz[keep], minlength=n_slots)
+    counts = np.bincount(idx[keep], minlength=n_slots)
     seen = counts > 0
-    values = np.full(SLOTS, np.nan)
+    values = np.full(n_slots, np.nan)
     values[seen] = sums[seen] / counts[seen]
     if not seen.any():
         return values, 0.0
     last = values[np.argmax(seen)]
-    for i in range(SLOTS):  # carry forward
+    for i in range(n_slots):  # carry forward
         if seen[i]:
             last = values[i]
         else:
@@ -118,7 +149,85 @@ def _episodes(breach: npt.NDArray[np.bool_]) -> int:
     return int(starts.sum())
 
 
-def build(out: Path, git_dir: Path, group: int, per_month: int, percentile: float) -> None:
+def _write_case(
+    case_dir: Path,
+    series: dict[str, FloatArray],
+    t0: int,
+    resource: str,
+    unit: str,
+    capacity: float,
+) -> None:
+    """One case: a sample per subsystem per slot at the slot's middle, and its ``pso.yaml``."""
+    case_dir.mkdir(exist_ok=True)
+    slots = len(next(iter(series.values())))
+    with (case_dir / "telemetry.jsonl").open("w") as fh:
+        for i in range(slots):
+            ts_ms = (t0 + i * SLOT_S + SLOT_S // 2) * 1000
+            for name, values in series.items():
+                sample = {
+                    "subsystem": name,
+                    "ts": ts_ms,
+                    "resources": {resource: round(float(values[i]), 6)},
+                }
+                fh.write(json.dumps(sample, separators=(",", ":")) + "\n")
+    (case_dir / "pso.yaml").write_text(
+        f"window:\n  size_s: {SLOT_S}\nresources:\n  {resource}:\n    capacity: {capacity}\n"
+        f"    unit: {unit}\n"
+    )
+
+
+def _msft_slots(text: str, t0: int) -> FloatArray:
+    """One Microsoft series (``"TimeStamp","Value","Label"`` rows) as slot means from ``t0``."""
+    secs: list[int] = []
+    values: list[float] = []
+    for row in csv.reader(io.StringIO(text)):
+        try:
+            stamp = dt.datetime.fromisoformat(row[0].replace("Z", "+00:00"))
+            secs.append(int(stamp.timestamp()))
+            values.append(float(row[1]))
+        except (IndexError, ValueError):
+            continue  # the header, an empty value
+    slots, _ = _slots(np.asarray(secs, dtype=np.int64), np.asarray(values), t0, MSFT_SLOTS)
+    return slots
+
+
+def build_msft(git_dir: Path, out: Path, percentile: float) -> dict[str, object]:
+    """The Microsoft pools (see the module docstring); returns their manifest entries."""
+    t0 = int(MSFT_FROM.timestamp())
+    cases: dict[str, object] = {}
+    for name, (resource, unit, folder, members) in MSFT_POOLS.items():
+        series = {
+            member: _msft_slots(
+                _git(git_dir, "show", f"{MSFT_COMMIT}:{folder}/{member}.csv").decode(), t0
+            )
+            for member in members
+        }
+        total = np.sum(list(series.values()), axis=0)
+        capacity = round(float(np.percentile(total, percentile)), 3)
+        breach = total > capacity
+        _write_case(out / name, series, t0, resource, unit, capacity)
+        cases[name] = {
+            "role": "holdout_msft",
+            "source": {"repo": MSFT_REPO, "commit": MSFT_COMMIT, "folder": folder},
+            "from": MSFT_FROM.isoformat(),
+            "slots": MSFT_SLOTS,
+            "members": list(members),
+            "capacity": capacity,
+            "mean_total": round(float(total.mean()), 3),
+            "breach_windows": int(breach.sum()),
+            "episodes": _episodes(breach),
+        }
+    return cases
+
+
+def build(
+    out: Path,
+    git_dir: Path,
+    group: int,
+    per_month: int,
+    percentile: float,
+    msft_git_dir: Path | None = None,
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, object] = {
         "source": {"repo": BITBRAINS_REPO, "commit": BITBRAINS_COMMIT, "trace": "GWA-T-12 Rnd"},
@@ -167,22 +276,8 @@ def build(out: Path, git_dir: Path, group: int, per_month: int, percentile: floa
             total = np.sum([eligible[vm] for vm in vms], axis=0)
             capacity = round(float(np.percentile(total, percentile)), 3)
             breach = total > capacity
-            case_dir = out / name
-            case_dir.mkdir(exist_ok=True)
-            with (case_dir / "telemetry.jsonl").open("w") as fh:
-                for i in range(SLOTS):
-                    ts_ms = (t0 + i * SLOT_S + SLOT_S // 2) * 1000
-                    for vm in vms:
-                        sample = {
-                            "subsystem": f"vm-{vm}",
-                            "ts": ts_ms,
-                            "resources": {"cpu": round(float(eligible[vm][i]), 6)},
-                        }
-                        fh.write(json.dumps(sample, separators=(",", ":")) + "\n")
-            (case_dir / "pso.yaml").write_text(
-                f"window:\n  size_s: {SLOT_S}\nresources:\n  cpu:\n    capacity: {capacity}\n"
-                "    unit: GHz\n"
-            )
+            series = {f"vm-{vm}": eligible[vm] for vm in vms}
+            _write_case(out / name, series, t0, "cpu", "GHz", capacity)
             cases[name] = {
                 "role": "dev" if month in DEV_MONTHS else "holdout",
                 "from": dt.datetime.fromtimestamp(t0, dt.UTC).isoformat(),
@@ -194,6 +289,8 @@ def build(out: Path, git_dir: Path, group: int, per_month: int, percentile: floa
                 "breach_windows": int(breach.sum()),
                 "episodes": _episodes(breach),
             }
+    if msft_git_dir is not None:
+        cases.update(build_msft(msft_git_dir, out, percentile))
     manifest["cases"] = cases
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
@@ -207,8 +304,13 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=10, help="VMs per pool")
     parser.add_argument("--per-month", type=int, default=6, help="cases per month")
     parser.add_argument("--percentile", type=float, default=99.0, help="capacity percentile")
+    parser.add_argument(
+        "--cloud-monitoring", type=Path, default=None, help=f"git dir of {MSFT_REPO} (optional)"
+    )
     args = parser.parse_args()
-    build(args.out, args.bitbrains, args.group, args.per_month, args.percentile)
+    build(
+        args.out, args.bitbrains, args.group, args.per_month, args.percentile, args.cloud_monitoring
+    )
 
 
 if __name__ == "__main__":
