@@ -37,7 +37,8 @@ From a trace to a case (the exact rules)
 Cases of 2013-7 are for development; those of 2013-8 and 2013-9 are held out (the bench
 reports both groups separately).
 
-A second source, never used for development (``--cloud-monitoring``): the
+A second source, never used to develop the conflict predictor (``--cloud-monitoring``; its
+series are in the anomaly validation corpus of ``bench/anomaly_corpus.py``): the
 Microsoft cloud-monitoring dataset (github.com/microsoft/cloud-monitoring-dataset, commit
 ``6a07a53c``), whose aligned 1-minute series of one service make a pool each: the 4
 ``mongodb-application-rps`` instances on one resource ``mongodb`` (requests/s) and the 5
