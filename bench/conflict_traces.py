@@ -45,8 +45,10 @@ Microsoft cloud-monitoring dataset (github.com/microsoft/cloud-monitoring-datase
 ``data-ingress-rate`` series on one resource ``ingress``, 11 days from 2018-04-25 00:00 UTC.
 Same rules as above otherwise: 300-s slots (the mean of the minutes in a slot, an empty slot
 carries the previous value), capacity at the ``--percentile`` of the summed demand, role
-``holdout_msft``. ``manifest.json`` records, per case, the VMs (source path
-and blob), the capacity, breach windows and episodes.
+``holdout_msft``.
+
+``manifest.json`` records, per case, its members (the VMs' source path and blob, or the
+Microsoft series), the capacity, breach windows and episodes.
 
 Rebuild::
 
