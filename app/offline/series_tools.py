@@ -6,7 +6,9 @@ extra input columns. They drive the very models the engine runs per series.
 
 Timestamps may be RFC 3339 (with or without offset; naive means UTC), ``YYYY-MM-DD HH:MM:SS``
 (NAB style), or epoch seconds / milliseconds. A value that is empty or not a number is
-"missing": its row is kept with empty outputs.
+"missing": nothing is learnt from its row, which is kept (its anomaly score empty, its
+forecasts those of the last row learnt). So is a row whose quote is not closed on its line:
+one row per line, so a stray ``"`` spoils its own row only (`app.offline.csv_lines`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import TextIO
 from app.core.anomaly import SeriesAnomalyDetector
 from app.core.forecast import SeriesForecaster
 from app.errors import PsoError
+from app.offline.csv_lines import CsvLine, csv_lines
 
 Progress = Callable[[int], None]
 
@@ -61,30 +64,41 @@ def parse_value(text: str) -> float:
     return value if math.isfinite(value) else math.nan
 
 
-def _decoded(reader: Iterator[list[str]]) -> Iterator[list[str]]:
-    """The CSV rows, with a file that is not UTF-8 text (or not CSV) as a `SeriesFileError`:
-    the decoding happens while rows are read, anywhere in the file."""
+_MAX_LINE_CHARS = 1 << 20  # a longer line is refused unread (a file of one endless line)
+
+
+def _lines(handle: TextIO) -> Iterator[CsvLine]:
+    """The file's lines (`app.offline.csv_lines`), with a file that is not UTF-8 text, or a
+    line that is not CSV at all, as a `SeriesFileError`: decoding happens as rows are read."""
     try:
-        yield from reader
+        for line in csv_lines(handle, _MAX_LINE_CHARS):
+            if line.cells is None:
+                raise SeriesFileError(f"row {line.number}: not CSV: {line.error}")
+            yield line
     except UnicodeDecodeError as exc:
         raise SeriesFileError(
             f"not UTF-8 text ({exc.reason}, byte 0x{exc.object[exc.start]:02x})"
         ) from None
-    except csv.Error as exc:
-        raise SeriesFileError(f"not a CSV file: {exc}") from None
 
 
-def _rows(handle: TextIO) -> tuple[list[str], Iterator[list[str]], int, int]:
-    reader = _decoded(csv.reader(handle))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise SeriesFileError("the file is empty (expected a header timestamp,value)") from None
+def _rows(handle: TextIO) -> tuple[list[str], Iterator[CsvLine], int, int]:
+    """The header, the data lines, and the timestamp and value columns.
+
+    A data line whose quote never closes keeps its cells but has an ``error``: the tools
+    write it with empty outputs and learn nothing from it, like a missing value.
+    """
+    lines = _lines(handle)
+    first = next(lines, None)
+    if first is None or first.cells is None:
+        raise SeriesFileError("the file is empty (expected a header timestamp,value)")
+    if first.error:
+        raise SeriesFileError(f"row 1: not CSV: {first.error}")
+    header = first.cells
     names = [h.strip().lower() for h in header]
     for column in ("timestamp", "value"):
         if column not in names:
             raise SeriesFileError(f"missing column {column!r} (header is {','.join(header)})")
-    return header, reader, names.index("timestamp"), names.index("value")
+    return header, lines, names.index("timestamp"), names.index("value")
 
 
 def _names_a_descriptor(target: Path) -> bool:
@@ -171,10 +185,15 @@ def score_anomalies(
         header, reader, t_col, v_col = _rows(fin)
         writer = csv.writer(fout, lineterminator="\n")
         writer.writerow([*header, "anomaly_score", "is_anomaly"])
-        for lineno, row in enumerate(reader, start=2):
+        for line in reader:
+            row = line.cells
             if not row:
                 continue
-            ts = _timestamp(row, t_col, lineno)
+            if line.error:
+                writer.writerow([*row, "", ""])
+                rows += 1
+                continue
+            ts = _timestamp(row, t_col, line.number)
             value = parse_value(row[v_col]) if v_col < len(row) else math.nan
             if math.isnan(value):
                 writer.writerow([*row, "", ""])
@@ -226,12 +245,16 @@ def forecast_series(
                 *(f"hi_{h}" for h in range(1, horizon + 1)),
             ]
         )
-        for lineno, row in enumerate(reader, start=2):
+        for line in reader:
+            row = line.cells
             if not row:
                 continue
-            ts = _timestamp(row, t_col, lineno)
-            value = parse_value(row[v_col]) if v_col < len(row) else math.nan
-            if forecaster is None:
+            ts: int | None = None
+            value = math.nan
+            if not line.error:  # an unreadable line is kept like a missing value
+                ts = _timestamp(row, t_col, line.number)
+                value = parse_value(row[v_col]) if v_col < len(row) else math.nan
+            if ts is not None and forecaster is None:
                 if first is None:
                     first = (ts, value)
                 elif ts > first[0]:
@@ -242,11 +265,12 @@ def forecast_series(
                         forecaster.learn_one(last_index * step, first[1])
             out = empty
             if forecaster is not None:
-                step = forecaster.step_ms
-                index = ts // step
-                if not math.isnan(value) and (last_index is None or index > last_index):
-                    forecaster.learn_one(index * step, value)
-                    last_index = index
+                if ts is not None and not math.isnan(value):
+                    step = forecaster.step_ms
+                    index = ts // step
+                    if last_index is None or index > last_index:
+                        forecaster.learn_one(index * step, value)
+                        last_index = index
                 fc = forecaster.forecast()
                 if not fc.warming_up and fc.origin_ms > 0:
                     out = [

@@ -23,7 +23,7 @@ import pytest
 from app.core.engine import PredictionEngine
 from app.core.snapshot import seal, unseal
 from app.offline.backtest import FILES, anomaly_metrics, apply_overrides, run_backtest
-from app.offline.backtest.source import _blocks
+from app.offline.backtest.source import _blocks, _csv_lines
 from app.settings import ConfigError, FleetPolicy, ResourceConfig, load_policy
 from app.wire.codec import MAX_MESSAGE_BYTES
 from app.wire.records import encode
@@ -288,6 +288,47 @@ def test_a_csv_row_the_csv_module_refuses_is_one_invalid_line(
     errors = m["input"]["errors"]
     assert [(e["line"], e["code"]) for e in errors] == [(8, "invalid_csv")]
     assert errors[0]["reason"] == "not CSV: field larger than field limit (131072)"
+    assert m["input"]["samples"] == 40 and m["input"]["windows"] == 8
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_stray_quote_spoils_its_own_csv_row_only(
+    tmp_path: Path, policy: FleetPolicy, workers: int
+) -> None:
+    rows = ["subsystem,ts,cpu"]
+    rows += [f"checkout,{1795597200000 + i * 60_000},0.5" for i in range(40)]
+    rows[8] = 'checkout,1795597620000,"0.5'  # a quote that never closes
+    rows[20] = 'checkout,1795598340000,"0.5"'  # the next quote in the file, 12 rows on
+    source = tmp_path / "in.csv"
+    source.write_text("\n".join(rows) + "\n")
+    m = run_backtest(source, policy, tmp_path / "out", workers=workers, render=False)
+    errors = [(e["line"], e["code"], e["reason"]) for e in m["input"]["errors"]]
+    assert errors == [(9, "invalid_csv", "not CSV: a quoted field is not closed on its line")]
+    assert m["input"]["invalid_lines"] == 1 and m["input"]["invalid_samples"] == 0
+    windows = (tmp_path / "out" / "windows.jsonl").read_bytes().splitlines()
+    assert sum(orjson.loads(w)["samples"] for w in windows) == 39  # every other row is read
+
+
+def test_a_csv_line_over_the_largest_message_is_too_large_and_never_held_whole(
+    tmp_path: Path, policy: FleetPolicy
+) -> None:
+    rows = ["subsystem,ts,cpu"]
+    rows += [f"checkout,{1795597200000 + i * 60_000},0.5" for i in range(40)]
+    rows[6] = "checkout,1795597500000," + "1" * (24 << 20)
+    source = tmp_path / "in.csv"
+    source.write_text("\n".join(rows) + "\n")
+    tracemalloc.start()
+    try:
+        lines = [number for number, _ in _csv_lines(source)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert lines == list(range(2, 42)) and peak < 8 * MAX_MESSAGE_BYTES  # never held whole
+    m = run_backtest(source, policy, tmp_path / "out", workers=2, render=False)
+    errors = [(e["line"], e["code"], e["reason"]) for e in m["input"]["errors"]]
+    assert errors == [
+        (7, "too_large", f"line is {len(rows[6])} characters (max {MAX_MESSAGE_BYTES})")
+    ]
     assert m["input"]["samples"] == 40 and m["input"]["windows"] == 8
 
 

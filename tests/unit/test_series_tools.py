@@ -220,3 +220,36 @@ def test_output_keeps_open_w_permissions_and_reads_excel_csv(tmp_path: Path) -> 
         with pytest.raises(PermissionError):
             score_anomalies(source, locked)
         assert locked.read_text() == "keep\n"
+
+
+@pytest.mark.parametrize("tool", ["score", "forecast"])
+def test_a_stray_quote_spoils_its_own_row_only(tmp_path: Path, tool: str) -> None:
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_series(source, 400)
+    lines = source.read_text().splitlines()
+    lines[200] = lines[200].replace(",", ',"', 1)  # its value's quote never closes
+    lines[300] = lines[300].replace(",h", ',"h', 1) + '"'  # the next quote in the file
+    source.write_text("\n".join(lines) + "\n")
+    if tool == "score":
+        rows = score_anomalies(source, target)
+    else:
+        rows = forecast_series(source, target, 3, 0.8)
+    out = read(target)
+    assert rows == 400 and len(out) == 401  # one output row per input row
+    assert [r[0] for r in out[1:]] == [line.split(",")[0] for line in lines[1:]]
+    assert out[200][1] == lines[200].split(',"')[1]  # kept as it reads: "32.4087,h1"
+    if tool == "score":  # nothing learnt from it, as from a missing value
+        assert out[200][2:] == ["", ""]
+    else:
+        assert out[200][2:] == out[199][3:]
+    assert all(v != "" for v in out[201][3:]) and all(v != "" for v in out[301][3:])
+
+
+def test_a_broken_header_or_an_endless_line_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text('timestamp,"value\n2026-01-01 00:00:00,1\n')
+    with pytest.raises(SeriesFileError, match="row 1: not CSV: a quoted field is not closed"):
+        score_anomalies(bad, tmp_path / "o.csv")
+    bad.write_text("timestamp,value\n2026-01-01 00:00:00," + "1" * (3 << 20) + "\n")
+    with pytest.raises(SeriesFileError, match=r"row 2: not CSV: line is 3145748 characters"):
+        forecast_series(bad, tmp_path / "o.csv", 3, 0.8)

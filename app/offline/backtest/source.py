@@ -4,7 +4,6 @@ subsystem; a Kafka topic range copied to a file first (PSO-made copies left out)
 from __future__ import annotations
 
 import contextlib
-import csv
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,20 @@ from app.offline.backtest.common import (
     BacktestError,
     line_error,
 )
+from app.offline.csv_lines import CsvLine, csv_lines
 from app.wire.codec import MAX_MESSAGE_BYTES, is_copy
 
 # --------------------------------------------------------------------------- input
 
 
-def _csv_header(reader: Iterator[list[str]], path: Path) -> list[str] | None:
+def _csv_header(lines: Iterator[CsvLine], path: Path) -> list[str] | None:
     """The header row (None for an empty file); one that cannot name the columns is an error."""
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        raise BacktestError(f"{path}: the CSV header is not CSV: {exc}") from None
-    if header is None:
+    first = next(lines, None)
+    if first is None:
         return None
-    header = [h.strip() for h in header]
+    if first.cells is None or first.error:
+        raise BacktestError(f"{path}: the CSV header is not CSV: {first.error}")
+    header = [h.strip() for h in first.cells]
     if any(_not_utf8(h) for h in header):
         raise BacktestError(f"{path}: the CSV header is not UTF-8 text")
     if "subsystem" not in header or "ts" not in header:
@@ -42,31 +41,29 @@ def _csv_header(reader: Iterator[list[str]], path: Path) -> list[str] | None:
 def check_csv_header(path: Path) -> None:
     """Raise `BacktestError` now, before any output exists, if the header is unusable."""
     with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
-        _csv_header(csv.reader(fh), path)
+        _csv_header(csv_lines(fh, _LONGEST_LINE), path)
 
 
 def _csv_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """CSV rows as telemetry JSON bytes; a bad row yields bytes that fail to decode.
 
-    Bytes that are not UTF-8 are carried as surrogates (``surrogateescape``), so such a row is
-    one invalid line with its reason, not the end of the backtest.
+    One row per physical line (`app.offline.csv_lines`): a stray quote spoils its own row,
+    not the rows after it. Bytes that are not UTF-8 are carried as surrogates
+    (``surrogateescape``), so such a row is one invalid line with its reason, not the end of
+    the backtest.
     """
     with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
-        reader = csv.reader(fh)
-        header = _csv_header(reader, path)
+        lines = csv_lines(fh, _LONGEST_LINE)
+        header = _csv_header(lines, path)
         if header is None:
             return
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:  # a field over the csv module's limit, a NUL...: the
-                yield reader.line_num, line_error("invalid_csv", f"not CSV: {exc}")  # resumes
-                continue
-            if not any(cell.strip() for cell in row):
-                continue
-            yield reader.line_num, _csv_row(header, row)
+        for line in lines:
+            if line.too_long:  # as the live ingest rejects a message over the largest
+                yield line.number, line_error("too_large", line.error)
+            elif line.cells is None or line.error:
+                yield line.number, line_error("invalid_csv", f"not CSV: {line.error}")
+            elif any(cell.strip() for cell in line.cells):
+                yield line.number, _csv_row(header, line.cells)
 
 
 def _not_utf8(cell: str) -> bool:
