@@ -1,18 +1,23 @@
-"""CSV read one physical line at a time, each line bounded: a broken row spoils only itself.
+"""CSV read line by line, each line bounded: a broken row spoils only itself.
 
 Why: the ``csv`` module lets a quoted field run on across lines until its closing quote. In a
-telemetry export a stray ``"`` is a typo, not a multi-line field, and the module would then
-swallow every following row into that field, up to its 128 KiB field limit, and resume
-mid-record: hundreds of good rows lost as one bad one (measured: a stray quote on row 51 of
-200 left 51 samples). Here every line is parsed on its own, so a quoted field cannot span
-lines. A line longer than ``max_chars`` is skipped in pieces, never held whole.
+telemetry export a stray ``"`` is a typo, and the module would then swallow every following
+row into that field, up to its 128 KiB field limit, and resume mid-record: hundreds of good
+rows lost as one bad one (measured: a stray quote on row 51 of 200 left 51 samples). Here a
+row is one line, except that a quoted field may span a few lines when that makes a well-formed
+row with as many cells as the header (a note exported by a spreadsheet). A quote that closes
+no such row spoils its own line only, and reading goes on at the next line. A line longer than
+``max_chars`` is skipped in pieces, never held whole.
 
 >>> import io
->>> for line in csv_lines(io.StringIO('a,b\\n1,"2\\n3,4\\n'), max_chars=100):
+>>> text = 'a,b\\n1,"2\\n3,4\\n5,"six\\nlines"\\n7,8'
+>>> for line in csv_lines(io.StringIO(text), max_chars=100):
 ...     print(line.number, line.cells, line.error or "ok")
 1 ['a', 'b'] ok
 2 ['1', '2'] a quoted field is not closed on its line
 3 ['3', '4'] ok
+4 ['5', 'six\\nlines'] ok
+6 ['7', '8'] ok
 """
 
 from __future__ import annotations
@@ -26,15 +31,16 @@ __all__ = ["UNCLOSED_QUOTE", "CsvLine", "csv_lines"]
 
 UNCLOSED_QUOTE = "a quoted field is not closed on its line"
 _PIECE = 1 << 16  # characters read at a time while skipping an over-long line
+_MAX_SPAN = 16  # lines one quoted field may span
 
 
 @dataclass(frozen=True, slots=True)
 class CsvLine:
-    """One physical line of a CSV file.
+    """One row of a CSV file, numbered by the line it starts on (the header is line 1).
 
-    ``cells`` is None when the line cannot be read as CSV at all (too long, a NUL, a field
-    over the ``csv`` module's limit); ``error`` says why a line is not well-formed CSV ("" when
-    it is). A line whose quote never closes has both: the cells as the line reads without its
+    ``cells`` is None when the line cannot be read as CSV at all (too long, a field over the
+    ``csv`` module's limit); ``error`` says why a line is not well-formed CSV ("" when it
+    is). A line whose quote never closes has both: the cells as the line reads without its
     closing quote, and ``UNCLOSED_QUOTE``. ``too_long``: the line was longer than allowed
     (and was skipped unread).
     """
@@ -45,37 +51,100 @@ class CsvLine:
     too_long: bool = False
 
 
-def _parse(line: str) -> tuple[list[str] | None, str]:
+def _parse(text: str) -> tuple[list[str] | None, str]:
+    """The cells of one line and "", or None and what is wrong with it."""
     try:
-        cells = next(csv.reader((line,)), [])
+        cells = next(csv.reader((text,)), [])
     except csv.Error as exc:
         return None, str(exc)
     # Within one line, only a quote left open keeps the line's end inside a cell.
-    if cells and cells[-1][-1:] in ("\n", "\r"):
-        cells[-1] = cells[-1].rstrip("\r\n")
+    if cells and cells[-1][-1:] == "\n":
+        cells[-1] = cells[-1][:-1]
         return cells, UNCLOSED_QUOTE
     return cells, ""
 
 
-def csv_lines(handle: TextIO, max_chars: int) -> Iterator[CsvLine]:
-    """Every line of ``handle`` (opened with ``newline=""``) as a `CsvLine`, numbered from 1.
+def _record(text: str, width: int) -> list[str] | None:
+    """The cells of several lines read as one row, if they make a well-formed row of
+    ``width`` cells (strict CSV: the quote closes right before a delimiter or the end)."""
+    try:
+        cells = next(csv.reader((text,), strict=True), [])
+    except csv.Error:
+        return None
+    return cells if len(cells) == width else None
 
-    Blank lines come out as empty ``cells``; decoding errors of ``handle`` propagate.
-    """
-    number = 0
-    while True:
-        line = handle.readline(max_chars + 1)
+
+class _Lines:
+    """Physical lines of a text file, at most ``max_chars`` read at once, with push-back."""
+
+    def __init__(self, handle: TextIO, max_chars: int) -> None:
+        self.handle = handle
+        self.max_chars = max_chars
+        self.back: list[str | int] = []
+
+    def next(self) -> str | int | None:
+        """The next line (ending with ``\\n``), the length of an over-long one, or None."""
+        if self.back:
+            return self.back.pop()
+        line = self.handle.readline(self.max_chars + 1)
         if not line:
+            return None
+        if len(line) <= self.max_chars or line[-1] == "\n":
+            return line if line[-1] == "\n" else line + "\n"
+        length = len(line)  # no line end in it: skip the rest in pieces
+        while True:
+            piece = self.handle.readline(_PIECE)
+            length += len(piece.rstrip("\n"))
+            if not piece or piece[-1] == "\n":
+                return length
+
+
+def _span(lines: _Lines, first: str, width: int, max_chars: int) -> tuple[list[str] | None, int]:
+    """A row whose quoted field spans lines, from ``first`` on, and how many more lines it
+    took; (None, 0) when no well-formed row of ``width`` cells closes it within
+    ``_MAX_SPAN`` lines and ``max_chars`` characters (the lines read are then un-read)."""
+    joined = first
+    taken: list[str | int] = []
+    while len(taken) < _MAX_SPAN - 1:
+        more = lines.next()
+        if more is None:
+            break
+        taken.append(more)
+        if isinstance(more, int) or len(joined) + len(more) > max_chars:
+            break
+        joined += more
+        record = _record(joined, width)
+        if record is not None:
+            return record, len(taken)
+    lines.back.extend(reversed(taken))
+    return None, 0
+
+
+def csv_lines(handle: TextIO, max_chars: int) -> Iterator[CsvLine]:
+    """Every row of ``handle`` as a `CsvLine`; the first line is the header.
+
+    ``handle`` is opened with ``newline=None`` (universal newlines: ``\\r\\n`` and a lone
+    ``\\r`` end a line, as they do for the ``csv`` module). Blank lines come out as empty
+    ``cells``; decoding errors of ``handle`` propagate.
+    """
+    lines = _Lines(handle, max_chars)
+    number = 0
+    width: int | None = None  # the header's cells: what a row spanning lines must have
+    while True:
+        line = lines.next()
+        if line is None:
             return
         number += 1
-        if len(line) > max_chars and line[-1] not in "\r\n":
-            length = len(line)  # no line end in it
-            while True:  # skip the rest of the line in pieces
-                piece = handle.readline(_PIECE)
-                length += len(piece.rstrip("\r\n"))
-                if not piece or piece[-1] in "\r\n":
-                    break
-            yield CsvLine(number, None, f"line is {length} characters (max {max_chars})", True)
+        if isinstance(line, int):
+            yield CsvLine(number, None, f"line is {line} characters (max {max_chars})", True)
             continue
         cells, error = _parse(line)
+        if error == UNCLOSED_QUOTE and width is not None:
+            record, taken = _span(lines, line, width, max_chars)
+            if record is not None:
+                yield CsvLine(number, record)
+                number += taken
+                continue
+        if width is None and cells is not None:
+            width = len(cells)
         yield CsvLine(number, cells, error)

@@ -7,8 +7,9 @@ extra input columns. They drive the very models the engine runs per series.
 Timestamps may be RFC 3339 (with or without offset; naive means UTC), ``YYYY-MM-DD HH:MM:SS``
 (NAB style), or epoch seconds / milliseconds. A value that is empty or not a number is
 "missing": nothing is learnt from its row, which is kept (its anomaly score empty, its
-forecasts those of the last row learnt). So is a row whose quote is not closed on its line:
-one row per line, so a stray ``"`` spoils its own row only (`app.offline.csv_lines`).
+forecasts those of the last row learnt). So is a row whose quote does not close: a stray
+``"`` spoils its own row only (`app.offline.csv_lines`). A row shorter than the header is
+padded, so its outputs stay under their names.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def score_anomalies(
         SeriesAnomalyDetector() if threshold is None else SeriesAnomalyDetector(threshold=threshold)
     )
     rows = 0
-    with source.open(newline="", encoding="utf-8-sig") as fin, _output(target) as fout:
+    with source.open(newline=None, encoding="utf-8-sig") as fin, _output(target) as fout:
         header, reader, t_col, v_col = _rows(fin)
         writer = csv.writer(fout, lineterminator="\n")
         writer.writerow([*header, "anomaly_score", "is_anomaly"])
@@ -189,6 +190,8 @@ def score_anomalies(
             row = line.cells
             if not row:
                 continue
+            if len(row) < len(header):  # a short row: its outputs still go under their names
+                row = [*row, *[""] * (len(header) - len(row))]
             if line.error:
                 writer.writerow([*row, "", ""])
                 rows += 1
@@ -234,7 +237,7 @@ def forecast_series(
     last_index: int | None = None
     empty = [""] * (3 * horizon)
     rows = 0
-    with source.open(newline="", encoding="utf-8-sig") as fin, _output(target) as fout:
+    with source.open(newline=None, encoding="utf-8-sig") as fin, _output(target) as fout:
         header, reader, t_col, v_col = _rows(fin)
         writer = csv.writer(fout, lineterminator="\n")
         writer.writerow(
@@ -249,6 +252,8 @@ def forecast_series(
             row = line.cells
             if not row:
                 continue
+            if len(row) < len(header):  # a short row: its outputs still go under their names
+                row = [*row, *[""] * (len(header) - len(row))]
             ts: int | None = None
             value = math.nan
             if not line.error:  # an unreadable line is kept like a missing value

@@ -309,14 +309,32 @@ def test_a_stray_quote_spoils_its_own_csv_row_only(
     assert sum(orjson.loads(w)["samples"] for w in windows) == 39  # every other row is read
 
 
+def test_a_quoted_csv_cell_may_span_lines(tmp_path: Path, policy: FleetPolicy) -> None:
+    rows = ["subsystem,ts,cpu,label:note"]
+    rows += [f"checkout,{1795597200000 + i * 60_000},0.5," for i in range(40)]
+    rows[5] = 'checkout,1795597440000,0.5,"restarted by hand,\nsee the ticket"'  # 2 lines
+    rows[20] = "checkout,1795598340000"
+    source = tmp_path / "in.csv"
+    source.write_text("\n".join(rows) + "\n")
+    m = run_backtest(source, policy, tmp_path / "out", workers=2, render=False)
+    errors = [(e["line"], e["code"]) for e in m["input"]["errors"]]
+    assert errors == [(22, "invalid_csv")]  # physical line numbers after the two-line row
+    windows = (tmp_path / "out" / "windows.jsonl").read_bytes().splitlines()
+    assert sum(orjson.loads(w)["samples"] for w in windows) == 39
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
 def test_a_csv_line_over_the_largest_message_is_too_large_and_never_held_whole(
-    tmp_path: Path, policy: FleetPolicy
+    tmp_path: Path, policy: FleetPolicy, end: str
 ) -> None:
     rows = ["subsystem,ts,cpu"]
     rows += [f"checkout,{1795597200000 + i * 60_000},0.5" for i in range(40)]
     rows[6] = "checkout,1795597500000," + "1" * (24 << 20)
+    at_limit = "checkout,1795597740000,"  # a line of exactly the largest length, then its end
+    rows[10] = at_limit + "0" * (MAX_MESSAGE_BYTES - len(at_limit) - 3) + "0.5"
+    rows[30] = "checkout,1795598940000"  # line 31 must still be called line 31
     source = tmp_path / "in.csv"
-    source.write_text("\n".join(rows) + "\n")
+    source.write_bytes((end.join(rows) + end).encode())
     tracemalloc.start()
     try:
         lines = [number for number, _ in _csv_lines(source)]
@@ -327,7 +345,9 @@ def test_a_csv_line_over_the_largest_message_is_too_large_and_never_held_whole(
     m = run_backtest(source, policy, tmp_path / "out", workers=2, render=False)
     errors = [(e["line"], e["code"], e["reason"]) for e in m["input"]["errors"]]
     assert errors == [
-        (7, "too_large", f"line is {len(rows[6])} characters (max {MAX_MESSAGE_BYTES})")
+        (7, "too_large", f"line is {len(rows[6])} characters (max {MAX_MESSAGE_BYTES})"),
+        (11, "invalid_csv", "not CSV: field larger than field limit (131072)"),
+        (31, "invalid_csv", "row has 2 cells, header has 3"),
     ]
     assert m["input"]["samples"] == 40 and m["input"]["windows"] == 8
 

@@ -238,10 +238,11 @@ def test_a_stray_quote_spoils_its_own_row_only(tmp_path: Path, tool: str) -> Non
     assert rows == 400 and len(out) == 401  # one output row per input row
     assert [r[0] for r in out[1:]] == [line.split(",")[0] for line in lines[1:]]
     assert out[200][1] == lines[200].split(',"')[1]  # kept as it reads: "32.4087,h1"
-    if tool == "score":  # nothing learnt from it, as from a missing value
-        assert out[200][2:] == ["", ""]
-    else:
-        assert out[200][2:] == out[199][3:]
+    assert out[200][2] == ""  # the row is padded: its outputs stay under their names
+    if tool == "score":
+        assert out[200][3:] == ["", ""]
+    else:  # a missing value's forecasts: those of the last row learnt
+        assert out[200][3:] == out[199][3:]
     assert all(v != "" for v in out[201][3:]) and all(v != "" for v in out[301][3:])
 
 
@@ -253,3 +254,31 @@ def test_a_broken_header_or_an_endless_line_is_one_clear_error(tmp_path: Path) -
     bad.write_text("timestamp,value\n2026-01-01 00:00:00," + "1" * (3 << 20) + "\n")
     with pytest.raises(SeriesFileError, match=r"row 2: not CSV: line is 3145748 characters"):
         forecast_series(bad, tmp_path / "o.csv", 3, 0.8)
+
+
+@pytest.mark.parametrize("tool", ["score", "forecast"])
+def test_nothing_is_learnt_from_a_row_whose_quote_does_not_close(tmp_path: Path, tool: str) -> None:
+    rows = [f"{1_767_225_600 + i * 300},{50 + i % 5}" for i in range(400)]
+    outputs = []
+    for name, row in (("broken", '"9999'), ("missing", "")):  # the value column is the last
+        source, target = tmp_path / f"{name}.csv", tmp_path / f"{name}_out.csv"
+        rows[200] = f"{1_767_225_600 + 200 * 300},{row}"
+        source.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+        if tool == "score":
+            score_anomalies(source, target)
+        else:
+            forecast_series(source, target, 3, 0.8)
+        outputs.append([r[2:] for r in read(target)])
+    assert outputs[0] == outputs[1]  # the broken row taught as much as a missing value
+
+
+def test_a_quoted_note_may_span_lines_and_a_short_row_keeps_its_columns(tmp_path: Path) -> None:
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    rows = [f"{1_767_225_600 + i * 300},{50 + i % 5},ok" for i in range(300)]
+    rows[100] = f'{1_767_225_600 + 100 * 300},52,"first line\r\nsecond, line"'  # a spreadsheet's
+    rows[150] = f"{1_767_225_600 + 150 * 300},50"  # no note
+    source.write_text("timestamp,value,note\r\n" + "\r\n".join(rows) + "\r\n")
+    assert score_anomalies(source, target) == 300
+    out = read(target)
+    assert len(out) == 301 and out[101][2] == "first line\nsecond, line"
+    assert out[151][2] == "" and out[151][3] != "" and out[151][4] in ("0", "1")

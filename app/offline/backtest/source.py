@@ -40,19 +40,19 @@ def _csv_header(lines: Iterator[CsvLine], path: Path) -> list[str] | None:
 
 def check_csv_header(path: Path) -> None:
     """Raise `BacktestError` now, before any output exists, if the header is unusable."""
-    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+    with path.open(newline=None, encoding="utf-8-sig", errors="surrogateescape") as fh:
         _csv_header(csv_lines(fh, _LONGEST_LINE), path)
 
 
 def _csv_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """CSV rows as telemetry JSON bytes; a bad row yields bytes that fail to decode.
 
-    One row per physical line (`app.offline.csv_lines`): a stray quote spoils its own row,
-    not the rows after it. Bytes that are not UTF-8 are carried as surrogates
+    Read a line at a time (`app.offline.csv_lines`): a stray quote spoils its own row, not
+    the rows after it; line numbers are physical. Bytes that are not UTF-8 are carried as surrogates
     (``surrogateescape``), so such a row is one invalid line with its reason, not the end of
     the backtest.
     """
-    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+    with path.open(newline=None, encoding="utf-8-sig", errors="surrogateescape") as fh:
         lines = csv_lines(fh, _LONGEST_LINE)
         header = _csv_header(lines, path)
         if header is None:
