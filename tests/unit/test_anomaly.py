@@ -238,7 +238,41 @@ def test_state_is_bounded() -> None:
     size = len(state(det))
     run(det, noise(3000, 15), step=MIN, t0=T0 + 3000 * MIN)
     assert len(state(det)) == size  # the memory is a fixed ring: no growth with time
-    assert size <= 12 * 1024
+    assert size <= 28 * 1024  # 2880 remembered values at one a minute (two days)
+
+
+def test_the_pattern_memory_spans_two_days_of_the_series() -> None:
+    minute, hourly, fixed = (
+        SeriesAnomalyDetector(),
+        SeriesAnomalyDetector(),
+        SeriesAnomalyDetector(memory=500),
+    )
+    gap = [T0] + [T0 + (180 + i) * MIN for i in range(39)]
+    for i, ts in enumerate(gap):  # the first spacing is a three-hour silence
+        minute.process_one(ts, 50.0 + i % 3)
+        fixed.process_one(ts, 50.0 + i % 3)
+    run(hourly, noise(40, 2), step=60 * MIN)
+    told = SeriesAnomalyDetector(step_ms=MIN)  # the engine passes its window
+    sizes = [d._novelty.ring.shape[0] for d in (minute, hourly, told, fixed)]
+    assert sizes == [2880, 1000, 2880, 500]
+
+
+def test_a_one_minute_series_remembers_yesterdays_ramps() -> None:
+    def level(minute: int) -> float:  # 30 at night, 80 by day, ramps of an hour
+        for edge, a, b in ((480, 30.0, 80.0), (1320, 80.0, 30.0)):
+            if edge - 30 <= minute < edge + 30:
+                return a + (b - a) * (minute - edge + 30) / 60
+        return 80.0 if 480 <= minute < 1320 else 30.0
+
+    rng = random.Random(4)
+    det = SeriesAnomalyDetector()
+    flagged = []
+    for i in range(8 * 1440):
+        score = det.process_one(T0 + i * MIN, level(i % 1440) + rng.gauss(0.0, 3.0)).score
+        near_ramp = min(abs(i % 1440 - 480), abs(i % 1440 - 1320)) <= 60
+        if i >= 3 * 1440 and near_ramp and score >= 0.3:
+            flagged.append(i)
+    assert flagged == []  # with 1000 values (17 hours) the evening ramp was new again
 
 
 # --------------------------------------------------------------------------- extras

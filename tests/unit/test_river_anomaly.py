@@ -52,11 +52,12 @@ def test_river_progressive_validation_scores_exactly_what_pso_scores() -> None:
 
 
 def test_river_filter_and_pipeline_run_it_unchanged() -> None:
-    """A river pipeline selects the value out of richer features and scores what the detector
-    scores alone; river's `ThresholdFilter` decides on that score; a labelled anomaly window of
-    the real series is caught."""
+    """A river pipeline selects the value and its time out of richer features and scores what
+    the detector scores alone (without ``ts_ms`` it would assume one value a minute, and size
+    its memory for that); river's `ThresholdFilter` decides on that score; a labelled anomaly
+    window of the real series is caught."""
     stream = labelled_series()
-    pipeline = compose.Select("cpu") | RiverAnomalyDetector()
+    pipeline = compose.Select("ts_ms", "cpu") | RiverAnomalyDetector()  # value and its time
     alone = RiverAnomalyDetector(feature="cpu")
     # river's filter protects its detector: values it flags are not learned (its switch to
     # turn that off, protect_anomaly_detector=False, stops all learning in river 0.26).

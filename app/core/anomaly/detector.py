@@ -31,6 +31,7 @@ the same reason.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ from app.core.anomaly.likelihood import AnomalyLikelihood
 from app.core.anomaly.novelty import PatternNovelty
 from app.core.anomaly.onset import OnsetGate
 
-__all__ = ["AnomalyScore", "SeriesAnomalyDetector", "score_series"]
+__all__ = ["AnomalyScore", "SeriesAnomalyDetector", "memory_for", "score_series"]
 
 _MAX_ABS = 1e150  # inputs are clipped here so that squares and differences stay finite
 _MAX_SURPRISE = 1000.0
@@ -48,6 +49,9 @@ _MAD_TO_SIGMA = 1.2533  # mean absolute deviation -> standard deviation for a no
 _SCALE_CLIP = 2.5  # residuals beyond this many scales update a scale as if they were here
 _LEARN_FROM = 60  # values seen before surprises are trusted enough to calibrate on
 _GAP_STEPS = 5.0  # a silence longer than this many spacings breaks the pairing of values
+_MEMORY_SPAN_MS = 48 * 3_600_000  # the pattern memory spans two days of the series...
+_MEMORY_MIN, _MEMORY_MAX = 1000, 3000  # ...in at least 1000 and at most 3000 values
+_SPACINGS = 20  # spacings seen before the memory is sized (from their median)
 
 # (likelihood, reason, expected, half_width, novelty distance, novelty surprise, s_forecast)
 _Evaluation = tuple[float, str, float, float, float, float, float]
@@ -60,6 +64,18 @@ def _usable(
     if forecast is None or any(v != v for v in forecast):
         return None
     return forecast
+
+
+def memory_for(step_ms: float) -> int:
+    """Values the pattern memory keeps at this spacing: two days of the series, within
+    [1000, 3000] (decision 0014, step 5).
+
+    >>> memory_for(60_000), memory_for(300_000), memory_for(3_600_000)
+    (2880, 1000, 1000)
+    """
+    if step_ms <= 0.0:
+        return _MEMORY_MIN
+    return max(_MEMORY_MIN, min(_MEMORY_MAX, round(_MEMORY_SPAN_MS / step_ms)))
 
 
 def _clean(x: float) -> float:
@@ -123,7 +139,10 @@ class SeriesAnomalyDetector:
     release
         Fraction of ``threshold`` under which a value counts as calm.
     memory
-        Values the novelty channel compares the newest pair with.
+        Values the novelty channel compares the newest pair with. ``None``: two days of the
+        series (`memory_for` its spacing: ``step_ms``, or the median of its first 20
+        spacings), so yesterday's routine at this hour is familiar; at one value a minute,
+        1000 values were 17 hours and every morning's batch job was new again.
     neighbours
         The novelty is the distance to the ``neighbours``-th nearest remembered pair (1..3).
     range_floor, full_range_floor
@@ -177,6 +196,7 @@ class SeriesAnomalyDetector:
     """
 
     learn_cap = math.inf  # what a snapshot from before ``learn_cap`` existed did
+    _spacings: list[int] | None = None  # a memory sized at construction (or by a snapshot)
 
     def __init__(
         self,
@@ -184,7 +204,7 @@ class SeriesAnomalyDetector:
         warmup: int = 100,
         calm_steps: int = 30,
         release: float = 0.8,
-        memory: int = 1000,
+        memory: int | None = None,
         neighbours: int = 3,
         range_floor: float = 0.03,
         full_range_floor: float = 0.01,
@@ -223,6 +243,10 @@ class SeriesAnomalyDetector:
         self.last_ts: int | None = None
         self.last_x = 0.0
         self._step_est = float(step_ms) if step_ms else 0.0
+        if memory is None:
+            memory = memory_for(float(step_ms)) if step_ms else _MEMORY_MIN
+            # without a nominal spacing, the memory is sized from the first spacings seen
+            self._spacings = None if step_ms else []
         self._novelty = PatternNovelty(
             memory, neighbours, range_floor, full_range_floor=full_range_floor
         )
@@ -442,6 +466,11 @@ class SeriesAnomalyDetector:
         delta = float(ts_ms - self.last_ts)
         if delta <= 0.0:
             return
+        if self._spacings is not None:
+            self._spacings.append(int(delta))
+            if len(self._spacings) == _SPACINGS:
+                self._novelty.grow(memory_for(float(statistics.median(self._spacings))))
+                self._spacings = None
         if self._step_est <= 0.0:
             self._step_est = delta
         elif delta > self._step_est:  # multiplicative running median of the spacing

@@ -260,6 +260,15 @@ class PatternNovelty:
         self.learn_distance(x, dist)
         return s
 
+    def grow(self, memory: int) -> None:
+        """Remember up to ``memory`` values from now on (only before the ring first wraps:
+        the caller sizes the memory once the series' spacing is known)."""
+        size = self.ring.shape[0]
+        if memory > size and self.count < size:
+            ring = np.zeros(memory)
+            ring[: self.count] = self.ring[: self.count]
+            self.ring = ring
+
     def gap(self) -> None:
         """Mark a gap in the series: the next value is not paired with the one before it."""
         if self.count and self.ring[self.head - 1] == self.ring[self.head - 1]:

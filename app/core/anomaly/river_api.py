@@ -26,7 +26,8 @@ class RiverAnomalyDetector(base.AnomalyDetector):
 
     Parameters are those of `SeriesAnomalyDetector` (``params``), plus ``feature`` (which key
     of ``x`` is the value; None: the only key that is not ``ts_ms``) and ``step_ms`` (the
-    spacing assumed when ``x`` carries no ``ts_ms``).
+    spacing assumed when ``x`` carries no ``ts_ms``: it also sizes the detector's memory, two
+    days of values).
 
     Examples
     --------
