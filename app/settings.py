@@ -303,6 +303,14 @@ class PredictionConfig(_Strict):
         '"river.time_series.SNARIMAX(p=2, d=0, q=1)" (parsed, never evaluated)',
     )
 
+    anomaly_memory: int | None = Field(
+        default=None,
+        ge=100,
+        le=100_000,
+        description="values each series' anomaly detector remembers (8 bytes each); "
+        "null: two days of windows, between 1000 and 3000",
+    )
+
     @field_validator("extra_candidates")
     @classmethod
     def _river_forecasters(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
@@ -318,6 +326,7 @@ class PredictionConfig(_Strict):
             self.idle_evict_s,
             self.mode,
             tuple(self.extra_candidates),
+            self.anomaly_memory,
         )
 
 

@@ -136,6 +136,8 @@ class PredictionSpec:
     #: river forecasters that join each series' model selection, e.g.
     #: ``"river.time_series.SNARIMAX(p=2, d=0, q=1)"`` (`app.core.forecasters.river_candidate`)
     extra_candidates: tuple[str, ...] = ()
+    #: values each series' anomaly detector remembers; None: two days of windows (1000-3000)
+    anomaly_memory: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,7 @@ class EngineConfig:
     idle_evict_windows: int
     mode: str
     extra_candidates: tuple[CandidateSpec, ...] = ()  # parsed once, built once per series
+    anomaly_memory: int | None = None  # None: two days of windows (`memory_for`)
     anomaly_labels: LabelSpec = ANOMALY_LABELS
     conflict_labels: LabelSpec = CONFLICT_LABELS
 
@@ -107,6 +108,7 @@ class EngineConfig:
             idle_evict_windows=max(1, p.idle_evict_s * 1000 // step_ms),
             mode=p.mode,
             extra_candidates=parse_candidates(p.extra_candidates),
+            anomaly_memory=p.anomaly_memory,
         )
 
 
@@ -160,7 +162,7 @@ class SubsystemPredictor:
                     levels=c.levels,
                     extra_candidates=c.extra_candidates,
                 ),
-                detector=SeriesAnomalyDetector(step_ms=c.step_ms),
+                detector=SeriesAnomalyDetector(step_ms=c.step_ms, memory=c.anomaly_memory),
                 accuracy=ForecastAccuracy(c.step_ms, c.horizon, c.levels),
                 last_index=index,
             )

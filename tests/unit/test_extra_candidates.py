@@ -1,6 +1,7 @@
-"""river forecasters as extra candidates of the online model selection (``pso.yaml``
-``prediction.extra_candidates``): parsed safely, one instance per series, weighted when good,
-benched (never fatal) when they raise or return NaN."""
+"""``pso.yaml`` knobs that shape each series' models. River forecasters as extra candidates
+of the online model selection (``prediction.extra_candidates``): parsed safely, one instance
+per series, weighted when good, benched (never fatal) when they raise or return NaN. And the
+anomaly detector's memory (``prediction.anomaly_memory``)."""
 
 from __future__ import annotations
 
@@ -230,3 +231,27 @@ def test_a_poor_candidate_gets_no_weight(misbehaving: str) -> None:
             assert max(f.weights()["misbehaving"]) < 1e-3
     assert "misbehaving" not in f.forecast().model
     assert f.extra_status()["misbehaving"] == (0, "")
+
+
+# ------------------------------------------------------------------ the detector's memory
+
+
+@pytest.mark.parametrize(
+    ("window_s", "memory", "ring"), [(60, None, 2880), (300, None, 1000), (60, 500, 500)]
+)
+def test_prediction_anomaly_memory_sizes_each_series_detector(
+    tmp_path: Path, window_s: int, memory: int | None, ring: int
+) -> None:
+    """``prediction.anomaly_memory`` caps what a large fleet spends per series; by default
+    each series' detector remembers two days of windows."""
+    path = tmp_path / "pso.yaml"
+    lines = ["window:", f"  size_s: {window_s}", "prediction:"]
+    lines += [f"  anomaly_memory: {memory}" if memory else "  horizon: 5"]
+    path.write_text("\n".join(lines) + "\n")
+    engine = PredictionEngine(load_policy(path).spec())
+    engine.process(window("api", 0, {"cpu": 0.5}))
+    models = [m for sub in engine.subsystems.values() for m in sub.series.values()]
+    assert [m.detector._novelty.ring.shape[0] for m in models] == [ring]
+    path.write_text("prediction:\n  anomaly_memory: 5\n")
+    with pytest.raises(ConfigError, match="anomaly_memory"):
+        load_policy(path)
