@@ -82,11 +82,14 @@ def _lines(handle: TextIO) -> Iterator[CsvLine]:
         ) from None
 
 
-def _rows(handle: TextIO) -> tuple[list[str], Iterator[CsvLine], int, int]:
-    """The header, the data lines, and the timestamp and value columns.
+def _rows(handle: TextIO) -> tuple[list[str], Iterator[tuple[CsvLine, list[str]]], int, int]:
+    """The header, the data rows (each line with its cells), and the timestamp and value
+    columns.
 
-    A data line whose quote never closes keeps its cells but has an ``error``: the tools
-    write it with empty outputs and learn nothing from it, like a missing value.
+    Blank lines are left out; a row shorter than the header is padded, so its outputs stay
+    under their names. A data line whose quote never closes keeps its cells but has an
+    ``error``: the tools write it with empty outputs and learn nothing from it, like a missing
+    value.
     """
     lines = _lines(handle)
     first = next(lines, None)
@@ -99,7 +102,14 @@ def _rows(handle: TextIO) -> tuple[list[str], Iterator[CsvLine], int, int]:
     for column in ("timestamp", "value"):
         if column not in names:
             raise SeriesFileError(f"missing column {column!r} (header is {','.join(header)})")
-    return header, lines, names.index("timestamp"), names.index("value")
+    return header, _padded(lines, len(header)), names.index("timestamp"), names.index("value")
+
+
+def _padded(lines: Iterator[CsvLine], width: int) -> Iterator[tuple[CsvLine, list[str]]]:
+    for line in lines:
+        row = line.cells
+        if row:
+            yield line, row if len(row) >= width else [*row, *[""] * (width - len(row))]
 
 
 def _names_a_descriptor(target: Path) -> bool:
@@ -186,18 +196,13 @@ def score_anomalies(
         header, reader, t_col, v_col = _rows(fin)
         writer = csv.writer(fout, lineterminator="\n")
         writer.writerow([*header, "anomaly_score", "is_anomaly"])
-        for line in reader:
-            row = line.cells
-            if not row:
-                continue
-            if len(row) < len(header):  # a short row: its outputs still go under their names
-                row = [*row, *[""] * (len(header) - len(row))]
+        for line, row in reader:
             if line.error:
                 writer.writerow([*row, "", ""])
                 rows += 1
                 continue
             ts = _timestamp(row, t_col, line.number)
-            value = parse_value(row[v_col]) if v_col < len(row) else math.nan
+            value = parse_value(row[v_col])
             if math.isnan(value):
                 writer.writerow([*row, "", ""])
             else:
@@ -248,17 +253,12 @@ def forecast_series(
                 *(f"hi_{h}" for h in range(1, horizon + 1)),
             ]
         )
-        for line in reader:
-            row = line.cells
-            if not row:
-                continue
-            if len(row) < len(header):  # a short row: its outputs still go under their names
-                row = [*row, *[""] * (len(header) - len(row))]
+        for line, row in reader:
             ts: int | None = None
             value = math.nan
             if not line.error:  # an unreadable line is kept like a missing value
                 ts = _timestamp(row, t_col, line.number)
-                value = parse_value(row[v_col]) if v_col < len(row) else math.nan
+                value = parse_value(row[v_col])
             if ts is not None and forecaster is None:
                 if first is None:
                     first = (ts, value)

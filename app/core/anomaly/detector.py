@@ -141,8 +141,9 @@ class SeriesAnomalyDetector:
     memory
         Values the novelty channel compares the newest pair with. ``None``: two days of the
         series (`memory_for` its spacing: ``step_ms``, or the median of its first 20
-        spacings), so yesterday's routine at this hour is familiar; at one value a minute,
-        1000 values were 17 hours and every morning's batch job was new again.
+        spacings), so the whole of yesterday's shape, its levels and ramps, is still familiar;
+        at one value a minute, 1000 values were 17 hours. (A burst at the same minute every
+        day still alarms daily: its rising pair is seen only twice in two days.)
     neighbours
         The novelty is the distance to the ``neighbours``-th nearest remembered pair (1..3).
     range_floor, full_range_floor

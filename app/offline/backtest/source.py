@@ -23,6 +23,14 @@ from app.wire.codec import MAX_MESSAGE_BYTES, is_copy
 # --------------------------------------------------------------------------- input
 
 
+# A line longer than the largest message is rejected as ``too_large`` from its length alone,
+# as the live ingest rejects such a message; it is never held whole (a file that is one
+# endless line would fill memory), in CSV (`csv_lines`) as in JSONL (`_blocks`, where only
+# the first line of a read can be that long: every other one fits inside a block).
+_LONGEST_LINE = MAX_MESSAGE_BYTES
+assert _BLOCK_BYTES <= _LONGEST_LINE
+
+
 def _csv_header(lines: Iterator[CsvLine], path: Path) -> list[str] | None:
     """The header row (None for an empty file); one that cannot name the columns is an error."""
     first = next(lines, None)
@@ -48,9 +56,9 @@ def _csv_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """CSV rows as telemetry JSON bytes; a bad row yields bytes that fail to decode.
 
     Read a line at a time (`app.offline.csv_lines`): a stray quote spoils its own row, not
-    the rows after it; line numbers are physical. Bytes that are not UTF-8 are carried as surrogates
-    (``surrogateescape``), so such a row is one invalid line with its reason, not the end of
-    the backtest.
+    the rows after it; line numbers are physical. Bytes that are not UTF-8 are carried as
+    surrogates (``surrogateescape``), so such a row is one invalid line with its reason, not
+    the end of the backtest.
     """
     with path.open(newline=None, encoding="utf-8-sig", errors="surrogateescape") as fh:
         lines = csv_lines(fh, _LONGEST_LINE)
@@ -105,14 +113,6 @@ def _csv_row(header: list[str], row: list[str]) -> bytes:
             kind = "resources" if name.startswith("res:") else "metrics"
             sample[kind][name[4:] if kind == "resources" else name] = value
     return orjson.dumps(sample)
-
-
-# A line longer than the largest message is rejected as ``too_large`` from its length alone,
-# as the live ingest rejects such a message; it is never held whole (a file that is one
-# endless line would fill memory). Only the first line of a read can be that long: every
-# other one fits inside a block.
-_LONGEST_LINE = MAX_MESSAGE_BYTES
-assert _BLOCK_BYTES <= _LONGEST_LINE
 
 
 def _too_long(length: int) -> bytes:
