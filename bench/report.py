@@ -55,7 +55,22 @@ BENCHES: dict[str, tuple[str, list[str]]] = {
     "forecast_quality": ("Forecast quality on held-out-style series", []),
     "anomaly_quality": (
         "Anomaly scores, NAB scoring with one threshold swept over the whole corpus",
-        [],
+        [
+            "corpus",
+            "anomaly_score.standard.score",
+            "anomaly_score.standard.threshold",
+            "anomaly_score.low_fp.score",
+            "anomaly_score.low_fn.score",
+            "bootstrap_over_files.standard.p2_5",
+            "bootstrap_over_files.standard.p97_5",
+            "bootstrap_over_files.low_fp.p2_5",
+            "bootstrap_over_files.low_fp.p97_5",
+            "per_file_oracle_standard",
+            "is_anomaly.standard",
+            "zscore_baseline.standard",
+            "us_per_point_process_one",
+            "bytes_per_series",
+        ],
     ),
     "closed_loop": ("Closed loop: none / reactive / hpa / pso / oracle on the scenarios", []),
 }
