@@ -11,9 +11,10 @@ Every value is scored *before* it is learned, in three steps:
    surprise under this series' own history of surprises, log-scaled into [0, 1]
    (``0.2`` ~ a 1-in-100 value, ``0.5`` ~ 1 in 100 000, ``1.0`` ~ 1 in 10^10). This is the
    step that makes one threshold mean the same on a ratio, a count or a latency. Two rules
-   need no history: a value beyond the range seen so far by more than ``spatial_tolerance``
-   of it (*spatial*) and a run of identical values far longer than any before, on a series
-   that used to move (*flatline*); both are graded from 0.5 up. The likelihood is the max.
+   need no history: a value beyond the range seen so far (without its most extreme value on
+   each side) by more than ``spatial_tolerance`` of it (*spatial*) and a run of identical
+   values far longer than any before, on a series that used to move (*flatline*); both are
+   graded from 0.5 up. The likelihood is the max.
 3. **Onset.** :class:`~app.core.anomaly.onset.OnsetGate` turns the likelihood into the
    reported ``score``: full strength on the first rows of an episode (each new peak), a tenth
    of it afterwards, so an incident is one high row, not a plateau of them.
@@ -149,10 +150,11 @@ class SeriesAnomalyDetector:
     range_floor, full_range_floor
         Smallest distance scale of the novelty channel: the larger of ``range_floor`` times
         the spread of the remembered values (1st to 99th percentile) and ``full_range_floor``
-        times the whole range seen.
+        times the range seen (without its most extreme value on each side: one glitch does
+        not set the floor for good).
     spatial_tolerance
-        The spatial rule fires when a value exceeds the learned [min, max] range by more
-        than this fraction of the range.
+        The spatial rule fires when a value exceeds the range seen (the same range) by more
+        than this fraction of it.
     spatial_warmup
         Values learned before the spatial rule may fire (the early range is too narrow).
     flat_min_run
@@ -271,8 +273,9 @@ class SeriesAnomalyDetector:
         return ts_ms - self.last_ts > _GAP_STEPS * self._step_est
 
     def _spatial(self, x: float) -> float:
-        """Graded score of a value beyond the range seen so far (0 when inside it)."""
-        lo, hi = self._novelty.lo, self._novelty.hi
+        """Graded score of a value beyond the range seen so far (0 when inside it); the
+        range leaves out the most extreme value on each side, so one glitch cannot disarm it."""
+        lo, hi = self._novelty.robust_range()
         rng = hi - lo
         if rng <= 0.0 or self.n < self.spatial_warmup:
             return 0.0

@@ -17,7 +17,10 @@ is the larger of ``range_floor`` (3 %) times the *spread* of the remembered valu
 series whose values fill their range that is 3 % of the range, as it always was; on a spiky
 series (crash rates, latencies), whose spikes make the range while the spread stays narrow,
 it falls to as little as 1 % of the range: a floor of 3 % of the range hid every change of
-its normal level (decision 0014).
+its normal level (decision 0014). "The range seen" leaves out the single most extreme value
+on each side (`robust_range`): one glitch — a counter reset, a unit error, a value of 10^6 on
+a latency of 100 — would otherwise set the floor, and blind the detector, for the rest of the
+series' life; a spike that recurs still counts.
 
 The result is a *surprise* (0 = seen before, 1 = a typical distance, 50 = far off);
 :class:`~app.core.anomaly.likelihood.AnomalyLikelihood` turns it into a calibrated score.
@@ -147,7 +150,8 @@ class PatternNovelty:
         The distance scale is at least this fraction of the spread of the remembered values
         (1st to 99th percentile).
     full_range_floor
-        ... and at least this fraction of the whole range of values seen so far.
+        ... and at least this fraction of the range of values seen so far, without the most
+        extreme one on each side (`robust_range`).
     alpha
         Smoothing of the typical distance (an exponential average of clipped distances).
 
@@ -170,8 +174,10 @@ class PatternNovelty:
         "full_range_floor",
         "head",
         "hi",
+        "hi2",
         "k",
         "lo",
+        "lo2",
         "range_floor",
         "ring",
         "seen",
@@ -203,6 +209,8 @@ class PatternNovelty:
         self.seen = 0
         self.lo = math.inf
         self.hi = -math.inf
+        self.lo2 = math.inf  # the second-lowest and second-highest values seen
+        self.hi2 = -math.inf
         self.spread = 0.0  # 1st to 99th percentile of the remembered values
         self.stored = 0
 
@@ -217,6 +225,21 @@ class PatternNovelty:
         self.spread = 0.0
         for k, v in state.items():
             setattr(self, k, v)
+        if "hi2" not in state:  # a snapshot from before `robust_range` keeps its whole range
+            self.lo2, self.hi2 = self.lo, self.hi
+
+    def robust_range(self) -> tuple[float, float]:
+        """The values seen so far without the most extreme one on each side: ``(lo, hi)``.
+
+        >>> nov = PatternNovelty(memory=100)
+        >>> for x in [5.0, 6.0, 1e6, 5.5, 4.0, 6.0]:
+        ...     nov.learn_one(x)
+        >>> nov.robust_range()  # the glitch (1e6) and the lowest value (4.0) left out
+        (5.0, 6.0)
+        """
+        if self.hi2 < self.lo2:  # fewer than two values seen
+            return self.lo, self.hi
+        return self.lo2, self.hi2
 
     def distance(self, x: float) -> float:
         """Distance from (last value learned, ``x``) to its ``k``-th nearest remembered pair;
@@ -235,7 +258,8 @@ class PatternNovelty:
             return dist
         scale = self.typical
         floor = self.range_floor * self.spread
-        full = self.full_range_floor * (self.hi - self.lo)
+        lo, hi = self.robust_range()
+        full = self.full_range_floor * (hi - lo)
         if full > floor:
             floor = full
         if floor > scale:
@@ -299,8 +323,14 @@ class PatternNovelty:
             a = max(self.alpha, 1.0 / (self.seen + 1))
             self.typical = t + a * (dist - t)
             self.seen += 1
-        if x < self.lo:
-            self.lo = x
-        if x > self.hi:
-            self.hi = x
+        if x < self.lo2:
+            if x < self.lo:
+                self.lo2, self.lo = self.lo, x
+            else:
+                self.lo2 = x
+        if x > self.hi2:
+            if x > self.hi:
+                self.hi2, self.hi = self.hi, x
+            else:
+                self.hi2 = x
         self._store(x)
