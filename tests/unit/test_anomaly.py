@@ -180,6 +180,20 @@ def test_stuck_sensor_is_a_flatline_anomaly() -> None:
     assert len(alarms(scores)) <= 6
 
 
+def test_a_sensor_stuck_twice_is_two_anomalies() -> None:
+    """The first stuck episode used to set the longest run for good: a second one, half as
+    long, went unseen. The rule now compares a run with the second-longest."""
+    xs = [round(v, 2) for v in noise(4000, 7)]
+    for i in range(1100, 1300):
+        xs[i] = xs[1099]
+    for i in range(3000, 3100):
+        xs[i] = xs[2999]
+    scores = run(SeriesAnomalyDetector(), xs)
+    second = alarms(scores, 2900)
+    assert len(second) == 1 and 3000 <= second[0] <= 3015
+    assert scores[second[0]].reason == "flatline"
+
+
 def test_routine_bursts_stop_alarming() -> None:
     rng = random.Random(8)
     xs = [20.0 + rng.gauss(0, 1.5) for _ in range(6000)]

@@ -199,6 +199,7 @@ class SeriesAnomalyDetector:
     """
 
     learn_cap = math.inf  # what a snapshot from before ``learn_cap`` existed did
+    _second_run: int | None = None  # ...and before the second-longest run: the longest counts
     _spacings: list[int] | None = None  # a memory sized at construction (or by a snapshot)
 
     def __init__(
@@ -262,6 +263,7 @@ class SeriesAnomalyDetector:
         # flatline
         self._run = 0
         self._max_run = 0
+        self._second_run = 0  # the second-longest run of identical values
         self._moves = 0
         self._episodes = EpisodeGate(calm_steps)
 
@@ -287,11 +289,14 @@ class SeriesAnomalyDetector:
 
     def _flatline(self, x: float) -> float:
         """Graded score of a run of identical values far longer than any seen before, on a
-        series whose values seldom repeat (on a quantised one, runs are routine)."""
+        series whose values seldom repeat (on a quantised one, runs are routine). "Any seen
+        before" leaves out the longest: one stuck sensor does not disarm the rule for good,
+        as one glitch does not set the range; a run length that recurs counts."""
         if x != self.last_x or self._moves < 10 or self._moves < 0.9 * self.n:
             return 0.0
         run = self._run + 1
-        need = max(self.flat_min_run, 2 * self._max_run + 1)
+        longest = self._max_run if self._second_run is None else self._second_run
+        need = max(self.flat_min_run, 2 * longest + 1)
         if run < need:
             return 0.0
         score = 0.5 + 0.25 * math.log2(run / need)
@@ -509,8 +514,11 @@ class SeriesAnomalyDetector:
         if x == self.last_x:
             self._run += 1
         else:
-            if self._run > self._max_run:
-                self._max_run = self._run
+            run, second = self._run, self._second_run
+            if run > self._max_run:
+                self._second_run, self._max_run = self._max_run, run
+            elif second is not None and run > second:
+                self._second_run = run
             self._run = 0
             self._moves += 1
 
