@@ -13,8 +13,8 @@ Every value is scored *before* it is learned, in three steps:
    step that makes one threshold mean the same on a ratio, a count or a latency. Two rules
    need no history: a value beyond the range seen so far (without its most extreme value on
    each side) by more than ``spatial_tolerance`` of it (*spatial*) and a run of identical
-   values far longer than any before, on a series that used to move (*flatline*); both are
-   graded from 0.5 up. The likelihood is the max.
+   values far longer than the runs before (the longest left out), on a series that used to
+   move (*flatline*); both are graded from 0.5 up. The likelihood is the max.
 3. **Onset.** :class:`~app.core.anomaly.onset.OnsetGate` turns the likelihood into the
    reported ``score``: full strength on the first rows of an episode (each new peak), a tenth
    of it afterwards, so an incident is one high row, not a plateau of them.

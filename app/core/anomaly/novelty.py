@@ -237,7 +237,7 @@ class PatternNovelty:
         >>> nov.robust_range()  # the glitch (1e6) and the lowest value (4.0) left out
         (5.0, 6.0)
         """
-        if self.hi2 < self.lo2:  # fewer than two values seen
+        if self.hi2 < self.lo2:  # fewer than three values: nothing lies between the extremes
             return self.lo, self.hi
         return self.lo2, self.hi2
 
