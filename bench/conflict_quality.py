@@ -176,18 +176,24 @@ def _counts(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _pool(blocks: list[dict[str, Any]], step_s: int) -> dict[str, Any]:
+def _ratios(blocks: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """Pooled recall (episodes foreseen / episodes) and precision (hits / warnings)."""
     episodes = sum(b["episodes"] for b in blocks)
     decided = sum(b["decided"] for b in blocks)
+    recall = sum(b["predicted_episodes"] for b in blocks) / episodes if episodes else None
+    precision = sum(b["hits"] for b in blocks) / decided if decided else None
+    return recall, precision
+
+
+def _pool(blocks: list[dict[str, Any]], step_s: int) -> dict[str, Any]:
+    recall, precision = _ratios(blocks)
     leads = [v / step_s for b in blocks for v in b["leads_s"]]
     return {
         "cases": len(blocks),
-        "episodes": episodes,
-        "recall": round(sum(b["predicted_episodes"] for b in blocks) / episodes, 3)
-        if episodes
-        else None,
-        "warnings": decided,
-        "precision": round(sum(b["hits"] for b in blocks) / decided, 3) if decided else None,
+        "episodes": sum(b["episodes"] for b in blocks),
+        "recall": None if recall is None else round(recall, 3),
+        "warnings": sum(b["decided"] for b in blocks),
+        "precision": None if precision is None else round(precision, 3),
         "median_lead_windows": statistics.median(leads) if leads else None,
     }
 
@@ -203,15 +209,14 @@ def _case_interval(
     [0.5, 0.5, 0.5]
     """
     rng = np.random.default_rng(seed)
-    recall, precision = [], []
+    recall: list[float] = []
+    precision: list[float] = []
     for _ in range(resamples):
-        pick = [blocks[i] for i in rng.integers(0, len(blocks), len(blocks))]
-        episodes = sum(b["episodes"] for b in pick)
-        decided = sum(b["decided"] for b in pick)
-        if episodes:
-            recall.append(sum(b["predicted_episodes"] for b in pick) / episodes)
-        if decided:
-            precision.append(sum(b["hits"] for b in pick) / decided)
+        r, p = _ratios([blocks[i] for i in rng.integers(0, len(blocks), len(blocks))])
+        if r is not None:
+            recall.append(r)
+        if p is not None:
+            precision.append(p)
 
     def band(values: list[float]) -> list[float] | None:
         if not values:
