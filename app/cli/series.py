@@ -26,9 +26,16 @@ def _series_tool(source: Path, run: Any) -> int:
 
 
 _CSV_IN = typer.Argument(
-    exists=True, dir_okay=False, readable=True, help="CSV with columns timestamp,value"
+    exists=True,
+    dir_okay=False,
+    readable=True,
+    help="CSV with a header naming a timestamp and a value column (, ; tab or | between cells)",
 )
 _CSV_OUT = typer.Option("-o", "--output", dir_okay=False, help="CSV to write")
+TimestampColumn = Annotated[
+    str, typer.Option("--timestamp-column", help="name of the timestamp column (any case)")
+]
+ValueColumn = Annotated[str, typer.Option("--value-column", help="name of the value column")]
 
 
 def score_anomalies_cmd(
@@ -41,11 +48,14 @@ def score_anomalies_cmd(
             callback=finite_between(0, 1, low_open=True),
         ),
     ] = None,
+    timestamp_column: TimestampColumn = "timestamp",
+    value_column: ValueColumn = "value",
 ) -> None:
     """Score an exported series online: adds anomaly_score in [0, 1] and is_anomaly."""
     from app.offline.series_tools import score_anomalies
 
-    rows = _series_tool(source, lambda p: score_anomalies(source, output, p, threshold))
+    columns = (timestamp_column, value_column)
+    rows = _series_tool(source, lambda p: score_anomalies(source, output, p, threshold, columns))
     err_console.print(f"scored {rows} rows -> {output}")
 
 
@@ -60,11 +70,14 @@ def forecast_cmd(
             callback=finite_between(0, 100, low_open=True, high_open=True),
         ),
     ] = 80.0,
+    timestamp_column: TimestampColumn = "timestamp",
+    value_column: ValueColumn = "value",
 ) -> None:
     """Forecast an exported series online: adds yhat_1..H, lo_1..H, hi_1..H per row."""
     from app.offline.series_tools import forecast_series
 
+    columns = (timestamp_column, value_column)
     rows = _series_tool(
-        source, lambda p: forecast_series(source, output, horizon, level / 100.0, p)
+        source, lambda p: forecast_series(source, output, horizon, level / 100.0, p, columns)
     )
     err_console.print(f"forecast {rows} rows -> {output}")

@@ -9,6 +9,10 @@ row with as many cells as the header (a note exported by a spreadsheet). A quote
 no such row spoils its own line only, and reading goes on at the next line. A line longer than
 ``max_chars`` is skipped in pieces, never held whole.
 
+The delimiter may be left to the header to tell: a file exported where the decimal mark is a
+comma separates its cells by ``;`` (or a tab, or ``|``), and its numbers read ``12,5``
+(`number_text` makes them ``12.5``).
+
 >>> import io
 >>> text = 'a,b\\n1,"2\\n3,4\\n5,"six\\nlines"\\n7,8'
 >>> for line in csv_lines(io.StringIO(text), max_chars=100):
@@ -27,11 +31,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
-__all__ = ["UNCLOSED_QUOTE", "CsvLine", "csv_lines"]
+__all__ = ["UNCLOSED_QUOTE", "CsvLine", "csv_lines", "detect_delimiter", "number_text"]
 
 UNCLOSED_QUOTE = "a quoted field is not closed on its line"
 _PIECE = 1 << 16  # characters read at a time while skipping an over-long line
 _MAX_SPAN = 16  # lines one quoted field may span
+_DELIMITERS = (",", ";", "\t", "|")  # in order of preference when they split a header alike
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,19 +47,49 @@ class CsvLine:
     ``csv`` module's limit); ``error`` says why a line is not well-formed CSV ("" when it
     is). A line whose quote never closes has both: the cells as the line reads without its
     closing quote, and ``UNCLOSED_QUOTE``. ``too_long``: the line was longer than allowed
-    (and was skipped unread).
+    (and was skipped unread). ``delimiter``: what the file's cells are split by.
     """
 
     number: int
     cells: list[str] | None
     error: str = ""
     too_long: bool = False
+    delimiter: str = ","
 
 
-def _parse(text: str) -> tuple[list[str] | None, str]:
+def detect_delimiter(header: str) -> str:
+    """The delimiter that splits a header line into the most cells (``,`` on a tie).
+
+    >>> detect_delimiter("timestamp;value"), detect_delimiter("ts,cpu;gpu"), detect_delimiter("x")
+    (';', ',', ',')
+    """
+    best, cells = ",", 0
+    for delimiter in _DELIMITERS:
+        try:
+            found = len(next(csv.reader((header,), delimiter=delimiter), []))
+        except csv.Error:
+            continue
+        if found > cells:
+            best, cells = delimiter, found
+    return best
+
+
+def number_text(cell: str, delimiter: str) -> str:
+    """``cell`` with a decimal comma made a point, in a file whose cells are not split by
+    commas (``12,5`` there is twelve and a half); any other cell unchanged.
+
+    >>> number_text(" 12,5", ";"), number_text("12,5", ","), number_text("1.234,5", ";")
+    (' 12.5', '12,5', '1.234,5')
+    """
+    if delimiter != "," and cell.count(",") == 1 and "." not in cell:
+        return cell.replace(",", ".")
+    return cell
+
+
+def _parse(text: str, delimiter: str) -> tuple[list[str] | None, str]:
     """The cells of one line and "", or None and what is wrong with it."""
     try:
-        cells = next(csv.reader((text,)), [])
+        cells = next(csv.reader((text,), delimiter=delimiter), [])
     except csv.Error as exc:
         return None, str(exc)
     # Within one line, only a quote left open keeps the line's end inside a cell.
@@ -64,11 +99,11 @@ def _parse(text: str) -> tuple[list[str] | None, str]:
     return cells, ""
 
 
-def _record(text: str, width: int) -> list[str] | None:
+def _record(text: str, width: int, delimiter: str) -> list[str] | None:
     """The cells of several lines read as one row, if they make a well-formed row of
     ``width`` cells (strict CSV: the quote closes right before a delimiter or the end)."""
     try:
-        cells = next(csv.reader((text,), strict=True), [])
+        cells = next(csv.reader((text,), strict=True, delimiter=delimiter), [])
     except csv.Error:
         return None
     return cells if len(cells) == width else None
@@ -99,7 +134,9 @@ class _Lines:
                 return length
 
 
-def _span(lines: _Lines, first: str, width: int, max_chars: int) -> tuple[list[str] | None, int]:
+def _span(
+    lines: _Lines, first: str, width: int, max_chars: int, delimiter: str
+) -> tuple[list[str] | None, int]:
     """A row whose quoted field spans lines, from ``first`` on, and how many more lines it
     took; (None, 0) when no well-formed row of ``width`` cells closes it within
     ``_MAX_SPAN`` lines and ``max_chars`` characters (the lines read are then un-read)."""
@@ -113,19 +150,20 @@ def _span(lines: _Lines, first: str, width: int, max_chars: int) -> tuple[list[s
         if isinstance(more, int) or len(joined) + len(more) > max_chars:
             break
         joined += more
-        record = _record(joined, width)
+        record = _record(joined, width, delimiter)
         if record is not None:
             return record, len(taken)
     lines.back.extend(reversed(taken))
     return None, 0
 
 
-def csv_lines(handle: TextIO, max_chars: int) -> Iterator[CsvLine]:
+def csv_lines(handle: TextIO, max_chars: int, delimiter: str | None = ",") -> Iterator[CsvLine]:
     """Every row of ``handle`` as a `CsvLine`; the first line is the header.
 
     ``handle`` is opened with ``newline=None`` (universal newlines: ``\\r\\n`` and a lone
     ``\\r`` end a line, as they do for the ``csv`` module). Blank lines come out as empty
-    ``cells``; decoding errors of ``handle`` propagate.
+    ``cells``; decoding errors of ``handle`` propagate. ``delimiter`` None: the first line
+    that is not blank chooses it (`detect_delimiter`).
     """
     lines = _Lines(handle, max_chars)
     number = 0
@@ -135,16 +173,20 @@ def csv_lines(handle: TextIO, max_chars: int) -> Iterator[CsvLine]:
         if line is None:
             return
         number += 1
+        if delimiter is None and isinstance(line, str) and line.strip():
+            delimiter = detect_delimiter(line)
+        split = delimiter or ","
         if isinstance(line, int):
-            yield CsvLine(number, None, f"line is {line} characters (max {max_chars})", True)
+            too_long = f"line is {line} characters (max {max_chars})"
+            yield CsvLine(number, None, too_long, too_long=True, delimiter=split)
             continue
-        cells, error = _parse(line)
+        cells, error = _parse(line, split)
         if error == UNCLOSED_QUOTE and width is not None:
-            record, taken = _span(lines, line, width, max_chars)
+            record, taken = _span(lines, line, width, max_chars, split)
             if record is not None:
-                yield CsvLine(number, record)
+                yield CsvLine(number, record, delimiter=split)
                 number += taken
                 continue
         if width is None and cells is not None:
             width = len(cells)
-        yield CsvLine(number, cells, error)
+        yield CsvLine(number, cells, error, delimiter=split)

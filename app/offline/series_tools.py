@@ -5,11 +5,14 @@ the input never changes earlier output rows — keep the row count and order, an
 extra input columns. They drive the very models the engine runs per series.
 
 Timestamps may be RFC 3339 (with or without offset; naive means UTC), ``YYYY-MM-DD HH:MM:SS``
-(NAB style), or epoch seconds / milliseconds. A value that is empty or not a number is
-"missing": nothing is learnt from its row, which is kept (its anomaly score empty, its
-forecasts those of the last row learnt). So is a row whose quote does not close: a stray
-``"`` spoils its own row only (`app.offline.csv_lines`). A row shorter than the header is
-padded, so its outputs stay under their names.
+(NAB style), or epoch seconds / milliseconds. The columns are ``timestamp`` and ``value``
+unless named otherwise (any case), and the header chooses the delimiter (``,``, ``;``, tab or
+``|``; where it is not a comma, ``12,5`` reads as twelve and a half); the output keeps it.
+
+A value that is empty or not a number is "missing": nothing is learnt from its row, which is
+kept (its anomaly score empty, its forecasts those of the last row learnt). So is a row whose
+quote does not close: a stray ``"`` spoils its own row only (`app.offline.csv_lines`). A row
+shorter than the header is padded, so its outputs stay under their names.
 """
 
 from __future__ import annotations
@@ -21,14 +24,15 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from app.core.anomaly import SeriesAnomalyDetector
 from app.core.forecast import SeriesForecaster
 from app.errors import PsoError
-from app.offline.csv_lines import CsvLine, csv_lines
+from app.offline.csv_lines import CsvLine, csv_lines, number_text
 
 Progress = Callable[[int], None]
 
@@ -57,9 +61,10 @@ def parse_timestamp(text: str) -> int:
     return int(parsed.timestamp() * 1000)
 
 
-def parse_value(text: str) -> float:
+def parse_value(text: str, delimiter: str = ",") -> float:
+    """The number in a cell, NaN when it is not one (a missing value)."""
     try:
-        value = float(text)
+        value = float(number_text(text, delimiter))
     except ValueError:
         return math.nan
     return value if math.isfinite(value) else math.nan
@@ -72,7 +77,7 @@ def _lines(handle: TextIO) -> Iterator[CsvLine]:
     """The file's lines (`app.offline.csv_lines`), with a file that is not UTF-8 text, or a
     line that is not CSV at all, as a `SeriesFileError`: decoding happens as rows are read."""
     try:
-        for line in csv_lines(handle, _MAX_LINE_CHARS):
+        for line in csv_lines(handle, _MAX_LINE_CHARS, delimiter=None):
             if line.cells is None:
                 raise SeriesFileError(f"row {line.number}: not CSV: {line.error}")
             yield line
@@ -82,9 +87,26 @@ def _lines(handle: TextIO) -> Iterator[CsvLine]:
         ) from None
 
 
-def _rows(handle: TextIO) -> tuple[list[str], Iterator[tuple[CsvLine, list[str]]], int, int]:
-    """The header, the data rows (each line with its cells), and the timestamp and value
-    columns.
+@dataclass(frozen=True)
+class _Table:
+    """An opened series file: its header, its data rows (each line with its cells), where the
+    timestamps and values are, and the delimiter its cells are split by."""
+
+    header: list[str]
+    rows: Iterator[tuple[CsvLine, list[str]]]
+    t_col: int
+    v_col: int
+    delimiter: str
+
+    def writer(self, fout: TextIO, added: list[str]) -> Any:
+        """A CSV writer in the input's delimiter, the header and ``added`` written."""
+        writer = csv.writer(fout, delimiter=self.delimiter, lineterminator="\n")
+        writer.writerow([*self.header, *added])
+        return writer
+
+
+def _rows(handle: TextIO, timestamp_column: str, value_column: str) -> _Table:
+    """The file as a `_Table`; the two columns are found by name, in any case.
 
     Blank lines are left out; a row shorter than the header is padded, so its outputs stay
     under their names. A data line whose quote never closes keeps its cells but has an
@@ -94,15 +116,25 @@ def _rows(handle: TextIO) -> tuple[list[str], Iterator[tuple[CsvLine, list[str]]
     lines = _lines(handle)
     first = next(lines, None)
     if first is None or first.cells is None:
-        raise SeriesFileError("the file is empty (expected a header timestamp,value)")
+        raise SeriesFileError(
+            f"the file is empty (expected a header {timestamp_column},{value_column})"
+        )
     if first.error:
         raise SeriesFileError(f"row 1: not CSV: {first.error}")
     header = first.cells
     names = [h.strip().lower() for h in header]
-    for column in ("timestamp", "value"):
-        if column not in names:
-            raise SeriesFileError(f"missing column {column!r} (header is {','.join(header)})")
-    return header, _padded(lines, len(header)), names.index("timestamp"), names.index("value")
+    columns = []
+    for column, option in (
+        (timestamp_column, "--timestamp-column"),
+        (value_column, "--value-column"),
+    ):
+        if column.strip().lower() not in names:
+            raise SeriesFileError(
+                f"missing column {column!r} (header is {first.delimiter.join(header)}; "
+                f"name yours with {option})"
+            )
+        columns.append(names.index(column.strip().lower()))
+    return _Table(header, _padded(lines, len(header)), columns[0], columns[1], first.delimiter)
 
 
 def _padded(lines: Iterator[CsvLine], width: int) -> Iterator[tuple[CsvLine, list[str]]]:
@@ -185,24 +217,30 @@ def count_rows(path: Path) -> int:
 
 
 def score_anomalies(
-    source: Path, target: Path, progress: Progress | None = None, threshold: float | None = None
+    source: Path,
+    target: Path,
+    progress: Progress | None = None,
+    threshold: float | None = None,
+    columns: tuple[str, str] = ("timestamp", "value"),
 ) -> int:
-    """Write ``target`` = ``source`` + ``anomaly_score`` (and ``is_anomaly``); return rows."""
+    """Write ``target`` = ``source`` + ``anomaly_score`` (and ``is_anomaly``); return rows.
+
+    ``columns``: the names of the timestamp and value columns.
+    """
     detector = (
         SeriesAnomalyDetector() if threshold is None else SeriesAnomalyDetector(threshold=threshold)
     )
     rows = 0
     with source.open(newline=None, encoding="utf-8-sig") as fin, _output(target) as fout:
-        header, reader, t_col, v_col = _rows(fin)
-        writer = csv.writer(fout, lineterminator="\n")
-        writer.writerow([*header, "anomaly_score", "is_anomaly"])
-        for line, row in reader:
+        table = _rows(fin, *columns)
+        writer = table.writer(fout, ["anomaly_score", "is_anomaly"])
+        for line, row in table.rows:
             if line.error:
                 writer.writerow([*row, "", ""])
                 rows += 1
                 continue
-            ts = _timestamp(row, t_col, line.number)
-            value = parse_value(row[v_col])
+            ts = _timestamp(row, table.t_col, line.number)
+            value = parse_value(row[table.v_col], table.delimiter)
             if math.isnan(value):
                 writer.writerow([*row, "", ""])
             else:
@@ -229,6 +267,7 @@ def forecast_series(
     horizon: int,
     level: float,
     progress: Progress | None = None,
+    columns: tuple[str, str] = ("timestamp", "value"),
 ) -> int:
     """Write ``target`` = ``source`` + ``yhat_1..H``, ``lo_1..H``, ``hi_1..H``; return rows.
 
@@ -243,22 +282,16 @@ def forecast_series(
     empty = [""] * (3 * horizon)
     rows = 0
     with source.open(newline=None, encoding="utf-8-sig") as fin, _output(target) as fout:
-        header, reader, t_col, v_col = _rows(fin)
-        writer = csv.writer(fout, lineterminator="\n")
-        writer.writerow(
-            [
-                *header,
-                *(f"yhat_{h}" for h in range(1, horizon + 1)),
-                *(f"lo_{h}" for h in range(1, horizon + 1)),
-                *(f"hi_{h}" for h in range(1, horizon + 1)),
-            ]
+        table = _rows(fin, *columns)
+        writer = table.writer(
+            fout, [f"{kind}_{h}" for kind in ("yhat", "lo", "hi") for h in range(1, horizon + 1)]
         )
-        for line, row in reader:
+        for line, row in table.rows:
             ts: int | None = None
             value = math.nan
             if not line.error:  # an unreadable line is kept like a missing value
-                ts = _timestamp(row, t_col, line.number)
-                value = parse_value(row[v_col])
+                ts = _timestamp(row, table.t_col, line.number)
+                value = parse_value(row[table.v_col], table.delimiter)
             if ts is not None and forecaster is None:
                 if first is None:
                     first = (ts, value)

@@ -259,6 +259,22 @@ def test_csv_input_with_bad_cell(tmp_path: Path, policy: FleetPolicy) -> None:
     assert set(first["metrics"]) == {"cpu", "rps"} and set(first["resources"]) == {"db-main"}
 
 
+def test_a_semicolon_csv_with_decimal_commas_is_the_same_telemetry(
+    tmp_path: Path, policy: FleetPolicy
+) -> None:
+    rows = [("subsystem", "ts", "cpu", "rps", "res:db-main")]
+    for i in range(40):
+        rows.append(("checkout", str(1795597200000 + i * 60_000), f"0.{i % 7}5", f"{100 + i}", "5"))
+    plain, semicolon = tmp_path / "plain.csv", tmp_path / "semicolon.csv"
+    plain.write_text("".join(",".join(r) + "\n" for r in rows))
+    semicolon.write_text("".join(";".join(r).replace(".", ",") + "\n" for r in rows))
+    a = run_backtest(plain, policy, tmp_path / "a", workers=1, render=False)
+    b = run_backtest(semicolon, policy, tmp_path / "b", workers=1, render=False)
+    assert b["input"]["errors"] == [] and b["input"]["windows"] == a["input"]["windows"] > 0
+    windows = (tmp_path / "a" / "windows.jsonl").read_bytes()
+    assert (tmp_path / "b" / "windows.jsonl").read_bytes() == windows
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_csv_bytes_that_are_not_utf8_are_one_invalid_line(
     tmp_path: Path, policy: FleetPolicy, workers: int

@@ -491,6 +491,16 @@ CASES = [
         expect="'--threshold'",
     ),
     case("score-bad-row", "score-anomalies", "{d}/bad-row.csv", "-o", "{d}/o.csv", expect="row 3"),
+    case(
+        "score-no-such-column",
+        "score-anomalies",
+        "{d}/good.csv",
+        "-o",
+        "{d}/o.csv",
+        "--value-column",
+        "cpu",
+        expect="missing column 'cpu'",
+    ),
     # ---- forecast
     case(
         "forecast-input-missing",

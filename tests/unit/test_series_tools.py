@@ -93,6 +93,36 @@ def test_bad_files_are_one_clear_error(tmp_path: Path) -> None:
         forecast_series(bad, tmp_path / "o.csv", 3, 0.8)
 
 
+def test_a_semicolon_export_with_its_own_column_names_scores_like_the_plain_csv(
+    tmp_path: Path,
+) -> None:
+    """A spreadsheet export where the decimal mark is a comma: ``;`` between cells, ``12,5``
+    for 12.5, and columns named by the exporter; its scores and forecasts are the plain file's,
+    written back in its own delimiter."""
+    plain, export = tmp_path / "plain.csv", tmp_path / "export.csv"
+    write_series(plain, 700, spike_at=600)
+    rows = read(plain)
+    with export.open("w") as fh:
+        fh.write("Host;Time;CPU %\n")
+        for ts, value, host in rows[1:]:
+            fh.write(f"{host};{ts};{value.replace('.', ',')}\n")
+    columns = ("time", "cpu %")
+    score_anomalies(plain, tmp_path / "plain_out.csv")
+    score_anomalies(export, tmp_path / "export_out.csv", columns=columns)
+    forecast_series(plain, tmp_path / "plain_fc.csv", 3, 0.8)
+    forecast_series(export, tmp_path / "export_fc.csv", 3, 0.8, columns=columns)
+    with (tmp_path / "export_out.csv").open() as fh:
+        scored = list(csv.reader(fh, delimiter=";"))
+    assert scored[0] == ["Host", "Time", "CPU %", "anomaly_score", "is_anomaly"]
+    assert [r[3:] for r in scored[1:]] == [r[3:] for r in read(tmp_path / "plain_out.csv")[1:]]
+    assert any(r[4] == "1" for r in scored[1:])
+    with (tmp_path / "export_fc.csv").open() as fh:
+        forecasts = [r[3:] for r in csv.reader(fh, delimiter=";")]
+    assert forecasts == [r[3:] for r in read(tmp_path / "plain_fc.csv")]
+    with pytest.raises(SeriesFileError, match="name yours with --value-column"):
+        score_anomalies(export, tmp_path / "o.csv", columns=("time", "value"))
+
+
 def test_timestamp_formats() -> None:
     assert parse_timestamp("2026-11-25T06:00:00Z") == 1_795_586_400_000
     assert parse_timestamp("2026-11-25 06:00:00") == 1_795_586_400_000

@@ -17,7 +17,7 @@ from app.offline.backtest.common import (
     BacktestError,
     line_error,
 )
-from app.offline.csv_lines import CsvLine, csv_lines
+from app.offline.csv_lines import CsvLine, csv_lines, number_text
 from app.wire.codec import MAX_MESSAGE_BYTES, is_copy
 
 # --------------------------------------------------------------------------- input
@@ -49,7 +49,7 @@ def _csv_header(lines: Iterator[CsvLine], path: Path) -> list[str] | None:
 def check_csv_header(path: Path) -> None:
     """Raise `BacktestError` now, before any output exists, if the header is unusable."""
     with path.open(newline=None, encoding="utf-8-sig", errors="surrogateescape") as fh:
-        _csv_header(csv_lines(fh, _LONGEST_LINE), path)
+        _csv_header(csv_lines(fh, _LONGEST_LINE, delimiter=None), path)
 
 
 def _csv_lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -61,7 +61,7 @@ def _csv_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     the end of the backtest.
     """
     with path.open(newline=None, encoding="utf-8-sig", errors="surrogateescape") as fh:
-        lines = csv_lines(fh, _LONGEST_LINE)
+        lines = csv_lines(fh, _LONGEST_LINE, delimiter=None)
         header = _csv_header(lines, path)
         if header is None:
             return
@@ -71,7 +71,7 @@ def _csv_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             elif line.cells is None or line.error:
                 yield line.number, line_error("invalid_csv", f"not CSV: {line.error}")
             elif any(cell.strip() for cell in line.cells):
-                yield line.number, _csv_row(header, line.cells)
+                yield line.number, _csv_row(header, line.cells, line.delimiter)
 
 
 def _not_utf8(cell: str) -> bool:
@@ -85,7 +85,7 @@ def _not_utf8(cell: str) -> bool:
     return False
 
 
-def _csv_row(header: list[str], row: list[str]) -> bytes:
+def _csv_row(header: list[str], row: list[str], delimiter: str = ",") -> bytes:
     if len(row) != len(header):
         return line_error("invalid_csv", f"row has {len(row)} cells, header has {len(header)}")
     if any(_not_utf8(cell) for cell in row):
@@ -109,7 +109,7 @@ def _csv_row(header: list[str], row: list[str]) -> bytes:
         else:
             value: Any = cell  # not a number: the sample validation names the column
             with contextlib.suppress(ValueError):
-                value = float(cell)
+                value = float(number_text(cell, delimiter))
             kind = "resources" if name.startswith("res:") else "metrics"
             sample[kind][name[4:] if kind == "resources" else name] = value
     return orjson.dumps(sample)
