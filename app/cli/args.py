@@ -30,6 +30,20 @@ def check_loglevel(level: str) -> str:
     return level.lower()
 
 
+def check_delimiter(text: str | None) -> str | None:
+    """One character that splits cells (``tab`` names the tab), or None: the header tells.
+
+    >>> check_delimiter(";"), check_delimiter("tab"), check_delimiter(None)
+    (';', '\\t', None)
+    """
+    if text is None:
+        return None
+    delimiter = "\t" if text.lower() in ("tab", "\\t") else text
+    if len(delimiter) != 1 or delimiter in '"\r\n' or delimiter.isalnum():
+        raise typer.BadParameter(f"{text!r} is not a delimiter (one character, or 'tab')")
+    return delimiter
+
+
 def finite_between(
     low: float, high: float, *, low_open: bool = False, high_open: bool = False
 ) -> Callable[[float | None], float | None]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from app.cli.args import finite_between
+from app.cli.args import check_delimiter, finite_between
 from app.cli.common import err_console, progress
 from app.errors import UsageError
 
@@ -36,6 +36,13 @@ TimestampColumn = Annotated[
     str, typer.Option("--timestamp-column", help="name of the timestamp column (any case)")
 ]
 ValueColumn = Annotated[str, typer.Option("--value-column", help="name of the value column")]
+Delimiter = Annotated[
+    str | None,
+    typer.Option(
+        help="what splits cells: one character, or 'tab' (default: the header tells)",
+        callback=check_delimiter,
+    ),
+]
 
 
 def score_anomalies_cmd(
@@ -50,11 +57,12 @@ def score_anomalies_cmd(
     ] = None,
     timestamp_column: TimestampColumn = "timestamp",
     value_column: ValueColumn = "value",
+    delimiter: Delimiter = None,
 ) -> None:
     """Score an exported series online: adds anomaly_score in [0, 1] and is_anomaly."""
-    from app.offline.series_tools import score_anomalies
+    from app.offline.series_tools import SeriesColumns, score_anomalies
 
-    columns = (timestamp_column, value_column)
+    columns = SeriesColumns(timestamp_column, value_column, delimiter)
     rows = _series_tool(source, lambda p: score_anomalies(source, output, p, threshold, columns))
     err_console.print(f"scored {rows} rows -> {output}")
 
@@ -72,11 +80,12 @@ def forecast_cmd(
     ] = 80.0,
     timestamp_column: TimestampColumn = "timestamp",
     value_column: ValueColumn = "value",
+    delimiter: Delimiter = None,
 ) -> None:
     """Forecast an exported series online: adds yhat_1..H, lo_1..H, hi_1..H per row."""
-    from app.offline.series_tools import forecast_series
+    from app.offline.series_tools import SeriesColumns, forecast_series
 
-    columns = (timestamp_column, value_column)
+    columns = SeriesColumns(timestamp_column, value_column, delimiter)
     rows = _series_tool(
         source, lambda p: forecast_series(source, output, horizon, level / 100.0, p, columns)
     )

@@ -27,6 +27,7 @@ comma separates its cells by ``;`` (or a tab, or ``|``), and its numbers read ``
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
@@ -36,7 +37,7 @@ __all__ = ["UNCLOSED_QUOTE", "CsvLine", "csv_lines", "detect_delimiter", "number
 UNCLOSED_QUOTE = "a quoted field is not closed on its line"
 _PIECE = 1 << 16  # characters read at a time while skipping an over-long line
 _MAX_SPAN = 16  # lines one quoted field may span
-_DELIMITERS = (",", ";", "\t", "|")  # in order of preference when they split a header alike
+_DELIMITERS = (",", ";", "\t", "|")  # in order of preference
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,31 +59,55 @@ class CsvLine:
 
 
 def detect_delimiter(header: str) -> str:
-    """The delimiter that splits a header line into the most cells (``,`` on a tie).
+    """The delimiter of a file with this header: a comma wherever it splits the header into
+    cells (every comma-separated file reads as before), else the one of ``;``, tab and ``|``
+    that splits it into the most cells (a comma on a tie: one column).
+
+    A header whose names hold commas *and* whose cells are split by another delimiter
+    (``Zeit;CPU, %``) reads as comma-separated: name the delimiter then (``--delimiter``).
 
     >>> detect_delimiter("timestamp;value"), detect_delimiter("ts,cpu;gpu"), detect_delimiter("x")
     (';', ',', ',')
+    >>> detect_delimiter('"Zeit, UTC";"Wert, kWh"'), detect_delimiter("ts\\tcpu")
+    (';', '\\t')
     """
-    best, cells = ",", 0
+    best, cells = ",", 1
     for delimiter in _DELIMITERS:
-        try:
-            found = len(next(csv.reader((header,), delimiter=delimiter), []))
-        except csv.Error:
-            continue
+        found = len(_cells(header, delimiter))
+        if delimiter == "," and found > 1:
+            return ","
         if found > cells:
             best, cells = delimiter, found
     return best
 
 
+def _cells(text: str, delimiter: str) -> list[str]:
+    """The cells of a header line as strict CSV (a quote closes right before a delimiter),
+    none if it is not: ``"a, b";"c"`` is not comma-separated."""
+    try:
+        return next(csv.reader((text,), delimiter=delimiter, strict=True), [])
+    except csv.Error:
+        return []
+
+
+_GROUPED = re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+,\d*")  # 1.234,5: a point groups thousands
+
+
 def number_text(cell: str, delimiter: str) -> str:
     """``cell`` with a decimal comma made a point, in a file whose cells are not split by
-    commas (``12,5`` there is twelve and a half); any other cell unchanged.
+    commas (``12,5`` there is twelve and a half, ``1.234,5`` is 1234.5); any other cell is
+    unchanged (``1.100`` stays 1.1: with no comma, a point is a decimal point).
 
-    >>> number_text(" 12,5", ";"), number_text("12,5", ","), number_text("1.234,5", ";")
-    (' 12.5', '12,5', '1.234,5')
+    >>> number_text(" 12,5", ";"), number_text("12,5", ","), number_text("-1.234.567,5", ";")
+    (' 12.5', '12,5', '-1234567.5')
     """
-    if delimiter != "," and cell.count(",") == 1 and "." not in cell:
+    if delimiter == "," or "," not in cell:
+        return cell
+    if cell.count(",") == 1 and "." not in cell:
         return cell.replace(",", ".")
+    text = cell.strip()
+    if _GROUPED.fullmatch(text):
+        return text.replace(".", "").replace(",", ".")
     return cell
 
 

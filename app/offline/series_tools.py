@@ -73,11 +73,21 @@ def parse_value(text: str, delimiter: str = ",") -> float:
 _MAX_LINE_CHARS = 1 << 20  # a longer line is refused unread (a file of one endless line)
 
 
-def _lines(handle: TextIO) -> Iterator[CsvLine]:
+@dataclass(frozen=True, slots=True)
+class SeriesColumns:
+    """Where a series file keeps its series: the timestamp and value columns (by name, in
+    any case) and the delimiter (None: the header tells, `app.offline.csv_lines`)."""
+
+    timestamp: str = "timestamp"
+    value: str = "value"
+    delimiter: str | None = None
+
+
+def _lines(handle: TextIO, delimiter: str | None) -> Iterator[CsvLine]:
     """The file's lines (`app.offline.csv_lines`), with a file that is not UTF-8 text, or a
     line that is not CSV at all, as a `SeriesFileError`: decoding happens as rows are read."""
     try:
-        for line in csv_lines(handle, _MAX_LINE_CHARS, delimiter=None):
+        for line in csv_lines(handle, _MAX_LINE_CHARS, delimiter=delimiter):
             if line.cells is None:
                 raise SeriesFileError(f"row {line.number}: not CSV: {line.error}")
             yield line
@@ -87,7 +97,7 @@ def _lines(handle: TextIO) -> Iterator[CsvLine]:
         ) from None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Table:
     """An opened series file: its header, its data rows (each line with its cells), where the
     timestamps and values are, and the delimiter its cells are split by."""
@@ -97,6 +107,28 @@ class _Table:
     t_col: int
     v_col: int
     delimiter: str
+    numbers: int = 0  # values read as numbers so far
+    not_number: tuple[int, str] | None = None  # the first value cell that was not one
+
+    def value(self, row: list[str], lineno: int) -> float:
+        """The row's value (NaN: missing), counted for `check_numbers`."""
+        value = parse_value(row[self.v_col], self.delimiter)
+        if value == value:
+            self.numbers += 1
+        elif self.not_number is None and row[self.v_col].strip():
+            self.not_number = (lineno, row[self.v_col])
+        return value
+
+    def check_numbers(self) -> None:
+        """A file with values none of which is a number is not a series: say so, rather
+        than write it back with every output empty (a column of text, or decimal commas in a
+        comma-separated file)."""
+        if self.numbers == 0 and self.not_number is not None:
+            lineno, cell = self.not_number
+            raise SeriesFileError(
+                f"no value in column {self.header[self.v_col]!r} is a number"
+                f" (row {lineno}: {cell!r})"
+            )
 
     def writer(self, fout: TextIO, added: list[str]) -> Any:
         """A CSV writer in the input's delimiter, the header and ``added`` written."""
@@ -105,36 +137,37 @@ class _Table:
         return writer
 
 
-def _rows(handle: TextIO, timestamp_column: str, value_column: str) -> _Table:
+def _rows(handle: TextIO, columns: SeriesColumns) -> _Table:
     """The file as a `_Table`; the two columns are found by name, in any case.
 
-    Blank lines are left out; a row shorter than the header is padded, so its outputs stay
-    under their names. A data line whose quote never closes keeps its cells but has an
-    ``error``: the tools write it with empty outputs and learn nothing from it, like a missing
-    value.
+    Blank lines are left out, before the header too; a row shorter than the header is padded,
+    so its outputs stay under their names. A data line whose quote never closes keeps its
+    cells but has an ``error``: the tools write it with empty outputs and learn nothing from
+    it, like a missing value.
     """
-    lines = _lines(handle)
-    first = next(lines, None)
+    lines = _lines(handle, columns.delimiter)
+    first = next((line for line in lines if line.cells), None)
     if first is None or first.cells is None:
         raise SeriesFileError(
-            f"the file is empty (expected a header {timestamp_column},{value_column})"
+            f"the file is empty (expected a header {columns.timestamp},{columns.value})"
         )
     if first.error:
-        raise SeriesFileError(f"row 1: not CSV: {first.error}")
+        raise SeriesFileError(f"row {first.number}: not CSV: {first.error}")
     header = first.cells
     names = [h.strip().lower() for h in header]
-    columns = []
+    found = []
     for column, option in (
-        (timestamp_column, "--timestamp-column"),
-        (value_column, "--value-column"),
+        (columns.timestamp, "--timestamp-column"),
+        (columns.value, "--value-column"),
     ):
         if column.strip().lower() not in names:
+            split = "a tab" if first.delimiter == "\t" else repr(first.delimiter)
             raise SeriesFileError(
-                f"missing column {column!r} (header is {first.delimiter.join(header)}; "
-                f"name yours with {option})"
+                f"missing column {column!r}: the header, split at {split}, is {header}"
+                f" (name yours with {option}, the delimiter with --delimiter)"
             )
-        columns.append(names.index(column.strip().lower()))
-    return _Table(header, _padded(lines, len(header)), columns[0], columns[1], first.delimiter)
+        found.append(names.index(column.strip().lower()))
+    return _Table(header, _padded(lines, len(header)), found[0], found[1], first.delimiter)
 
 
 def _padded(lines: Iterator[CsvLine], width: int) -> Iterator[tuple[CsvLine, list[str]]]:
@@ -221,18 +254,18 @@ def score_anomalies(
     target: Path,
     progress: Progress | None = None,
     threshold: float | None = None,
-    columns: tuple[str, str] = ("timestamp", "value"),
+    columns: SeriesColumns = SeriesColumns(),
 ) -> int:
     """Write ``target`` = ``source`` + ``anomaly_score`` (and ``is_anomaly``); return rows.
 
-    ``columns``: the names of the timestamp and value columns.
+    ``columns``: where the series is in the file.
     """
     detector = (
         SeriesAnomalyDetector() if threshold is None else SeriesAnomalyDetector(threshold=threshold)
     )
     rows = 0
     with source.open(newline=None, encoding="utf-8-sig") as fin, _output(target) as fout:
-        table = _rows(fin, *columns)
+        table = _rows(fin, columns)
         writer = table.writer(fout, ["anomaly_score", "is_anomaly"])
         for line, row in table.rows:
             if line.error:
@@ -240,7 +273,7 @@ def score_anomalies(
                 rows += 1
                 continue
             ts = _timestamp(row, table.t_col, line.number)
-            value = parse_value(row[table.v_col], table.delimiter)
+            value = table.value(row, line.number)
             if math.isnan(value):
                 writer.writerow([*row, "", ""])
             else:
@@ -249,6 +282,7 @@ def score_anomalies(
             rows += 1
             if progress is not None and rows % 1000 == 0:
                 progress(1000)
+        table.check_numbers()
     if progress is not None:
         progress(rows % 1000)
     return rows
@@ -267,7 +301,7 @@ def forecast_series(
     horizon: int,
     level: float,
     progress: Progress | None = None,
-    columns: tuple[str, str] = ("timestamp", "value"),
+    columns: SeriesColumns = SeriesColumns(),
 ) -> int:
     """Write ``target`` = ``source`` + ``yhat_1..H``, ``lo_1..H``, ``hi_1..H``; return rows.
 
@@ -282,7 +316,7 @@ def forecast_series(
     empty = [""] * (3 * horizon)
     rows = 0
     with source.open(newline=None, encoding="utf-8-sig") as fin, _output(target) as fout:
-        table = _rows(fin, *columns)
+        table = _rows(fin, columns)
         writer = table.writer(
             fout, [f"{kind}_{h}" for kind in ("yhat", "lo", "hi") for h in range(1, horizon + 1)]
         )
@@ -291,7 +325,7 @@ def forecast_series(
             value = math.nan
             if not line.error:  # an unreadable line is kept like a missing value
                 ts = _timestamp(row, table.t_col, line.number)
-                value = parse_value(row[table.v_col], table.delimiter)
+                value = table.value(row, line.number)
             if ts is not None and forecaster is None:
                 if first is None:
                     first = (ts, value)
@@ -320,6 +354,7 @@ def forecast_series(
             rows += 1
             if progress is not None and rows % 1000 == 0:
                 progress(1000)
+        table.check_numbers()
     if progress is not None:
         progress(rows % 1000)
     return rows

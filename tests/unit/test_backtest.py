@@ -267,7 +267,8 @@ def test_a_semicolon_csv_with_decimal_commas_is_the_same_telemetry(
         rows.append(("checkout", str(1795597200000 + i * 60_000), f"0.{i % 7}5", f"{100 + i}", "5"))
     plain, semicolon = tmp_path / "plain.csv", tmp_path / "semicolon.csv"
     plain.write_text("".join(",".join(r) + "\n" for r in rows))
-    semicolon.write_text("".join(";".join(r).replace(".", ",") + "\n" for r in rows))
+    lines = "".join(";".join(r).replace(".", ",") + "\n" for r in rows)
+    semicolon.write_text("\n" + lines)  # a blank line before the header
     a = run_backtest(plain, policy, tmp_path / "a", workers=1, render=False)
     b = run_backtest(semicolon, policy, tmp_path / "b", workers=1, render=False)
     assert b["input"]["errors"] == [] and b["input"]["windows"] == a["input"]["windows"] > 0

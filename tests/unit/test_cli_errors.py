@@ -501,6 +501,16 @@ CASES = [
         "cpu",
         expect="missing column 'cpu'",
     ),
+    case(
+        "score-bad-delimiter",
+        "score-anomalies",
+        "{d}/good.csv",
+        "-o",
+        "{d}/o.csv",
+        "--delimiter",
+        "ab",
+        expect="not a delimiter",
+    ),
     # ---- forecast
     case(
         "forecast-input-missing",

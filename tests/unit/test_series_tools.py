@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.offline.series_tools import (
+    SeriesColumns,
     SeriesFileError,
     _names_a_descriptor,
     forecast_series,
@@ -106,7 +107,7 @@ def test_a_semicolon_export_with_its_own_column_names_scores_like_the_plain_csv(
         fh.write("Host;Time;CPU %\n")
         for ts, value, host in rows[1:]:
             fh.write(f"{host};{ts};{value.replace('.', ',')}\n")
-    columns = ("time", "cpu %")
+    columns = SeriesColumns("time", "cpu %")
     score_anomalies(plain, tmp_path / "plain_out.csv")
     score_anomalies(export, tmp_path / "export_out.csv", columns=columns)
     forecast_series(plain, tmp_path / "plain_fc.csv", 3, 0.8)
@@ -120,7 +121,51 @@ def test_a_semicolon_export_with_its_own_column_names_scores_like_the_plain_csv(
         forecasts = [r[3:] for r in csv.reader(fh, delimiter=";")]
     assert forecasts == [r[3:] for r in read(tmp_path / "plain_fc.csv")]
     with pytest.raises(SeriesFileError, match="name yours with --value-column"):
-        score_anomalies(export, tmp_path / "o.csv", columns=("time", "value"))
+        score_anomalies(export, tmp_path / "o.csv", columns=SeriesColumns("time", "value"))
+
+
+def test_the_header_tells_the_delimiter_and_a_comma_header_stays_comma_separated(
+    tmp_path: Path,
+) -> None:
+    plain = tmp_path / "plain.csv"
+    write_series(plain, 400, spike_at=300)
+    rows = read(plain)
+    score_anomalies(plain, tmp_path / "plain_out.csv")
+    expected = [r[3:] for r in read(tmp_path / "plain_out.csv")]
+
+    def scores(text: str, columns: SeriesColumns, delimiter: str = ",") -> list[list[str]]:
+        source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+        source.write_text(text)
+        score_anomalies(source, out, columns=columns)
+        with out.open() as fh:
+            return [r[3:] for r in csv.reader(fh, delimiter=delimiter)]
+
+    body = "".join(f"{ts};{value.replace('.', ',')};{host}\n" for ts, value, host in rows[1:])
+    # a comma-separated header whose names hold semicolons: comma, as it always was
+    names = "timestamp,value,env=prod;team=core;tier=1\n"
+    assert (
+        scores(names + "".join(",".join(r) + "\n" for r in rows[1:]), SeriesColumns()) == expected
+    )
+    # names with commas in quotes; blank lines before the header
+    quoted = '\n\n"Zeit, UTC";"Wert, kWh";host\n' + body
+    assert scores(quoted, SeriesColumns("zeit, utc", "wert, kwh"), ";") == expected
+    # names with commas outside quotes read as a comma-separated header: --delimiter says ';'
+    unquoted = "Zeit;CPU, %;host\n" + body
+    with pytest.raises(SeriesFileError, match="split at ',', is \\['Zeit;CPU', ' %;host'\\]"):
+        scores(unquoted, SeriesColumns("zeit", "cpu, %"))
+    assert scores(unquoted, SeriesColumns("zeit", "cpu, %", ";"), ";") == expected
+
+
+def test_a_value_column_with_no_number_is_an_error_not_an_empty_output(tmp_path: Path) -> None:
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    source.write_text('timestamp,value\n1795586400,"56,9"\n1795586460,\n1795586520,"57,1"\n')
+    with pytest.raises(SeriesFileError, match="no value in column 'value' is a number \\(row 2"):
+        score_anomalies(source, out)
+    with pytest.raises(SeriesFileError, match="no value in column 'value' is a number"):
+        forecast_series(source, out, 3, 0.8)
+    assert not out.exists()
+    source.write_text("timestamp,value\n1795586400,\n1795586460,56.9\n")
+    assert score_anomalies(source, out) == 2  # missing values beside a number are fine
 
 
 def test_timestamp_formats() -> None:

@@ -32,8 +32,9 @@ assert _BLOCK_BYTES <= _LONGEST_LINE
 
 
 def _csv_header(lines: Iterator[CsvLine], path: Path) -> list[str] | None:
-    """The header row (None for an empty file); one that cannot name the columns is an error."""
-    first = next(lines, None)
+    """The header row, the first that is not blank (None for an empty file); one that cannot
+    name the columns is an error."""
+    first = next((line for line in lines if line.cells != []), None)
     if first is None:
         return None
     if first.cells is None or first.error:
@@ -42,7 +43,11 @@ def _csv_header(lines: Iterator[CsvLine], path: Path) -> list[str] | None:
     if any(_not_utf8(h) for h in header):
         raise BacktestError(f"{path}: the CSV header is not UTF-8 text")
     if "subsystem" not in header or "ts" not in header:
-        raise BacktestError(f"{path}: CSV header needs 'subsystem' and 'ts' columns")
+        split = "a tab" if first.delimiter == "\t" else repr(first.delimiter)
+        raise BacktestError(
+            f"{path}: CSV header needs 'subsystem' and 'ts' columns"
+            f" (split at {split}, it is {header})"
+        )
     return header
 
 
