@@ -90,6 +90,7 @@ def _cells(text: str, delimiter: str) -> list[str]:
         return []
 
 
+_EXCEL_SEP = re.compile(r"sep=([^\w\"\r\n ])")  # Excel may open a file with "sep=;"
 _GROUPED = re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+,\d*")  # 1.234,5: a point groups thousands
 
 
@@ -188,7 +189,8 @@ def csv_lines(handle: TextIO, max_chars: int, delimiter: str | None = ",") -> It
     ``handle`` is opened with ``newline=None`` (universal newlines: ``\\r\\n`` and a lone
     ``\\r`` end a line, as they do for the ``csv`` module). Blank lines come out as empty
     ``cells``; decoding errors of ``handle`` propagate. ``delimiter`` None: the first line
-    that is not blank chooses it (`detect_delimiter`).
+    that is not blank chooses it (`detect_delimiter`), or names it, as Excel's ``sep=;``
+    does (that line is then no row).
     """
     lines = _Lines(handle, max_chars)
     number = 0
@@ -199,6 +201,10 @@ def csv_lines(handle: TextIO, max_chars: int, delimiter: str | None = ",") -> It
             return
         number += 1
         if delimiter is None and isinstance(line, str) and line.strip():
+            named = _EXCEL_SEP.fullmatch(line.rstrip("\r\n"))
+            if named:  # Excel's first line naming the delimiter: not a row
+                delimiter = named.group(1)
+                continue
             delimiter = detect_delimiter(line)
         split = delimiter or ","
         if isinstance(line, int):

@@ -149,6 +149,8 @@ def test_the_header_tells_the_delimiter_and_a_comma_header_stays_comma_separated
     # names with commas in quotes; blank lines before the header
     quoted = '\n\n"Zeit, UTC";"Wert, kWh";host\n' + body
     assert scores(quoted, SeriesColumns("zeit, utc", "wert, kwh"), ";") == expected
+    # Excel's line naming the delimiter
+    assert scores("sep=;\nts;value;host\n" + body, SeriesColumns("ts"), ";") == expected
     # names with commas outside quotes read as a comma-separated header: --delimiter says ';'
     unquoted = "Zeit;CPU, %;host\n" + body
     with pytest.raises(SeriesFileError, match="split at ',', is \\['Zeit;CPU', ' %;host'\\]"):
