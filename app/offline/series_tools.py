@@ -10,7 +10,8 @@ unless named otherwise (any case), and the header chooses the delimiter (``,``, 
 ``|``; where it is not a comma, ``12,5`` reads as twelve and a half); the output keeps it.
 
 A value that is empty or not a number is "missing": nothing is learnt from its row, which is
-kept (its anomaly score empty, its forecasts those of the last row learnt). So is a row whose
+kept (its anomaly score empty; its forecasts still those for the rows after it, made at the
+last row learnt, so the nearest are further ahead and the last ones empty). So is a row whose
 quote does not close: a stray ``"`` spoils its own row only (`app.offline.csv_lines`). A row
 shorter than the header is padded, so its outputs stay under their names.
 """
@@ -306,13 +307,16 @@ def forecast_series(
     """Write ``target`` = ``source`` + ``yhat_1..H``, ``lo_1..H``, ``hi_1..H``; return rows.
 
     Row ``i``'s forecasts are for rows ``i+1 .. i+H``, at the spacing of the first two rows
-    (so row 0 has none); they stay empty while the forecaster is warming up.
+    (so row 0 has none); they stay empty while the forecaster is warming up. After a missing
+    value they are the ones made at the last row learnt for those same times: ``yhat_1`` of
+    the row after one missing value is that forecast's second step, and its ``yhat_H`` empty.
     """
     if not 0.0 < level < 1.0:
         raise SeriesFileError("--level must be between 0 and 100 (exclusive)")
     forecaster: SeriesForecaster | None = None
     first: tuple[int, float] | None = None  # row 0, until the spacing is known
     last_index: int | None = None
+    row_index: int | None = None  # the row's time in steps (an unreadable row: the last + 1)
     empty = [""] * (3 * horizon)
     rows = 0
     with source.open(newline=None, encoding="utf-8-sig") as fin, _output(target) as fout:
@@ -337,18 +341,25 @@ def forecast_series(
                         forecaster.learn_one(last_index * step, first[1])
             out = empty
             if forecaster is not None:
+                step = forecaster.step_ms
+                if ts is not None:
+                    row_index = ts // step
+                elif row_index is not None:
+                    row_index += 1
                 if ts is not None and not math.isnan(value):
-                    step = forecaster.step_ms
                     index = ts // step
                     if last_index is None or index > last_index:
                         forecaster.learn_one(index * step, value)
                         last_index = index
                 fc = forecaster.forecast()
                 if not fc.warming_up and fc.origin_ms > 0:
+                    # fc.point[0] is for the step after the last row learnt; this row's
+                    # yhat_1 is for the step after this row
+                    skip = 0 if row_index is None else row_index + 1 - fc.origin_ms // step
                     out = [
-                        *(_fmt(x) for x in fc.point),
-                        *(_fmt(x) for x in fc.lower[level]),
-                        *(_fmt(x) for x in fc.upper[level]),
+                        *_ahead(fc.point, skip),
+                        *_ahead(fc.lower[level], skip),
+                        *_ahead(fc.upper[level], skip),
                     ]
             writer.writerow([*row, *out])
             rows += 1
@@ -362,3 +373,13 @@ def forecast_series(
 
 def _fmt(x: float) -> str:
     return f"{x:.6g}"
+
+
+def _ahead(steps: tuple[float, ...], skip: int) -> list[str]:
+    """A forecast's steps from ``skip`` on, padded with empty cells to its horizon.
+
+    >>> _ahead((1.0, 2.0, 3.0), 0), _ahead((1.0, 2.0, 3.0), 2), _ahead((1.0, 2.0), 5)
+    (['1', '2', '3'], ['3', '', ''], ['', ''])
+    """
+    skip = min(max(skip, 0), len(steps))
+    return [*(_fmt(x) for x in steps[skip:]), *[""] * skip]

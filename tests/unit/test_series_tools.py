@@ -84,6 +84,24 @@ def test_forecast_is_online_and_shaped(tmp_path: Path) -> None:
     assert sum(errors) / len(errors) < 4.0  # noise sd is 2: MAE near 1.6, naive drift is worse
 
 
+def test_forecasts_after_missing_values_are_for_the_rows_after_them(tmp_path: Path) -> None:
+    """``yhat_h`` of row i is always for row i+h: after missing values, the forecast made at
+    the last row learnt, moved along by the rows since (its last steps empty)."""
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    rows = [f"{1_767_225_600 + i * 300},{50 + 10 * math.sin(i / 9)}" for i in range(400)]
+    rows[250] = rows[250].split(",")[0] + ","  # data rows 250 and 251 have no value
+    rows[251] = rows[251].split(",")[0] + ",n/a"
+    source.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    forecast_series(source, target, 4, 0.8)
+    out = [r[2:] for r in read(target)[1:]]
+    made = out[249]  # yhat_1..4, lo_1..4, hi_1..4 at the last row learnt
+    for missing, skip in ((250, 1), (251, 2)):
+        expected = [*made[skip:4], *[""] * skip]
+        assert out[missing][0:4] == expected
+        assert out[missing][4:8] == [*made[4 + skip : 8], *[""] * skip]
+    assert all(v != "" for v in out[252])  # learning again
+
+
 def test_bad_files_are_one_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("time,val\n1,2\n")
@@ -318,8 +336,9 @@ def test_a_stray_quote_spoils_its_own_row_only(tmp_path: Path, tool: str) -> Non
     assert out[200][2] == ""  # the row is padded: its outputs stay under their names
     if tool == "score":
         assert out[200][3:] == ["", ""]
-    else:  # a missing value's forecasts: those of the last row learnt
-        assert out[200][3:] == out[199][3:]
+    else:  # a missing value's forecasts: the last row's, for the rows after this one
+        made = out[199][3:]  # yhat_1..3, lo_1..3, hi_1..3 at the last row learnt
+        assert out[200][3:] == [*made[1:3], "", *made[4:6], "", *made[7:9], ""]
     assert all(v != "" for v in out[201][3:]) and all(v != "" for v in out[301][3:])
 
 
