@@ -93,9 +93,18 @@ def _lines(handle: TextIO, delimiter: str | None) -> Iterator[CsvLine]:
                 raise SeriesFileError(f"row {line.number}: not CSV: {line.error}")
             yield line
     except UnicodeDecodeError as exc:
-        raise SeriesFileError(
-            f"not UTF-8 text ({exc.reason}, byte 0x{exc.object[exc.start]:02x})"
-        ) from None
+        raise SeriesFileError(_not_utf8(exc)) from None
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    """What to say of a file that is not UTF-8, and how to make it so (the text is decoded
+    in blocks: the row is not known)."""
+    if exc.start < 2 and exc.object[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "UTF-16 text (a spreadsheet's 'Unicode text'): iconv -f utf-16 -t utf-8 IN > OUT"
+    return (
+        f"not UTF-8 text ({exc.reason}, byte 0x{exc.object[exc.start]:02x});"
+        " from a spreadsheet in Windows-1252: iconv -f cp1252 -t utf-8 IN > OUT"
+    )
 
 
 @dataclass

@@ -202,8 +202,12 @@ def test_a_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
         score_anomalies(binary, tmp_path / "o.csv")
     late = tmp_path / "late.csv"  # the bad byte only after good rows
     late.write_bytes(b"timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:01:00,\xff\n")
-    with pytest.raises(SeriesFileError, match="not UTF-8 text"):
+    with pytest.raises(SeriesFileError, match=r"not UTF-8 text .* iconv -f cp1252"):
         forecast_series(late, tmp_path / "o.csv", 3, 0.8)
+    utf16 = tmp_path / "utf16.csv"  # a spreadsheet's "Unicode text"
+    utf16.write_bytes("timestamp\tvalue\n2024-01-01 00:00:00\t1\n".encode("utf-16"))
+    with pytest.raises(SeriesFileError, match=r"UTF-16 text .* iconv -f utf-16"):
+        score_anomalies(utf16, tmp_path / "o.csv")
 
 
 @pytest.mark.parametrize("tool", ["score", "forecast"])
