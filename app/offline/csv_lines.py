@@ -28,11 +28,19 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
-__all__ = ["UNCLOSED_QUOTE", "CsvLine", "csv_lines", "detect_delimiter", "number_text"]
+__all__ = [
+    "UNCLOSED_QUOTE",
+    "CsvLine",
+    "csv_lines",
+    "decimal_mark",
+    "detect_delimiter",
+    "number_text",
+    "shown_mark",
+]
 
 UNCLOSED_QUOTE = "a quoted field is not closed on its line"
 _PIECE = 1 << 16  # characters read at a time while skipping an over-long line
@@ -56,6 +64,11 @@ class CsvLine:
     error: str = ""
     too_long: bool = False
     delimiter: str = ","
+
+    @property
+    def blank(self) -> bool:
+        """No cell has anything in it: an empty line, or ``;;`` (a spreadsheet's empty row)."""
+        return self.cells is not None and not any(cell.strip() for cell in self.cells)
 
 
 def detect_delimiter(header: str) -> str:
@@ -90,25 +103,71 @@ def _cells(text: str, delimiter: str) -> list[str]:
         return []
 
 
+_BLANK = " \t\r\n,;|"  # a line of only these has no cell to name (an empty spreadsheet row)
 _EXCEL_SEP = re.compile(r"sep=([^\w\"\r\n ])")  # Excel may open a file with "sep=;"
-_GROUPED = re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+,\d*")  # 1.234,5: a point groups thousands
+_NUMBER = re.compile(r"[+-]?[\d.,]*\d[\d.,]*(?:[eE][+-]?\d+)?")
+_GROUPS = {
+    ".": re.compile(r"[1-9]\d{0,2}(?:\.\d{3})+"),
+    ",": re.compile(r"[1-9]\d{0,2}(?:,\d{3})+"),
+}
 
 
-def number_text(cell: str, delimiter: str) -> str:
-    """``cell`` with a decimal comma made a point, in a file whose cells are not split by
-    commas (``12,5`` there is twelve and a half, ``1.234,5`` is 1234.5); any other cell is
-    unchanged (``1.100`` stays 1.1: with no comma, a point is a decimal point).
+def shown_mark(cell: str) -> str | None:
+    """The decimal mark a number's text shows: ``,`` (``12,5``, ``1.234,5``) or ``.``
+    (``12.5``, ``1,234.5``); None when it shows none: an integer, or ``1.000`` / ``1,000``
+    (a thousand, or one to three decimals?).
 
-    >>> number_text(" 12,5", ";"), number_text("12,5", ","), number_text("-1.234.567,5", ";")
-    (' 12.5', '12,5', '-1234567.5')
+    >>> [shown_mark(c) for c in ("12,5", "1.234,5", "0.25", "1,234.5", "1.000", "7", "n/a")]
+    [',', ',', '.', '.', None, None, None]
     """
-    if delimiter == "," or "," not in cell:
-        return cell
-    if cell.count(",") == 1 and "." not in cell:
-        return cell.replace(",", ".")
-    text = cell.strip()
-    if _GROUPED.fullmatch(text):
-        return text.replace(".", "").replace(",", ".")
+    text = cell.strip().lstrip("+-")
+    if not _NUMBER.fullmatch(text):
+        return None
+    point, comma = text.rfind("."), text.rfind(",")
+    if point >= 0 and comma >= 0:
+        return "." if point > comma else ","
+    mark = "." if point >= 0 else "," if comma >= 0 else None
+    if mark is None or _GROUPS[mark].fullmatch(text.split("e")[0].split("E")[0]):
+        return None
+    return mark
+
+
+def decimal_mark(cells: Iterable[str]) -> str:
+    """The decimal mark of a file's numbers: the first cell that shows one says (`shown_mark`);
+    a point when none does.
+
+    >>> decimal_mark(["1.000", "2.500", "1.250,5"]), decimal_mark(["1.000", "2.5"])
+    (',', '.')
+    """
+    for cell in cells:
+        mark = shown_mark(cell)
+        if mark is not None:
+            return mark
+    return "."
+
+
+def number_text(cell: str, mark: str) -> str:
+    """``cell`` as Python reads a number, in a file whose decimal mark is ``mark``: the other
+    mark, where it groups thousands, dropped; a decimal comma made a point.
+
+    >>> number_text(" 12,5", ","), number_text("-1.234.567,5", ","), number_text("1.000", ",")
+    (' 12.5', '-1234567.5', '1000')
+    >>> number_text("1,000.25", "."), number_text("12,5", "."), number_text("1.000", ".")
+    ('1000.25', '12,5', '1.000')
+    """
+    if mark == ",":
+        if "." in cell:
+            text = cell.strip()
+            whole, comma, decimals = text.partition(",")
+            if _GROUPS["."].fullmatch(whole.lstrip("+-")) and "," not in decimals:
+                cell = whole.replace(".", "") + ("." + decimals if comma else "")
+            return cell
+        return cell.replace(",", ".") if cell.count(",") == 1 else cell
+    if "," in cell:
+        text = cell.strip()
+        whole, dot, decimals = text.partition(".")
+        if _GROUPS[","].fullmatch(whole.lstrip("+-")):
+            return whole.replace(",", "") + dot + decimals
     return cell
 
 
@@ -189,23 +248,25 @@ def csv_lines(handle: TextIO, max_chars: int, delimiter: str | None = ",") -> It
     ``handle`` is opened with ``newline=None`` (universal newlines: ``\\r\\n`` and a lone
     ``\\r`` end a line, as they do for the ``csv`` module). Blank lines come out as empty
     ``cells``; decoding errors of ``handle`` propagate. ``delimiter`` None: the first line
-    that is not blank chooses it (`detect_delimiter`), or names it, as Excel's ``sep=;``
-    does (that line is then no row).
+    with a cell chooses it (`detect_delimiter`), or names it, as Excel's ``sep=;`` does
+    (that line is no row, whatever the delimiter).
     """
     lines = _Lines(handle, max_chars)
     number = 0
     width: int | None = None  # the header's cells: what a row spanning lines must have
+    started = False
     while True:
         line = lines.next()
         if line is None:
             return
         number += 1
-        if delimiter is None and isinstance(line, str) and line.strip():
+        if not started and isinstance(line, str) and line.strip(_BLANK):
+            started = True  # the first line with a cell: Excel's "sep=;" or the header
             named = _EXCEL_SEP.fullmatch(line.rstrip("\r\n"))
-            if named:  # Excel's first line naming the delimiter: not a row
-                delimiter = named.group(1)
+            if named:  # not a row
+                delimiter = delimiter or named.group(1)
                 continue
-            delimiter = detect_delimiter(line)
+            delimiter = delimiter or detect_delimiter(line)
         split = delimiter or ","
         if isinstance(line, int):
             too_long = f"line is {line} characters (max {max_chars})"

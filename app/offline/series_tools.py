@@ -33,7 +33,7 @@ from typing import Any, TextIO
 from app.core.anomaly import SeriesAnomalyDetector
 from app.core.forecast import SeriesForecaster
 from app.errors import PsoError
-from app.offline.csv_lines import CsvLine, csv_lines, number_text
+from app.offline.csv_lines import CsvLine, csv_lines, decimal_mark, number_text
 
 Progress = Callable[[int], None]
 
@@ -62,10 +62,11 @@ def parse_timestamp(text: str) -> int:
     return int(parsed.timestamp() * 1000)
 
 
-def parse_value(text: str, delimiter: str = ",") -> float:
-    """The number in a cell, NaN when it is not one (a missing value)."""
+def parse_value(text: str, mark: str = ".") -> float:
+    """The number in a cell (``mark``: the file's decimal mark), NaN when it is not one (a
+    missing value)."""
     try:
-        value = float(number_text(text, delimiter))
+        value = float(number_text(text, mark))
     except ValueError:
         return math.nan
     return value if math.isfinite(value) else math.nan
@@ -117,12 +118,14 @@ class _Table:
     t_col: int
     v_col: int
     delimiter: str
+    header_line: int = 1
+    mark: str = "."  # the decimal mark of the value column (`decimal_mark`)
     numbers: int = 0  # values read as numbers so far
     not_number: tuple[int, str] | None = None  # the first value cell that was not one
 
     def value(self, row: list[str], lineno: int) -> float:
         """The row's value (NaN: missing), counted for `check_numbers`."""
-        value = parse_value(row[self.v_col], self.delimiter)
+        value = parse_value(row[self.v_col], self.mark)
         if value == value:
             self.numbers += 1
         elif self.not_number is None and row[self.v_col].strip():
@@ -156,7 +159,7 @@ def _rows(handle: TextIO, columns: SeriesColumns) -> _Table:
     it, like a missing value.
     """
     lines = _lines(handle, columns.delimiter)
-    first = next((line for line in lines if line.cells), None)
+    first = next((line for line in lines if not line.blank), None)
     if first is None or first.cells is None:
         raise SeriesFileError(
             f"the file is empty (expected a header {columns.timestamp},{columns.value})"
@@ -177,14 +180,39 @@ def _rows(handle: TextIO, columns: SeriesColumns) -> _Table:
                 f" (name yours with {option}, the delimiter with --delimiter)"
             )
         found.append(names.index(column.strip().lower()))
-    return _Table(header, _padded(lines, len(header)), found[0], found[1], first.delimiter)
+    rows = _padded(lines, len(header))
+    return _Table(header, rows, found[0], found[1], first.delimiter, first.number)
+
+
+def _decimal_mark(source: Path, table: _Table) -> str:
+    """The decimal mark of the value column, read ahead (`decimal_mark`): a point in a
+    comma-separated file; elsewhere the first value that shows one says, so ``1.000`` is a
+    thousand in a file of ``1.234,5`` and one in a file of ``0.25``."""
+    if table.delimiter == ",":
+        return "."
+    with source.open(newline=None, encoding="utf-8-sig", errors="replace") as fh:
+        lines = csv_lines(fh, _MAX_LINE_CHARS, delimiter=table.delimiter)
+        return decimal_mark(
+            line.cells[table.v_col]
+            for line in lines
+            if line.number > table.header_line
+            and line.cells is not None
+            and len(line.cells) > table.v_col
+        )
 
 
 def _padded(lines: Iterator[CsvLine], width: int) -> Iterator[tuple[CsvLine, list[str]]]:
+    """The data rows as wide as the header: a short row padded, a row's empty cells past
+    the header's width dropped (a delimiter at the end of every line), so the outputs stay
+    under their names."""
     for line in lines:
         row = line.cells
         if row:
-            yield line, row if len(row) >= width else [*row, *[""] * (width - len(row))]
+            if len(row) < width:
+                row = [*row, *[""] * (width - len(row))]
+            elif len(row) > width and not any(cell.strip() for cell in row[width:]):
+                row = row[:width]
+            yield line, row
 
 
 def _names_a_descriptor(target: Path) -> bool:
@@ -276,6 +304,7 @@ def score_anomalies(
     rows = 0
     with source.open(newline=None, encoding="utf-8-sig") as fin, _output(target) as fout:
         table = _rows(fin, columns)
+        table.mark = _decimal_mark(source, table)
         writer = table.writer(fout, ["anomaly_score", "is_anomaly"])
         for line, row in table.rows:
             if line.error:
@@ -330,6 +359,7 @@ def forecast_series(
     rows = 0
     with source.open(newline=None, encoding="utf-8-sig") as fin, _output(target) as fout:
         table = _rows(fin, columns)
+        table.mark = _decimal_mark(source, table)
         writer = table.writer(
             fout, [f"{kind}_{h}" for kind in ("yhat", "lo", "hi") for h in range(1, horizon + 1)]
         )
@@ -339,6 +369,8 @@ def forecast_series(
             if not line.error:  # an unreadable line is kept like a missing value
                 ts = _timestamp(row, table.t_col, line.number)
                 value = table.value(row, line.number)
+            if forecaster is None and ts is None:
+                first = None  # the spacing comes from two rows in a row, not across a bad one
             if ts is not None and forecaster is None:
                 if first is None:
                     first = (ts, value)
@@ -385,10 +417,11 @@ def _fmt(x: float) -> str:
 
 
 def _ahead(steps: tuple[float, ...], skip: int) -> list[str]:
-    """A forecast's steps from ``skip`` on, padded with empty cells to its horizon.
+    """A forecast's steps from ``skip`` on, as many as it has: empty cells where it has none
+    (past its horizon, or before its first step for a row older than the last one learnt).
 
-    >>> _ahead((1.0, 2.0, 3.0), 0), _ahead((1.0, 2.0, 3.0), 2), _ahead((1.0, 2.0), 5)
-    (['1', '2', '3'], ['3', '', ''], ['', ''])
+    >>> _ahead((1.0, 2.0, 3.0), 0), _ahead((1.0, 2.0, 3.0), 2), _ahead((1.0, 2.0, 3.0), -1)
+    (['1', '2', '3'], ['3', '', ''], ['', '1', '2'])
     """
-    skip = min(max(skip, 0), len(steps))
-    return [*(_fmt(x) for x in steps[skip:]), *[""] * skip]
+    n = len(steps)
+    return [_fmt(steps[j]) if 0 <= j < n else "" for j in range(skip, skip + n)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -264,10 +265,12 @@ def test_a_semicolon_csv_with_decimal_commas_is_the_same_telemetry(
 ) -> None:
     rows = [("subsystem", "ts", "cpu", "rps", "res:db-main")]
     for i in range(40):
-        rows.append(("checkout", str(1795597200000 + i * 60_000), f"0.{i % 7}5", f"{100 + i}", "5"))
+        rps = f"{1000 + 25 * i}" if i else "1000.5"  # 1.025 in the export: a thousand and 25
+        rows.append(("checkout", str(1795597200000 + i * 60_000), f"0.{i % 7}5", rps, "5"))
     plain, semicolon = tmp_path / "plain.csv", tmp_path / "semicolon.csv"
     plain.write_text("".join(",".join(r) + "\n" for r in rows))
     lines = "".join(";".join(r).replace(".", ",") + "\n" for r in rows)
+    lines = re.sub(r";(\d)(\d{3});", r";\1.\2;", lines)  # thousands grouped: 1.025
     semicolon.write_text("\n" + lines)  # a blank line before the header
     a = run_backtest(plain, policy, tmp_path / "a", workers=1, render=False)
     b = run_backtest(semicolon, policy, tmp_path / "b", workers=1, render=False)

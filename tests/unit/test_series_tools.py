@@ -102,6 +102,23 @@ def test_forecasts_after_missing_values_are_for_the_rows_after_them(tmp_path: Pa
     assert all(v != "" for v in out[252])  # learning again
 
 
+def test_forecasts_keep_to_the_rows_times_around_bad_and_late_rows(tmp_path: Path) -> None:
+    """An unreadable row between the first two does not double the spacing, and a row older
+    than the last one learnt gets the forecasts for the steps after its own time."""
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    rows = [f"{1_767_225_600 + i * 60},{50 + 10 * math.sin(i / 9)}" for i in range(300)]
+    rows[1] = rows[1].replace(",", ',"', 1)  # its quote never closes
+    late = rows[200].split(",")[0]
+    rows.insert(251, f"{late},55")  # 51 steps older than the row before it
+    source.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    forecast_series(source, target, 3, 0.8)
+    out = [r[2:] for r in read(target)[1:]]
+    assert all(v != "" for v in out[150])  # learning at one-minute steps, not two
+    made = out[250]
+    assert out[251][0:3] == ["", "", ""]  # its next steps are before the forecast's first
+    assert out[252][0:3] != made[0:3]  # learning goes on from the rows in order
+
+
 def test_bad_files_are_one_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("time,val\n1,2\n")
@@ -174,6 +191,39 @@ def test_the_header_tells_the_delimiter_and_a_comma_header_stays_comma_separated
     with pytest.raises(SeriesFileError, match="split at ',', is \\['Zeit;CPU', ' %;host'\\]"):
         scores(unquoted, SeriesColumns("zeit", "cpu, %"))
     assert scores(unquoted, SeriesColumns("zeit", "cpu, %", ";"), ";") == expected
+
+
+def test_thousands_read_by_the_files_own_decimal_mark(tmp_path: Path) -> None:
+    """``1.000`` is a thousand where the file's numbers show a decimal comma (``1.234,5``),
+    and one where they show a point (``0.25``); an export's trailing delimiter and empty rows
+    before the header change nothing."""
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    values = [1000 + 250 * (i % 4) for i in range(300)]
+    german = [f"{v // 1000}.{v % 1000:03d}" for v in values]  # 1.000, 1.250, 1.500, 1.750
+    german[5] = "1.100,5"
+    source.write_text(
+        ";;\nsep=;\nts;value\n"  # rows end in a delimiter, the header does not
+        + "".join(f"{1_767_225_600 + i * 60};{g};\n" for i, g in enumerate(german))
+    )
+    score_anomalies(source, out, columns=SeriesColumns("ts", delimiter=";"))
+    with out.open() as fh:
+        rows = list(csv.reader(fh, delimiter=";"))
+    assert rows[0] == ["ts", "value", "anomaly_score", "is_anomaly"]
+    assert all(len(r) == 4 and r[2] != "" for r in rows[101:])  # aligned, every value read
+    plain = tmp_path / "plain.csv"
+    numbers = [f"{v:.1f}" if i != 5 else "1100.5" for i, v in enumerate(values)]
+    plain.write_text(
+        "ts,value\n" + "".join(f"{1_767_225_600 + i * 60},{x}\n" for i, x in enumerate(numbers))
+    )
+    score_anomalies(plain, tmp_path / "plain_out.csv", columns=SeriesColumns("ts"))
+    assert [r[2:] for r in rows[1:]] == [r[2:] for r in read(tmp_path / "plain_out.csv")[1:]]
+    source.write_text(
+        "ts\tvalue\n"
+        + "".join(f"{1_767_225_600 + i * 60}\t{x}\n" for i, x in enumerate(["0.25", "1.000"] * 100))
+    )
+    score_anomalies(source, out, columns=SeriesColumns("ts"))
+    assert {r.split("\t")[1] for r in out.read_text().splitlines()[1:]} == {"0.25", "1.000"}
+    assert score_anomalies(source, out, columns=SeriesColumns("ts")) == 200
 
 
 def test_a_value_column_with_no_number_is_an_error_not_an_empty_output(tmp_path: Path) -> None:

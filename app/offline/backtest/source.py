@@ -17,7 +17,7 @@ from app.offline.backtest.common import (
     BacktestError,
     line_error,
 )
-from app.offline.csv_lines import CsvLine, csv_lines, number_text
+from app.offline.csv_lines import CsvLine, csv_lines, decimal_mark, number_text
 from app.wire.codec import MAX_MESSAGE_BYTES, is_copy
 
 # --------------------------------------------------------------------------- input
@@ -34,7 +34,7 @@ assert _BLOCK_BYTES <= _LONGEST_LINE
 def _csv_header(lines: Iterator[CsvLine], path: Path) -> list[str] | None:
     """The header row, the first that is not blank (None for an empty file); one that cannot
     name the columns is an error."""
-    first = next((line for line in lines if line.cells != []), None)
+    first = next((line for line in lines if not line.blank), None)
     if first is None:
         return None
     if first.cells is None or first.error:
@@ -63,20 +63,29 @@ def _csv_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     Read a line at a time (`app.offline.csv_lines`): a stray quote spoils its own row, not
     the rows after it; line numbers are physical. Bytes that are not UTF-8 are carried as
     surrogates (``surrogateescape``), so such a row is one invalid line with its reason, not
-    the end of the backtest.
+    the end of the backtest. In a file not split by commas the numbers' decimal mark is
+    the one the first number that shows one shows (`app.offline.csv_lines.decimal_mark`).
     """
     with path.open(newline=None, encoding="utf-8-sig", errors="surrogateescape") as fh:
         lines = csv_lines(fh, _LONGEST_LINE, delimiter=None)
         header = _csv_header(lines, path)
         if header is None:
             return
-        for line in lines:
-            if line.too_long:  # as the live ingest rejects a message over the largest
-                yield line.number, line_error("too_large", line.error)
-            elif line.cells is None or line.error:
-                yield line.number, line_error("invalid_csv", f"not CSV: {line.error}")
-            elif any(cell.strip() for cell in line.cells):
-                yield line.number, _csv_row(header, line.cells, line.delimiter)
+        data = list(lines)
+    mark = decimal_mark(
+        cell
+        for line in data
+        if line.delimiter != "," and line.cells is not None and not line.error
+        for name, cell in zip(header, line.cells, strict=False)
+        if name not in ("subsystem", "ts") and not name.startswith("label:")
+    )
+    for line in data:
+        if line.too_long:  # as the live ingest rejects a message over the largest
+            yield line.number, line_error("too_large", line.error)
+        elif line.cells is None or line.error:
+            yield line.number, line_error("invalid_csv", f"not CSV: {line.error}")
+        elif not line.blank:
+            yield line.number, _csv_row(header, line.cells, mark)
 
 
 def _not_utf8(cell: str) -> bool:
@@ -90,7 +99,7 @@ def _not_utf8(cell: str) -> bool:
     return False
 
 
-def _csv_row(header: list[str], row: list[str], delimiter: str = ",") -> bytes:
+def _csv_row(header: list[str], row: list[str], mark: str = ".") -> bytes:
     if len(row) != len(header):
         return line_error("invalid_csv", f"row has {len(row)} cells, header has {len(header)}")
     if any(_not_utf8(cell) for cell in row):
@@ -114,7 +123,7 @@ def _csv_row(header: list[str], row: list[str], delimiter: str = ",") -> bytes:
         else:
             value: Any = cell  # not a number: the sample validation names the column
             with contextlib.suppress(ValueError):
-                value = float(number_text(cell, delimiter))
+                value = float(number_text(cell, mark))
             kind = "resources" if name.startswith("res:") else "metrics"
             sample[kind][name[4:] if kind == "resources" else name] = value
     return orjson.dumps(sample)
