@@ -122,9 +122,21 @@ class _Table:
     mark: str = "."  # the decimal mark of the value column (`decimal_mark`)
     numbers: int = 0  # values read as numbers so far
     not_number: tuple[int, str] | None = None  # the first value cell that was not one
+    last_ts: int | None = None
+    forwards: int = 0  # rows later than the row before them...
+    backwards: int = 0  # ...and earlier
+
+    def timestamp(self, row: list[str], lineno: int) -> int:
+        """The row's timestamp in epoch ms, counted for `check`."""
+        ts = _timestamp(row, self.t_col, lineno)
+        if self.last_ts is not None:
+            self.forwards += ts > self.last_ts
+            self.backwards += ts < self.last_ts
+        self.last_ts = ts
+        return ts
 
     def value(self, row: list[str], lineno: int) -> float:
-        """The row's value (NaN: missing), counted for `check_numbers`."""
+        """The row's value (NaN: missing), counted for `check`."""
         value = parse_value(row[self.v_col], self.mark)
         if value == value:
             self.numbers += 1
@@ -132,10 +144,15 @@ class _Table:
             self.not_number = (lineno, row[self.v_col])
         return value
 
-    def check_numbers(self) -> None:
-        """A file with values none of which is a number is not a series: say so, rather
-        than write it back with every output empty (a column of text, or decimal commas in a
-        comma-separated file)."""
+    def check(self) -> None:
+        """Say what makes a file no series, rather than write it back with its outputs empty
+        or meaningless: values none of which is a number (a column of text, or decimal commas
+        in a comma-separated file), or rows that mostly go back in time (newest first)."""
+        if self.backwards > self.forwards:
+            raise SeriesFileError(
+                f"{self.backwards} rows are earlier than the row before them, {self.forwards}"
+                " later: the models learn in time order, so sort the rows oldest first"
+            )
         if self.numbers == 0 and self.not_number is not None:
             lineno, cell = self.not_number
             raise SeriesFileError(
@@ -311,7 +328,7 @@ def score_anomalies(
                 writer.writerow([*row, "", ""])
                 rows += 1
                 continue
-            ts = _timestamp(row, table.t_col, line.number)
+            ts = table.timestamp(row, line.number)
             value = table.value(row, line.number)
             if math.isnan(value):
                 writer.writerow([*row, "", ""])
@@ -321,7 +338,7 @@ def score_anomalies(
             rows += 1
             if progress is not None and rows % 1000 == 0:
                 progress(1000)
-        table.check_numbers()
+        table.check()
     if progress is not None:
         progress(rows % 1000)
     return rows
@@ -367,7 +384,7 @@ def forecast_series(
             ts: int | None = None
             value = math.nan
             if not line.error:  # an unreadable line is kept like a missing value
-                ts = _timestamp(row, table.t_col, line.number)
+                ts = table.timestamp(row, line.number)
                 value = table.value(row, line.number)
             if forecaster is None and ts is None:
                 first = None  # the spacing comes from two rows in a row, not across a bad one
@@ -406,7 +423,7 @@ def forecast_series(
             rows += 1
             if progress is not None and rows % 1000 == 0:
                 progress(1000)
-        table.check_numbers()
+        table.check()
     if progress is not None:
         progress(rows % 1000)
     return rows

@@ -226,7 +226,7 @@ def test_thousands_read_by_the_files_own_decimal_mark(tmp_path: Path) -> None:
     assert score_anomalies(source, out, columns=SeriesColumns("ts")) == 200
 
 
-def test_a_value_column_with_no_number_is_an_error_not_an_empty_output(tmp_path: Path) -> None:
+def test_a_file_that_is_no_series_is_an_error_not_an_empty_output(tmp_path: Path) -> None:
     source, out = tmp_path / "in.csv", tmp_path / "out.csv"
     source.write_text('timestamp,value\n1795586400,"56,9"\n1795586460,\n1795586520,"57,1"\n')
     with pytest.raises(SeriesFileError, match="no value in column 'value' is a number \\(row 2"):
@@ -236,6 +236,13 @@ def test_a_value_column_with_no_number_is_an_error_not_an_empty_output(tmp_path:
     assert not out.exists()
     source.write_text("timestamp,value\n1795586400,\n1795586460,56.9\n")
     assert score_anomalies(source, out) == 2  # missing values beside a number are fine
+    newest_first = [f"{1795586400 + 60 * i},{50 + i % 3}" for i in reversed(range(50))]
+    source.write_text("timestamp,value\n" + "\n".join(newest_first) + "\n")
+    with pytest.raises(SeriesFileError, match=r"49 rows are earlier .* sort the rows oldest first"):
+        forecast_series(source, out, 3, 0.8)
+    newest_first[10], newest_first[11] = newest_first[11], newest_first[10]  # one row late
+    source.write_text("timestamp,value\n" + "\n".join(reversed(newest_first)) + "\n")
+    assert score_anomalies(source, out) == 50
 
 
 def test_timestamp_formats() -> None:
