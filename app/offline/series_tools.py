@@ -144,6 +144,11 @@ class _Table:
             self.not_number = (lineno, row[self.v_col])
         return value
 
+    def written(self, number: str) -> str:
+        """One of the tools' numbers as the file writes its own: ``0,25`` in a file whose
+        decimal mark is a comma, so a spreadsheet reads it back as a number."""
+        return number.replace(".", ",") if self.mark == "," else number
+
     def check(self) -> None:
         """Say what makes a file no series, rather than write it back with its outputs empty
         or meaningless: values none of which is a number (a column of text, or decimal commas
@@ -334,7 +339,8 @@ def score_anomalies(
                 writer.writerow([*row, "", ""])
             else:
                 verdict = detector.process_one(ts, value)
-                writer.writerow([*row, f"{verdict.score:.6f}", int(verdict.is_anomaly)])
+                score = table.written(f"{verdict.score:.6f}")
+                writer.writerow([*row, score, int(verdict.is_anomaly)])
             rows += 1
             if progress is not None and rows % 1000 == 0:
                 progress(1000)
@@ -415,9 +421,9 @@ def forecast_series(
                     # yhat_1 is for the step after this row
                     skip = 0 if row_index is None else row_index + 1 - fc.origin_ms // step
                     out = [
-                        *_ahead(fc.point, skip),
-                        *_ahead(fc.lower[level], skip),
-                        *_ahead(fc.upper[level], skip),
+                        table.written(cell)
+                        for steps in (fc.point, fc.lower[level], fc.upper[level])
+                        for cell in _ahead(steps, skip)
                     ]
             writer.writerow([*row, *out])
             rows += 1

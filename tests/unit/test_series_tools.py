@@ -150,11 +150,15 @@ def test_a_semicolon_export_with_its_own_column_names_scores_like_the_plain_csv(
     with (tmp_path / "export_out.csv").open() as fh:
         scored = list(csv.reader(fh, delimiter=";"))
     assert scored[0] == ["Host", "Time", "CPU %", "anomaly_score", "is_anomaly"]
-    assert [r[3:] for r in scored[1:]] == [r[3:] for r in read(tmp_path / "plain_out.csv")[1:]]
+    plain_scores = [r[3:] for r in read(tmp_path / "plain_out.csv")[1:]]
+    assert [r[3:] for r in scored[1:]] == [[x.replace(".", ","), a] for x, a in plain_scores]
     assert any(r[4] == "1" for r in scored[1:])
     with (tmp_path / "export_fc.csv").open() as fh:
         forecasts = [r[3:] for r in csv.reader(fh, delimiter=";")]
-    assert forecasts == [r[3:] for r in read(tmp_path / "plain_fc.csv")]
+    plain_forecasts = [
+        [x.replace(".", ",") for x in r[3:]] for r in read(tmp_path / "plain_fc.csv")
+    ]
+    assert forecasts == plain_forecasts  # written with the file's decimal comma
     with pytest.raises(SeriesFileError, match="name yours with --value-column"):
         score_anomalies(export, tmp_path / "o.csv", columns=SeriesColumns("time", "value"))
 
@@ -173,7 +177,8 @@ def test_the_header_tells_the_delimiter_and_a_comma_header_stays_comma_separated
         source.write_text(text)
         score_anomalies(source, out, columns=columns)
         with out.open() as fh:
-            return [r[3:] for r in csv.reader(fh, delimiter=delimiter)]
+            rows = csv.reader(fh, delimiter=delimiter)  # decimal commas where the input had them
+            return [[cell.replace(",", ".") for cell in r[3:]] for r in rows]
 
     body = "".join(f"{ts};{value.replace('.', ',')};{host}\n" for ts, value, host in rows[1:])
     # a comma-separated header whose names hold semicolons: comma, as it always was
@@ -216,7 +221,9 @@ def test_thousands_read_by_the_files_own_decimal_mark(tmp_path: Path) -> None:
         "ts,value\n" + "".join(f"{1_767_225_600 + i * 60},{x}\n" for i, x in enumerate(numbers))
     )
     score_anomalies(plain, tmp_path / "plain_out.csv", columns=SeriesColumns("ts"))
-    assert [r[2:] for r in rows[1:]] == [r[2:] for r in read(tmp_path / "plain_out.csv")[1:]]
+    scored = [[cell.replace(",", ".") for cell in r[2:]] for r in rows[1:]]  # 0,25 -> 0.25
+    assert scored == [r[2:] for r in read(tmp_path / "plain_out.csv")[1:]]
+    assert "," in rows[-1][2]  # written with the file's decimal comma
     source.write_text(
         "ts\tvalue\n"
         + "".join(f"{1_767_225_600 + i * 60}\t{x}\n" for i, x in enumerate(["0.25", "1.000"] * 100))
