@@ -11,7 +11,7 @@ no such row spoils its own line only, and reading goes on at the next line. A li
 
 The delimiter may be left to the header to tell: a file exported where the decimal mark is a
 comma separates its cells by ``;`` (or a tab, or ``|``), and its numbers read ``12,5``
-(`number_text` makes them ``12.5``).
+(`decimal_mark` tells the file's mark from its numbers, `number_text` reads them).
 
 >>> import io
 >>> text = 'a,b\\n1,"2\\n3,4\\n5,"six\\nlines"\\n7,8'

@@ -6,14 +6,16 @@ extra input columns. They drive the very models the engine runs per series.
 
 Timestamps may be RFC 3339 (with or without offset; naive means UTC), ``YYYY-MM-DD HH:MM:SS``
 (NAB style), or epoch seconds / milliseconds. The columns are ``timestamp`` and ``value``
-unless named otherwise (any case), and the header chooses the delimiter (``,``, ``;``, tab or
-``|``; where it is not a comma, ``12,5`` reads as twelve and a half); the output keeps it.
+unless named otherwise (any case). The header chooses the delimiter (``,``, ``;``, tab or
+``|``) and, where it is not a comma, the values their decimal mark (`_decimal_mark`); the
+output keeps both.
 
 A value that is empty or not a number is "missing": nothing is learnt from its row, which is
 kept (its anomaly score empty; its forecasts still those for the rows after it, made at the
 last row learnt, so the nearest are further ahead and the last ones empty). So is a row whose
 quote does not close: a stray ``"`` spoils its own row only (`app.offline.csv_lines`). A row
-shorter than the header is padded, so its outputs stay under their names.
+shorter than the header is padded and a row's empty cells past it are dropped, so the outputs
+stay under their names.
 """
 
 from __future__ import annotations
