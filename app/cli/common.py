@@ -40,7 +40,7 @@ def parse_time_ms(text: str) -> int:
 
     Kafka record timestamps are non-negative int64, and RFC 3339 ends with year 9999.
     """
-    from app.offline.series_tools import parse_timestamp
+    from app.offline.series_file import parse_timestamp
 
     try:
         ms = parse_timestamp(text)

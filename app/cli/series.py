@@ -13,7 +13,7 @@ from app.errors import UsageError
 
 
 def _series_tool(source: Path, run: Any) -> int:
-    from app.offline.series_tools import SeriesFileError, count_rows
+    from app.offline.series_file import SeriesFileError, count_rows
 
     total = count_rows(source)
     with progress() as bar:
@@ -60,7 +60,8 @@ def score_anomalies_cmd(
     delimiter: Delimiter = None,
 ) -> None:
     """Score an exported series online: adds anomaly_score in [0, 1] and is_anomaly."""
-    from app.offline.series_tools import SeriesColumns, score_anomalies
+    from app.offline.series_file import SeriesColumns
+    from app.offline.series_tools import score_anomalies
 
     columns = SeriesColumns(timestamp_column, value_column, delimiter)
     rows = _series_tool(source, lambda p: score_anomalies(source, output, p, threshold, columns))
@@ -83,7 +84,8 @@ def forecast_cmd(
     delimiter: Delimiter = None,
 ) -> None:
     """Forecast an exported series online: adds yhat_1..H, lo_1..H, hi_1..H per row."""
-    from app.offline.series_tools import SeriesColumns, forecast_series
+    from app.offline.series_file import SeriesColumns
+    from app.offline.series_tools import forecast_series
 
     columns = SeriesColumns(timestamp_column, value_column, delimiter)
     rows = _series_tool(

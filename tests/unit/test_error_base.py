@@ -68,7 +68,7 @@ def test_the_core_owns_the_base_and_app_errors_reexports_it() -> None:
         ("app.kafka.range.TopicNotFound", LookupError, ExitCode.USER_ERROR),
         ("app.wire.records.InvalidPolicy", ValueError, ExitCode.USER_ERROR),
         ("app.offline.backtest.BacktestError", ValueError, ExitCode.USER_ERROR),
-        ("app.offline.series_tools.SeriesFileError", ValueError, ExitCode.USER_ERROR),
+        ("app.offline.series_file.SeriesFileError", ValueError, ExitCode.USER_ERROR),
         ("app.core.snapshot.SnapshotRejected", ValueError, ExitCode.USER_ERROR),
         ("app.dev.broker.errors.BrokerError", Exception, ExitCode.USER_ERROR),
         ("app.errors.UsageError", Exception, ExitCode.USER_ERROR),

@@ -11,14 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from app.offline.series_tools import (
-    SeriesColumns,
-    SeriesFileError,
-    _names_a_descriptor,
-    forecast_series,
-    parse_timestamp,
-    score_anomalies,
-)
+from app.offline.series_file import SeriesColumns, SeriesFileError, parse_timestamp
+from app.offline.series_tools import forecast_series, score_anomalies
+from app.offline.whole_file import names_a_descriptor
 
 
 def write_series(path: Path, rows: int, spike_at: int | None = None) -> None:
@@ -359,12 +354,12 @@ def test_a_named_pipe_stays_a_pipe(tmp_path: Path) -> None:
 def test_which_paths_are_a_shells_descriptor(tmp_path: Path) -> None:
     link = tmp_path / "out.csv"
     link.symlink_to("/dev/stdout")
-    assert _names_a_descriptor(Path("/dev/stdout"))
-    assert _names_a_descriptor(Path("/dev/fd/1"))
-    assert _names_a_descriptor(link)  # -o out.csv >> log, out.csv -> /dev/stdout
-    assert _names_a_descriptor(Path("/tmp/../dev/stdout"))
-    assert not _names_a_descriptor(Path("/dev/shm/scores.csv"))  # a file: replaced whole
-    assert not _names_a_descriptor(tmp_path / "scores.csv")
+    assert names_a_descriptor(Path("/dev/stdout"))
+    assert names_a_descriptor(Path("/dev/fd/1"))
+    assert names_a_descriptor(link)  # -o out.csv >> log, out.csv -> /dev/stdout
+    assert names_a_descriptor(Path("/tmp/../dev/stdout"))
+    assert not names_a_descriptor(Path("/dev/shm/scores.csv"))  # a file: replaced whole
+    assert not names_a_descriptor(tmp_path / "scores.csv")
 
 
 def test_output_keeps_open_w_permissions_and_reads_excel_csv(tmp_path: Path) -> None:
