@@ -119,6 +119,8 @@ def shown_mark(cell: str) -> str | None:
 
     >>> [shown_mark(c) for c in ("12,5", "1.234,5", "0.25", "1,234.5", "1.000", "7", "n/a")]
     [',', ',', '.', '.', None, None, None]
+    >>> shown_mark("1.234.567"), shown_mark("1,234,567")
+    (',', '.')
     """
     text = cell.strip().lstrip("+-")
     if not _NUMBER.fullmatch(text):
@@ -126,24 +128,33 @@ def shown_mark(cell: str) -> str | None:
     point, comma = text.rfind("."), text.rfind(",")
     if point >= 0 and comma >= 0:
         return "." if point > comma else ","
+    if text.count(".") > 1:  # a mark seen twice groups thousands: 1.234.567
+        return ","
+    if text.count(",") > 1:
+        return "."
     mark = "." if point >= 0 else "," if comma >= 0 else None
     if mark is None or _GROUPS[mark].fullmatch(text.split("e")[0].split("E")[0]):
         return None
     return mark
 
 
-def decimal_mark(cells: Iterable[str]) -> str:
-    """The decimal mark of a file's numbers: the first cell that shows one says (`shown_mark`);
-    a point when none does.
+def decimal_mark(cells: Iterable[str], delimiter: str) -> str:
+    """The decimal mark of the numbers of a file split by ``delimiter``: a point in a
+    comma-separated file; else the first cell that shows one says (`shown_mark`); when none
+    does, a comma in a ``;`` file (the delimiter of locales that write ``12,5``), else a point.
 
-    >>> decimal_mark(["1.000", "2.500", "1.250,5"]), decimal_mark(["1.000", "2.5"])
+    >>> decimal_mark(["1.000", "2.500", "1.250,5"], ";"), decimal_mark(["1.000", "2.5"], ";")
     (',', '.')
+    >>> decimal_mark(["12,500"], ";"), decimal_mark(["12,500"], "\\t"), decimal_mark(["1,5"], ",")
+    (',', '.', '.')
     """
+    if delimiter == ",":
+        return "."
     for cell in cells:
         mark = shown_mark(cell)
         if mark is not None:
             return mark
-    return "."
+    return "," if delimiter == ";" else "."
 
 
 def number_text(cell: str, mark: str) -> str:

@@ -3,7 +3,7 @@
 Timestamps may be RFC 3339 (with or without offset; naive means UTC), ``YYYY-MM-DD HH:MM:SS``
 (NAB style), or epoch seconds / milliseconds. The columns are ``timestamp`` and ``value``
 unless named otherwise (any case). The header chooses the delimiter (``,``, ``;``, tab or
-``|``) and, where it is not a comma, the values their decimal mark (`_decimal_mark`); a tool's
+``|``) and, where it is not a comma, the values their decimal mark (`_value_column_mark`); a tool's
 output keeps both (`SeriesTable.writer`, `SeriesTable.written`).
 
 A value that is empty or not a number is "missing" (NaN), and so is every value of a row whose
@@ -123,14 +123,16 @@ class SeriesTable:
     delimiter: str
     header_line: int = 1
     mark: str = "."  # the decimal mark of the value column (`decimal_mark`)
-    numbers: int = 0  # values read as numbers so far
+    values: int = 0  # rows whose value was read so far...
+    numbers: int = 0  # ...and the values that were numbers
     not_number: tuple[int, str] | None = None  # the first value cell that was not one
     last_ts: int | None = None
     forwards: int = 0  # rows later than the row before them...
     backwards: int = 0  # ...and earlier
 
-    def timestamp(self, row: list[str], lineno: int) -> int:
-        """The row's timestamp in epoch ms, counted for `check`."""
+    def read_timestamp(self, row: list[str], lineno: int) -> int:
+        """The row's timestamp in epoch ms; counts whether rows go forwards, for `check`
+        (call it once per row)."""
         ts = _timestamp(row, self.t_col, lineno)
         if self.last_ts is not None:
             self.forwards += ts > self.last_ts
@@ -138,8 +140,10 @@ class SeriesTable:
         self.last_ts = ts
         return ts
 
-    def value(self, row: list[str], lineno: int) -> float:
-        """The row's value (NaN: missing), counted for `check`."""
+    def read_value(self, row: list[str], lineno: int) -> float:
+        """The row's value (NaN: missing); counts the numbers, for `check` (call it once per
+        row)."""
+        self.values += 1
         value = parse_value(row[self.v_col], self.mark)
         if value == value:
             self.numbers += 1
@@ -161,11 +165,13 @@ class SeriesTable:
                 f"{self.backwards} rows are earlier than the row before them, {self.forwards}"
                 " later: the models learn in time order, so sort the rows oldest first"
             )
-        if self.numbers == 0 and self.not_number is not None:
+        if self.numbers == 0 and self.values > 0:
+            name = self.header[self.v_col]
+            if self.not_number is None:
+                raise SeriesFileError(f"every value in column {name!r} is empty")
             lineno, cell = self.not_number
             raise SeriesFileError(
-                f"no value in column {self.header[self.v_col]!r} is a number"
-                f" (row {lineno}: {cell!r})"
+                f"no value in column {name!r} is a number (row {lineno}: {cell!r})"
             )
 
     def writer(self, fout: TextIO, added: list[str]) -> Any:
@@ -208,24 +214,26 @@ def open_series(handle: TextIO, source: Path, columns: SeriesColumns) -> SeriesT
         found.append(names.index(column.strip().lower()))
     rows = _padded(lines, len(header))
     table = SeriesTable(header, rows, found[0], found[1], first.delimiter, first.number)
-    table.mark = _decimal_mark(source, table)
+    table.mark = _value_column_mark(source, table)
     return table
 
 
-def _decimal_mark(source: Path, table: SeriesTable) -> str:
-    """The decimal mark of the value column, read ahead (`decimal_mark`): a point in a
-    comma-separated file; elsewhere the first value that shows one says, so ``1.000`` is a
-    thousand in a file of ``1.234,5`` and one in a file of ``0.25``."""
+def _value_column_mark(source: Path, table: SeriesTable) -> str:
+    """The decimal mark of the value column, read ahead in a second pass (`decimal_mark`):
+    ``1.000`` is a thousand in a file of ``1.234,5`` and one in a file of ``0.25``."""
     if table.delimiter == ",":
         return "."
     with source.open(newline=None, encoding="utf-8-sig", errors="replace") as fh:
         lines = csv_lines(fh, _MAX_LINE_CHARS, delimiter=table.delimiter)
         return decimal_mark(
-            line.cells[table.v_col]
-            for line in lines
-            if line.number > table.header_line
-            and line.cells is not None
-            and len(line.cells) > table.v_col
+            (
+                line.cells[table.v_col]
+                for line in lines
+                if line.number > table.header_line
+                and line.cells is not None
+                and len(line.cells) > table.v_col
+            ),
+            table.delimiter,
         )
 
 
@@ -235,7 +243,7 @@ def _padded(lines: Iterator[CsvLine], width: int) -> Iterator[tuple[CsvLine, lis
     under their names."""
     for line in lines:
         row = line.cells
-        if row:
+        if row and not line.blank:  # a spreadsheet's empty row (;;) is no data
             if len(row) < width:
                 row = [*row, *[""] * (width - len(row))]
             elif len(row) > width and not any(cell.strip() for cell in row[width:]):

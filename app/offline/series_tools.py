@@ -49,8 +49,8 @@ def score_anomalies(
                 writer.writerow([*row, "", ""])
                 rows += 1
                 continue
-            ts = table.timestamp(row, line.number)
-            value = table.value(row, line.number)
+            ts = table.read_timestamp(row, line.number)
+            value = table.read_value(row, line.number)
             if math.isnan(value):
                 writer.writerow([*row, "", ""])
             else:
@@ -98,8 +98,8 @@ def forecast_series(
             ts: int | None = None
             value = math.nan
             if not line.error:  # an unreadable line is kept like a missing value
-                ts = table.timestamp(row, line.number)
-                value = table.value(row, line.number)
+                ts = table.read_timestamp(row, line.number)
+                value = table.read_value(row, line.number)
             if forecaster is None and ts is None:
                 first = None  # the spacing comes from two rows in a row, not across a bad one
             if ts is not None and forecaster is None:

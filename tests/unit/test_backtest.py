@@ -271,6 +271,7 @@ def test_a_semicolon_csv_with_decimal_commas_is_the_same_telemetry(
     plain.write_text("".join(",".join(r) + "\n" for r in rows))
     lines = "".join(";".join(r).replace(".", ",") + "\n" for r in rows)
     lines = re.sub(r";(\d)(\d{3});", r";\1.\2;", lines)  # thousands grouped: 1.025
+    lines = lines.replace("\n", "\n;;;;\n", 3)  # empty spreadsheet rows: no data
     semicolon.write_text("\n" + lines)  # a blank line before the header
     a = run_backtest(plain, policy, tmp_path / "a", workers=1, render=False)
     b = run_backtest(semicolon, policy, tmp_path / "b", workers=1, render=False)

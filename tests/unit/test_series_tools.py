@@ -204,6 +204,7 @@ def test_thousands_read_by_the_files_own_decimal_mark(tmp_path: Path) -> None:
     source.write_text(
         ";;\nsep=;\nts;value\n"  # rows end in a delimiter, the header does not
         + "".join(f"{1_767_225_600 + i * 60};{g};\n" for i, g in enumerate(german))
+        + ";;\n"  # a spreadsheet's empty row: no data
     )
     score_anomalies(source, out, columns=SeriesColumns("ts", delimiter=";"))
     with out.open() as fh:
@@ -245,6 +246,13 @@ def test_a_file_that_is_no_series_is_an_error_not_an_empty_output(tmp_path: Path
     newest_first[10], newest_first[11] = newest_first[11], newest_first[10]  # one row late
     source.write_text("timestamp,value\n" + "\n".join(reversed(newest_first)) + "\n")
     assert score_anomalies(source, out) == 50
+    half = [f"{1795586400 + 60 * i},{50 + i % 3}" for i in [*range(24), *reversed(range(24, 50))]]
+    source.write_text("timestamp,value\n" + "\n".join(half) + "\n")  # 25 back, 24 forward
+    with pytest.raises(SeriesFileError, match="25 rows are earlier"):
+        score_anomalies(source, out)
+    source.write_text("timestamp,cpu,value\n1795586400,5,\n1795586460,6, \n")
+    with pytest.raises(SeriesFileError, match="every value in column 'value' is empty"):
+        score_anomalies(source, out)
 
 
 def test_timestamp_formats() -> None:

@@ -31,9 +31,9 @@ _LONGEST_LINE = MAX_MESSAGE_BYTES
 assert _BLOCK_BYTES <= _LONGEST_LINE
 
 
-def _csv_header(lines: Iterator[CsvLine], path: Path) -> list[str] | None:
-    """The header row, the first that is not blank (None for an empty file); one that cannot
-    name the columns is an error."""
+def _csv_header(lines: Iterator[CsvLine], path: Path) -> tuple[list[str], str] | None:
+    """The header row, the first that is not blank, and the file's delimiter (None for an
+    empty file); one that cannot name the columns is an error."""
     first = next((line for line in lines if not line.blank), None)
     if first is None:
         return None
@@ -48,7 +48,7 @@ def _csv_header(lines: Iterator[CsvLine], path: Path) -> list[str] | None:
             f"{path}: CSV header needs 'subsystem' and 'ts' columns"
             f" (split at {split}, it is {header})"
         )
-    return header
+    return header, first.delimiter
 
 
 def check_csv_header(path: Path) -> None:
@@ -68,24 +68,43 @@ def _csv_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """
     with path.open(newline=None, encoding="utf-8-sig", errors="surrogateescape") as fh:
         lines = csv_lines(fh, _LONGEST_LINE, delimiter=None)
-        header = _csv_header(lines, path)
-        if header is None:
+        found = _csv_header(lines, path)
+        if found is None:
             return
-        data = list(lines)
-    mark = decimal_mark(
-        cell
-        for line in data
-        if line.delimiter != "," and line.cells is not None and not line.error
-        for name, cell in zip(header, line.cells, strict=False)
+        header, delimiter = found
+        mark = _numbers_mark(path, header, delimiter)
+        for line in lines:
+            if line.too_long:  # as the live ingest rejects a message over the largest
+                yield line.number, line_error("too_large", line.error)
+            elif line.cells is None or line.error:
+                yield line.number, line_error("invalid_csv", f"not CSV: {line.error}")
+            elif not line.blank:
+                yield line.number, _csv_row(header, line.cells, mark)
+
+
+def _numbers_mark(path: Path, header: list[str], delimiter: str) -> str:
+    """The decimal mark of the file's metric and resource cells (`decimal_mark`), read ahead
+    in a second pass where the cells are not comma-split."""
+    if delimiter == ",":
+        return "."
+    numeric = [
+        i
+        for i, name in enumerate(header)
         if name not in ("subsystem", "ts") and not name.startswith("label:")
-    )
-    for line in data:
-        if line.too_long:  # as the live ingest rejects a message over the largest
-            yield line.number, line_error("too_large", line.error)
-        elif line.cells is None or line.error:
-            yield line.number, line_error("invalid_csv", f"not CSV: {line.error}")
-        elif not line.blank:
-            yield line.number, _csv_row(header, line.cells, mark)
+    ]
+    with path.open(newline=None, encoding="utf-8-sig", errors="surrogateescape") as fh:
+        lines = csv_lines(fh, _LONGEST_LINE, delimiter=delimiter)
+        next((line for line in lines if not line.blank), None)  # the header
+        return decimal_mark(
+            (
+                line.cells[i]
+                for line in lines
+                if line.cells is not None and not line.error
+                for i in numeric
+                if i < len(line.cells)
+            ),
+            delimiter,
+        )
 
 
 def _not_utf8(cell: str) -> bool:
