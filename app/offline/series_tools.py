@@ -83,10 +83,7 @@ def forecast_series(
     """
     if not 0.0 < level < 1.0:
         raise SeriesFileError("--level must be between 0 and 100 (exclusive)")
-    forecaster: SeriesForecaster | None = None
-    first: tuple[int, float] | None = None  # row 0, until the spacing is known
-    last_index: int | None = None
-    row_index: int | None = None  # the row's time in steps (an unreadable row: the last + 1)
+    forecasts = _RowForecasts(horizon, level)
     empty = [""] * (3 * horizon)
     rows = 0
     with source.open(newline=None, encoding="utf-8-sig") as fin, written_whole(target) as fout:
@@ -100,40 +97,8 @@ def forecast_series(
             if not line.error:  # an unreadable line is kept like a missing value
                 ts = table.read_timestamp(row, line.number)
                 value = table.read_value(row, line.number)
-            if forecaster is None and ts is None:
-                first = None  # the spacing comes from two rows in a row, not across a bad one
-            if ts is not None and forecaster is None:
-                if first is None:
-                    first = (ts, value)
-                elif ts > first[0]:
-                    step = ts - first[0]
-                    forecaster = SeriesForecaster(step_ms=step, horizon=horizon, levels=(level,))
-                    if not math.isnan(first[1]):
-                        last_index = first[0] // step
-                        forecaster.learn_one(last_index * step, first[1])
-            out = empty
-            if forecaster is not None:
-                step = forecaster.step_ms
-                if ts is not None:
-                    row_index = ts // step
-                elif row_index is not None:
-                    row_index += 1
-                if ts is not None and not math.isnan(value):
-                    index = ts // step
-                    if last_index is None or index > last_index:
-                        forecaster.learn_one(index * step, value)
-                        last_index = index
-                fc = forecaster.forecast()
-                if not fc.warming_up and fc.origin_ms > 0:
-                    # fc.point[0] is for the step after the last row learnt; this row's
-                    # yhat_1 is for the step after this row
-                    skip = 0 if row_index is None else row_index + 1 - fc.origin_ms // step
-                    out = [
-                        table.written(cell)
-                        for steps in (fc.point, fc.lower[level], fc.upper[level])
-                        for cell in _ahead(steps, skip)
-                    ]
-            writer.writerow([*row, *out])
+            cells = forecasts.after_row(ts, value)
+            writer.writerow([*row, *(empty if cells is None else map(table.written, cells))])
             rows += 1
             if progress is not None and rows % 1000 == 0:
                 progress(1000)
@@ -141,6 +106,64 @@ def forecast_series(
     if progress is not None:
         progress(rows % 1000)
     return rows
+
+
+class _RowForecasts:
+    """A file's forecaster, row by row: made once two rows in a row give the spacing, taught
+    each value at its step, and asked for the forecasts of the rows after a row."""
+
+    def __init__(self, horizon: int, level: float) -> None:
+        self.horizon = horizon
+        self.level = level
+        self.forecaster: SeriesForecaster | None = None
+        self.first: tuple[int, float] | None = None  # row 0, until the spacing is known
+        self.last_index: int | None = None  # the step of the last value learnt
+        self.row_index: int | None = None  # this row's step (an unreadable row: the last + 1)
+
+    def after_row(self, ts: int | None, value: float) -> list[str] | None:
+        """The ``yhat``, ``lo`` and ``hi`` cells for the ``horizon`` rows after this one (None
+        while there is no forecast); ``ts`` None for an unreadable row, ``value`` NaN for a
+        missing one."""
+        if self.forecaster is None:
+            self._find_spacing(ts, value)
+        forecaster = self.forecaster
+        if forecaster is None:
+            return None
+        step = forecaster.step_ms
+        if ts is not None:
+            self.row_index = ts // step
+        elif self.row_index is not None:
+            self.row_index += 1
+        if ts is not None and not math.isnan(value):
+            index = ts // step
+            if self.last_index is None or index > self.last_index:
+                forecaster.learn_one(index * step, value)
+                self.last_index = index
+        fc = forecaster.forecast()
+        if fc.warming_up or fc.origin_ms <= 0:
+            return None
+        # fc.point[0] is for the step after the last value learnt; yhat_1 for the step after
+        # this row
+        skip = 0 if self.row_index is None else self.row_index + 1 - fc.origin_ms // step
+        steps = (fc.point, fc.lower[self.level], fc.upper[self.level])
+        return [cell for values in steps for cell in _ahead(values, skip)]
+
+    def _find_spacing(self, ts: int | None, value: float) -> None:
+        """The forecaster, once a row follows the first one in time (an unreadable row in
+        between starts over: the spacing comes from two rows in a row)."""
+        if ts is None:
+            self.first = None
+        elif self.first is None:
+            self.first = (ts, value)
+        elif ts > self.first[0]:
+            first_ts, first_value = self.first
+            step = ts - first_ts
+            self.forecaster = SeriesForecaster(
+                step_ms=step, horizon=self.horizon, levels=(self.level,)
+            )
+            if not math.isnan(first_value):
+                self.last_index = first_ts // step
+                self.forecaster.learn_one(self.last_index * step, first_value)
 
 
 def _fmt(x: float) -> str:
