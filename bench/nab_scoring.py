@@ -199,11 +199,7 @@ def bootstrap(
     >>> bootstrap([(hit, lay)] * 3, PROFILES["standard"], 20)  # identical files: no spread
     {'median': 100.0, 'p2_5': 100.0, 'p97_5': 100.0, 'resamples': 20}
     """
-    rng = np.random.default_rng(seed)
-    scores = []
-    for _ in range(resamples):
-        pick = rng.integers(0, len(parts), len(parts))
-        scores.append(sweep([parts[i] for i in pick], profile)[0].score)
+    (scores,) = _resampled([parts], profile, resamples, seed)
     return _summary(scores, resamples)
 
 
@@ -230,16 +226,28 @@ def paired_bootstrap(
     """
     if len(new) != len(old):
         raise ValueError("new and old must score the same files")
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(resamples):
-        pick = rng.integers(0, len(new), len(new))
-        a = sweep([new[i] for i in pick], profile)[0].score
-        b = sweep([old[i] for i in pick], profile)[0].score
-        diffs.append(a - b)
+    a, b = _resampled([new, old], profile, resamples, seed)
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
     out = _summary(diffs, resamples)
     out["share_better"] = round(float(np.mean(np.asarray(diffs) > 0.0)), 3)
     return out
+
+
+def _resampled(
+    corpora: Sequence[Sequence[tuple[np.ndarray, Layout]]],
+    profile: tuple[float, float, float],
+    resamples: int,
+    seed: int,
+) -> list[list[float]]:
+    """Each corpus' best score on ``resamples`` sets of its files drawn with replacement, the
+    same draws for every corpus (they list the same files, scored by different detectors)."""
+    rng = np.random.default_rng(seed)
+    scores: list[list[float]] = [[] for _ in corpora]
+    for _ in range(resamples):
+        pick = rng.integers(0, len(corpora[0]), len(corpora[0]))
+        for parts, out in zip(corpora, scores, strict=True):
+            out.append(sweep([parts[i] for i in pick], profile)[0].score)
+    return scores
 
 
 def _summary(values: Sequence[float], resamples: int) -> dict[str, float]:

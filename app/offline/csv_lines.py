@@ -95,8 +95,8 @@ def detect_delimiter(header: str) -> str:
 
 
 def _cells(text: str, delimiter: str) -> list[str]:
-    """The cells of a header line as strict CSV (a quote closes right before a delimiter),
-    none if it is not: ``"a, b";"c"`` is not comma-separated."""
+    """The cells of ``text`` as strict CSV (a quote closes right before a delimiter or the
+    end), none if it is not: ``"a, b";"c"`` is not comma-separated."""
     try:
         return next(csv.reader((text,), delimiter=delimiter, strict=True), [])
     except csv.Error:
@@ -197,11 +197,8 @@ def _parse(text: str, delimiter: str) -> tuple[list[str] | None, str]:
 
 def _record(text: str, width: int, delimiter: str) -> list[str] | None:
     """The cells of several lines read as one row, if they make a well-formed row of
-    ``width`` cells (strict CSV: the quote closes right before a delimiter or the end)."""
-    try:
-        cells = next(csv.reader((text,), strict=True, delimiter=delimiter), [])
-    except csv.Error:
-        return None
+    ``width`` cells (strict CSV, as `_cells` reads it)."""
+    cells = _cells(text, delimiter)
     return cells if len(cells) == width else None
 
 
