@@ -37,6 +37,7 @@ __all__ = [
     "CsvLine",
     "csv_lines",
     "decimal_mark",
+    "delimiter_name",
     "detect_delimiter",
     "number_text",
     "shown_mark",
@@ -69,6 +70,11 @@ class CsvLine:
     def blank(self) -> bool:
         """No cell has anything in it: an empty line, or ``;;`` (a spreadsheet's empty row)."""
         return self.cells is not None and not any(cell.strip() for cell in self.cells)
+
+
+def delimiter_name(delimiter: str) -> str:
+    """How a message names a delimiter: ``';'``, or ``a tab``."""
+    return "a tab" if delimiter == "\t" else repr(delimiter)
 
 
 def detect_delimiter(header: str) -> str:

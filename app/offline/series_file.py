@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from app.errors import PsoError
-from app.offline.csv_lines import CsvLine, csv_lines, decimal_mark, number_text
+from app.offline.csv_lines import CsvLine, csv_lines, decimal_mark, delimiter_name, number_text
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -206,7 +206,7 @@ def open_series(handle: TextIO, source: Path, columns: SeriesColumns) -> SeriesT
         (columns.value, "--value-column"),
     ):
         if column.strip().lower() not in names:
-            split = "a tab" if first.delimiter == "\t" else repr(first.delimiter)
+            split = delimiter_name(first.delimiter)
             raise SeriesFileError(
                 f"missing column {column!r}: the header, split at {split}, is {header}"
                 f" (name yours with {option}, the delimiter with --delimiter)"

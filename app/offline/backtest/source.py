@@ -17,7 +17,7 @@ from app.offline.backtest.common import (
     BacktestError,
     line_error,
 )
-from app.offline.csv_lines import CsvLine, csv_lines, decimal_mark, number_text
+from app.offline.csv_lines import CsvLine, csv_lines, decimal_mark, delimiter_name, number_text
 from app.wire.codec import MAX_MESSAGE_BYTES, is_copy
 
 # --------------------------------------------------------------------------- input
@@ -43,7 +43,7 @@ def _csv_header(lines: Iterator[CsvLine], path: Path) -> tuple[list[str], str] |
     if any(_not_utf8(h) for h in header):
         raise BacktestError(f"{path}: the CSV header is not UTF-8 text")
     if "subsystem" not in header or "ts" not in header:
-        split = "a tab" if first.delimiter == "\t" else repr(first.delimiter)
+        split = delimiter_name(first.delimiter)
         raise BacktestError(
             f"{path}: CSV header needs 'subsystem' and 'ts' columns"
             f" (split at {split}, it is {header})"
@@ -63,8 +63,7 @@ def _csv_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     Read a line at a time (`app.offline.csv_lines`): a stray quote spoils its own row, not
     the rows after it; line numbers are physical. Bytes that are not UTF-8 are carried as
     surrogates (``surrogateescape``), so such a row is one invalid line with its reason, not
-    the end of the backtest. In a file not split by commas the numbers' decimal mark is
-    the one the first number that shows one shows (`app.offline.csv_lines.decimal_mark`).
+    the end of the backtest. Numbers are read in the file's decimal mark (`_numbers_mark`).
     """
     with path.open(newline=None, encoding="utf-8-sig", errors="surrogateescape") as fh:
         lines = csv_lines(fh, _LONGEST_LINE, delimiter=None)
