@@ -404,7 +404,10 @@ def assert_same_events(expected: dict[str, bytes], records: list[tuple[str, byte
 
 
 async def group_members(env: PsoEnv) -> tuple[str, dict[str, set[tuple[str, int]]]]:
-    """The app's consumer group as the broker sees it: state, member id -> assigned partitions."""
+    """The app's consumer group as the broker sees it: state, member id -> assigned partitions.
+
+    A member caught mid-rebalance has no partitions yet (the broker sends empty bytes).
+    """
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
@@ -415,9 +418,11 @@ async def group_members(env: PsoEnv) -> tuple[str, dict[str, set[tuple[str, int]
         group = response.to_object()["groups"][0]
         members: dict[str, set[tuple[str, int]]] = {}
         for member in group["members"]:
-            assignment = ConsumerProtocolMemberAssignment.decode(member["member_assignment"])
+            raw = member["member_assignment"]
+            # A member that joined while the group rebalances has no assignment yet: b"".
+            assignment = ConsumerProtocolMemberAssignment.decode(raw).assignment if raw else []
             members[member["member_id"]] = {
-                (topic, p) for topic, partitions in assignment.assignment for p in partitions
+                (topic, p) for topic, partitions in assignment for p in partitions
             }
         return group["state"], members
     finally:
