@@ -19,8 +19,10 @@ resource's conflict alert threshold, and nothing else:
   and a replay with the same labels gives the same events.
 
 Each event is one verdict: a new label on the same id (the compacted topic keeps the latest)
-replaces the one before if its ``ts`` is not older. A conflict's events (``predicted``,
-``updated``, ``cleared``) share one verdict, keyed by their ``conflict_id``.
+replaces the one before if its ``ts`` is newer, or equal and the one before said ``"false"``
+(two opposite verdicts at the same ``ts``: ``"true"`` stands, whichever came first). A
+conflict's events (``predicted``, ``updated``, ``cleared``) share one verdict, keyed by their
+``conflict_id``.
 
 Pure and deterministic: no clock, plain picklable state (it lives in the engine's
 checkpointed predictors).
@@ -109,8 +111,8 @@ class LabelBook:
         """One verdict on the alarm ``key`` at event time ``ts_ms``."""
         held = self.verdicts.get(key)
         if held is not None:
-            if held[0] > ts_ms:
-                return  # an older verdict than the one held: the newer stands
+            if held[0] > ts_ms or (held[0] == ts_ms and not held[1]):
+                return  # older than the verdict held, or a tie with a "true": that stands
             self.order.remove((held[0], key))
         self.verdicts[key] = (ts_ms, false_positive)
         bisect.insort(self.order, (ts_ms, key))

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Self
+from typing import Any, Self
 
 import orjson
 from pydantic import ValidationError
@@ -28,6 +28,7 @@ from app.kafka.connection import start_producer
 from app.settings import Settings, load_settings
 from app.wire.codec import describe_validation_error
 from app.wire.events import TelemetrySample
+from app.wire.lines import bounded_lines
 
 
 class InvalidSample(PsoError, ValueError):
@@ -50,25 +51,12 @@ def validate_sample(sample: dict[str, Any] | TelemetrySample) -> TelemetrySample
 MAX_LINE_BYTES = 64 * 1024 * 1024
 
 
-def _bounded_lines(fh: BinaryIO, longest: int) -> Iterator[bytes | None]:
-    """The file's lines, None for one longer than ``longest`` bytes (its end of line aside):
-    such a line is skipped in pieces, never held whole (a file that is one endless line)."""
-    limit = longest + 2  # room for "\r\n"
-    while line := fh.readline(limit):
-        if len(line) < limit or line.endswith(b"\n"):
-            yield line
-            continue
-        while (more := fh.readline(limit)) and not more.endswith(b"\n"):
-            pass
-        yield None
-
-
 def iter_jsonl_samples(
     path: Path, max_line_bytes: int = MAX_LINE_BYTES
 ) -> Iterator[tuple[int, TelemetrySample | None, str | None]]:
     """(line number, sample, error) for each sample of a JSONL file; batches are unrolled."""
     with path.open("rb") as fh:
-        for lineno, line in enumerate(_bounded_lines(fh, max_line_bytes), start=1):
+        for lineno, line in enumerate(bounded_lines(fh, max_line_bytes), start=1):
             if line is None:
                 yield lineno, None, f"line longer than {max_line_bytes} bytes"
                 continue

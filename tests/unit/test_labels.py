@@ -5,7 +5,11 @@ labels that cannot be applied are refused with a precise reason, never a crash."
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -85,6 +89,21 @@ def test_a_label_counts_from_its_own_time_and_the_newest_verdict_stands() -> Non
     assert book.raise_at(T0 + 2 * STEP) == 0.0
     book.add("a", T0, True)  # an older verdict does not undo the newer
     assert book.raise_at(T0 + 2 * STEP) == 0.0
+
+
+def test_opposite_verdicts_at_the_same_ts_give_true_whichever_came_first() -> None:
+    raises = set()
+    for order in ((True, False), (False, True)):
+        book = LabelBook(LabelSpec(max_raise=0.3))
+        book.add("other", T0, True)  # a false verdict elsewhere, so a raise would show
+        for false in order:
+            book.add("a", T0 + STEP, false)
+        raises.add(book.raise_at(T0 + STEP))
+    assert len(raises) == 1
+    alone = LabelBook(LabelSpec(max_raise=0.3))
+    alone.add("other", T0, True)
+    alone.add("a", T0 + STEP, False)
+    assert raises == {alone.raise_at(T0 + STEP)}
 
 
 def test_the_raise_does_not_depend_on_the_order_labels_arrived_in() -> None:
@@ -529,9 +548,6 @@ def test_backtest_replays_labels_in_event_time_and_reports_before_and_after(
 
 
 def test_backtest_refuses_a_labels_file_with_a_bad_line_in_one_line(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     (tmp_path / "in.jsonl").write_bytes(b'{"subsystem": "a", "ts": 1795392000000}\n')
     good = {**GOOD, "verdict": "false"}
     (tmp_path / "labels.jsonl").write_bytes(
@@ -555,6 +571,53 @@ def test_backtest_refuses_a_labels_file_with_a_bad_line_in_one_line(tmp_path: Pa
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "labels.jsonl:3: not a label: verdict:" in lines[0], lines
+
+
+def _backtest_cli(tmp_path: Path, labels: Path) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "in.jsonl").write_bytes(b'{"subsystem": "a", "ts": 1795392000000}\n')
+    argv = [sys.executable, "-m", "app.cli", "backtest", str(tmp_path / "in.jsonl")]
+    argv += ["-o", str(tmp_path / "out"), "--labels", str(labels)]
+    return subprocess.run(argv, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \r\n"])
+def test_backtest_with_an_empty_labels_file_runs_with_no_labels(
+    tmp_path: Path, content: bytes
+) -> None:
+    (tmp_path / "labels.jsonl").write_bytes(content)
+    done = _backtest_cli(tmp_path, tmp_path / "labels.jsonl")
+    assert done.returncode == 0, done.stderr
+    assert "labels: 0 applied, 0 rejected" in done.stderr
+    metrics = orjson.loads((tmp_path / "out" / "metrics.json").read_bytes())
+    assert metrics["labels"]["labels"] == 0
+
+
+def test_backtest_reads_labels_with_a_bom_and_from_a_pipe(tmp_path: Path) -> None:
+    from app.offline.backtest.labels import read_labels
+
+    good = orjson.dumps({**GOOD, "verdict": "false"}) + b"\r\n"
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + good + good)
+    assert [x.verdict for x in read_labels(tmp_path / "bom.jsonl")] == ["false", "false"]
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=(fifo).write_bytes, args=(good,))
+    writer.start()
+    try:
+        assert len(read_labels(fifo)) == 1  # a pipe is not "not found"
+    finally:
+        writer.join()
+
+
+def test_backtest_refuses_an_endless_labels_line_without_holding_it(tmp_path: Path) -> None:
+    from app.offline.backtest.labels import MAX_LABEL_LINE_BYTES
+
+    (tmp_path / "labels.jsonl").write_bytes(b'{"id": "' + b"x" * 5_000_000 + b'"}\n')
+    done = _backtest_cli(tmp_path, tmp_path / "labels.jsonl")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"longer than {MAX_LABEL_LINE_BYTES} bytes" in lines[0], lines
+    done = _backtest_cli(tmp_path, tmp_path)
+    assert done.returncode == 2 and "is a directory" in done.stderr, done.stderr
 
 
 def test_topics_create_makes_the_labels_topic_compacted() -> None:

@@ -22,21 +22,41 @@ import orjson
 from app.core.events import OperatorLabel
 from app.core.labels import AnomalyTarget, LabelRejected, parse_target
 from app.offline.backtest.common import MAX_ERRORS, BacktestError
+from app.wire.lines import bounded_lines
 from app.wire.records import InvalidLabel, decode_label_record
 
 if TYPE_CHECKING:  # the engine imports scipy: not when the CLI starts
     from app.core.engine import PredictionEngine, SubsystemPredictor
 
 
+#: Longest line of a labels file: a label is about 100 bytes, its id at most 1000 characters.
+MAX_LABEL_LINE_BYTES = 4096
+_BOM = b"\xef\xbb\xbf"
+
+
 def read_labels(path: Path | str) -> list[OperatorLabel]:
     """The labels of a JSONL file, sorted by ``ts`` (stable): `BacktestError` on the first
-    line that is not one, naming the line."""
+    line that is not one, naming the line. An empty file is no labels; a UTF-8 BOM (as
+    Windows tools write) is skipped; a line is never held beyond `MAX_LABEL_LINE_BYTES`.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise BacktestError(f"labels file not found: {path}")
+    if path.is_dir():
+        raise BacktestError(f"labels file is a directory: {path}")
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError:
+        raise BacktestError(f"labels file not found: {path}") from None
+    except OSError as exc:
+        raise BacktestError(f"cannot read labels file {path}: {exc.strerror}") from None
     labels: list[OperatorLabel] = []
-    with path.open("rb") as fh:
-        for number, line in enumerate(fh, start=1):
+    with fh:
+        for number, line in enumerate(bounded_lines(fh, MAX_LABEL_LINE_BYTES), start=1):
+            if line is None:
+                raise BacktestError(
+                    f"{path}:{number}: not a label: longer than {MAX_LABEL_LINE_BYTES} bytes"
+                )
+            if number == 1:
+                line = line.removeprefix(_BOM)
             if not line.strip():
                 continue
             try:
@@ -143,7 +163,8 @@ def label_metrics(
             assert isinstance(target, AnomalyTarget)
             rejects.append((label.id, f"unknown_series: no subsystem {target.subsystem!r}"))
     verdicts: dict[str, str] = {}  # alarm key (anomaly event id, conflict id) -> verdict
-    for label in labels:  # sorted by ts: the latest verdict stands
+    # the latest verdict stands; of two at the same ts, "true" (as `LabelBook.add` decides)
+    for label in sorted(labels, key=lambda label: (label.ts, label.verdict == "true")):
         verdicts[parse_target(label).key] = label.verdict
 
     def side(metrics: dict[str, Any], directory: Path) -> dict[str, Any]:

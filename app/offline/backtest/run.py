@@ -357,7 +357,7 @@ def run_backtest(
         metrics["labels"] = label_metrics(
             labels,
             taught,
-            metrics.pop("_label_logs"),
+            metrics.pop("_label_logs", []),
             before if before is not None else metrics,
             metrics,
             out,
