@@ -113,8 +113,10 @@ def backtest(
     if labels is not None:
         taught = metrics["labels"]
         before, after = taught["before"], taught["after"]
+        stray = taught["names_no_alarm"]
+        named = f" ({stray} naming no alarm of the run without labels)" if stray else ""
         err_console.print(
-            f"labels: {taught['applied']} applied, {taught['rejected']} rejected; conflict "
+            f"labels: {taught['applied']} applied{named}, {taught['rejected']} rejected; conflict "
             f"precision {_fmt(before['conflict_precision'])} -> "
             f"{_fmt(after['conflict_precision'])}, anomaly alarms {before['anomaly_events']} -> "
             f"{after['anomaly_events']} (labelled false: "

@@ -520,6 +520,10 @@ def test_backtest_replays_labels_in_event_time_and_reports_before_and_after(
     ]
     bogus = anomaly_event_id("no-such-subsystem", "metric", "cpu", T0)
     labels.append({"target": "anomaly", "id": bogus, "verdict": "false", "ts": T0 + STEP})
+    # a mistyped window: the one after an alarm, which cannot raise another (one per episode)
+    phantom = anomaly_event_id(*TARGET, mine[0]["window_end_ms"])
+    late = mine[0]["window_end_ms"] + 3_600_000
+    labels.append({"target": "anomaly", "id": phantom, "verdict": "false", "ts": late})
     (d / "labels.jsonl").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in labels))
     outputs = {}
     for workers in (1, 2):
@@ -531,8 +535,9 @@ def test_backtest_replays_labels_in_event_time_and_reports_before_and_after(
             (out / f"{name}.jsonl").read_bytes() for name in ("anomalies", "conflicts")
         ]
         taught = metrics["labels"]
-        assert (taught["labels"], taught["applied"], taught["rejected"]) == (3, 2, 1)
+        assert (taught["labels"], taught["applied"], taught["rejected"]) == (4, 3, 1)
         assert taught["rejects"][0]["reason"].startswith("unknown_series")
+        assert (taught["names_no_alarm"], taught["names_no_alarm_ids"]) == (1, [phantom])
         before, after = taught["before"], taught["after"]
         assert before["anomaly_events"] == len(alarms)
         assert after["anomaly_events"] < before["anomaly_events"]

@@ -153,7 +153,10 @@ def label_metrics(
     Conflict precision is scored against observed breaches (`ConflictScorer`); anomaly
     precision against the input's own ``labels.anomaly`` when it has them. Both runs also
     count their anomaly alarms and predicted conflicts, and how many of them the file calls
-    false or true (``labelled_alarms``).
+    false or true (``labelled_alarms``). A well-formed id is applied to the series or
+    resource it names without checking that the alarm was raised (as live); the labels
+    whose id names no alarm of the run without labels are counted (``names_no_alarm``), so
+    a mistyped id shows.
     """
     handled = {i for log in logs for i in log.handled}
     rejects = [r for log in logs for r in log.rejects]
@@ -166,6 +169,13 @@ def label_metrics(
     # the latest verdict stands; of two at the same ts, "true" (as `LabelBook.add` decides)
     for label in sorted(labels, key=lambda label: (label.ts, label.verdict == "true")):
         verdicts[parse_target(label).key] = label.verdict
+
+    raised, refused = _alarm_keys(baseline), {i for i, _ in rejects}
+    unmatched = [
+        label.id
+        for label in labels
+        if label.id not in refused and parse_target(label).key not in raised
+    ]
 
     def side(metrics: dict[str, Any], directory: Path) -> dict[str, Any]:
         conflicts, anomalies = metrics["conflicts"]["overall"], metrics["anomalies"]
@@ -185,9 +195,24 @@ def label_metrics(
         "applied": sum(log.applied for log in logs),
         "rejected": len(rejects),
         "rejects": [{"id": i, "reason": r} for i, r in rejects[:MAX_ERRORS]],
+        # applied (well-formed ids are trusted, live too) yet naming no alarm of the baseline
+        "names_no_alarm": len(unmatched),
+        "names_no_alarm_ids": unmatched[:MAX_ERRORS],
         "before": side(before, baseline),
         "after": side(after, out),
     }
+
+
+def _alarm_keys(directory: Path) -> set[str]:
+    """What a label can name in a run: its anomaly alarms' event ids, its conflicts' ids."""
+    keys: set[str] = set()
+    for line in (directory / "anomalies.jsonl").read_bytes().splitlines():
+        keys.add(orjson.loads(line)["event_id"])
+    for line in (directory / "conflicts.jsonl").read_bytes().splitlines():
+        doc = orjson.loads(line)
+        if doc["type"] == "conflict_predicted":
+            keys.add(doc["conflict_id"])
+    return keys
 
 
 def _labelled_alarms(directory: Path, verdicts: dict[str, str]) -> dict[str, Any]:

@@ -78,7 +78,8 @@ def build_sections(run: RunData, baseline_dir: Path | None = None) -> list[Secti
         overrides = ", ".join(m.get("config", {}).get("overrides", [])) or "none"
         labels = m.get("labels")
         taught = (
-            f"; labels: {labels['applied']} applied, {labels['rejected']} rejected, from "
+            f"; labels: {labels['applied']} applied, {labels['rejected']} rejected, "
+            f"{labels.get('names_no_alarm', 0)} naming no alarm of the baseline, from "
             f"{Path(labels['file']).name}"
             if labels
             else ""
