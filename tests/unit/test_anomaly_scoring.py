@@ -332,6 +332,15 @@ def test_one_glitch_does_not_blind_the_detector() -> None:
     assert [i for i, r in enumerate(out) if r.is_anomaly and i > 600] == [3000]
 
 
+def test_the_spread_is_taken_by_rank_so_one_early_glitch_is_left_out() -> None:
+    """With fewer than 100 values the 1st-99th percentile spread is the second-lowest to the
+    second-highest value; interpolated, one glitch among 60 values made it 40 % of the glitch."""
+    nov = PatternNovelty(memory=200)
+    for i in range(64):  # the spread is recomputed every 8 values while young
+        nov.learn_one(1e9 if i == 20 else 10.0 + (i % 5) * 0.1)
+    assert nov.spread == pytest.approx(0.4)
+
+
 def test_a_smooth_series_keeps_its_floor_from_the_spread() -> None:
     """A smooth daily cycle with tiny jitter fills its range: its floor stays 3 % of it (the
     spread's share). With only the 1 %-of-range floor, jitter alarms."""

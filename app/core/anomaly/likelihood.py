@@ -21,6 +21,9 @@ _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _BOOT = 50  # averages seen before the tail model leaves its Gaussian bootstrap
 _A_BETA = 0.05  # smoothing of the mean excess, per run of exceedances (~20 runs memory)
 _RUN_LEARN = 6  # points of a run of exceedances that may still raise the quantile
+# ...and after this many in a row (a chance of 0.02^100 under the model) the model is wrong,
+# not the data: the quantile learns from every point again until the run ends
+_RUN_RECALIBRATE = 100
 _Q_RATE = 0.6  # step of the quantile tracker, in units of beta
 
 
@@ -198,10 +201,11 @@ class AnomalyLikelihood:
             # runs declustering: a run of exceedances is one extreme event; it moves the
             # quantile only for its first few points and the tail scale once, when it
             # ends, so a long incident does not teach the model that incidents are normal
+            # (but a run past _RUN_RECALIBRATE is a miscalibrated model: it learns again)
             self.run += 1
             if avg > self.peak:
                 self.peak = avg
-            if self.run <= _RUN_LEARN:
+            if self.run <= _RUN_LEARN or self.run > _RUN_RECALIBRATE:
                 self.q += weight * _Q_RATE * beta * (1.0 - self.tail_mass)
             return
         if self.run:

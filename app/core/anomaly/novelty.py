@@ -13,7 +13,7 @@ The distance is made scale-free by dividing it by the larger of its own typical 
 clipped exponential average, so a burst barely moves it) and a floor: a series whose normal
 jitter is tiny next to its range (a smooth daily cycle) is not alarmed by jitter. The floor
 is the larger of ``range_floor`` (3 %) times the *spread* of the remembered values (their
-1st to 99th percentile) and ``full_range_floor`` (1 %) times the range seen so far. On a
+1st to 99th percentile, by rank) and ``full_range_floor`` (1 %) times the range seen so far. On a
 series whose values fill their range that is 3 % of the range, as it always was; on a spiky
 series (crash rates, latencies), whose spikes make the range while the spread stays narrow,
 it falls to as little as 1 % of the range: a floor of 3 % of the range hid every change of
@@ -308,10 +308,17 @@ class PatternNovelty:
             self._update_spread()
 
     def _update_spread(self) -> None:
+        """The 1st to 99th percentile by rank, never interpolated: with fewer than 100 values
+        that is the second-lowest to the second-highest, so one early glitch (10^9 among
+        values of 10) is left out. Interpolated, it set the floor for the first 128 values,
+        the likelihood learnt its tail from surprises near 0, and every later value belonged
+        to one endless run of exceedances."""
         values = self.ring[: self.count]
         values = values[values == values]  # gap markers out
         if values.size:
-            lo, hi = np.percentile(values, _SPREAD_PERCENTILES)
+            low, high = _SPREAD_PERCENTILES
+            lo = np.percentile(values, low, method="higher")
+            hi = np.percentile(values, high, method="lower")
             self.spread = float(hi - lo)
 
     def learn_distance(self, x: float, dist: float) -> None:
