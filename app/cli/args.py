@@ -59,7 +59,7 @@ def finite_between(
         above = value > low if low_open else value >= low
         below = value < high if high_open else value <= high
         if not (math.isfinite(value) and above and below):
-            raise typer.BadParameter(f"{value:g} is not in {left}{low:g}, {high:g}{right}")
+            raise typer.BadParameter(f"{value!r} is not in {left}{low:g}, {high:g}{right}")
         return value
 
     return check

@@ -40,10 +40,12 @@ def parse_time_ms(text: str) -> int:
 
     Kafka record timestamps are non-negative int64, and RFC 3339 ends with year 9999.
     """
-    from app.offline.series_file import parse_timestamp
+    from app.offline.series_file import TimestampOutOfRange, parse_timestamp
 
     try:
         ms = parse_timestamp(text)
+    except TimestampOutOfRange:
+        ms = _LAST_MS + 1  # refused below, with the range
     except ValueError:
         raise UsageError(f"bad time {text!r} (use RFC 3339, e.g. 2026-11-25T06:00:00Z)") from None
     if not 0 <= ms <= _LAST_MS:

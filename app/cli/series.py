@@ -88,7 +88,11 @@ def forecast_cmd(
     from app.offline.series_tools import forecast_series
 
     columns = SeriesColumns(timestamp_column, value_column, delimiter)
+    notes: list[str] = []
     rows = _series_tool(
-        source, lambda p: forecast_series(source, output, horizon, level / 100.0, p, columns)
+        source,
+        lambda p: forecast_series(source, output, horizon, level / 100.0, p, columns, notes),
     )
     err_console.print(f"forecast {rows} rows -> {output}")
+    for note in notes:
+        err_console.print(f"note: {note}", soft_wrap=True)

@@ -31,6 +31,7 @@ __all__ = [
     "SeriesColumns",
     "SeriesFileError",
     "SeriesTable",
+    "TimestampOutOfRange",
     "count_rows",
     "open_series",
     "parse_timestamp",
@@ -42,8 +43,23 @@ class SeriesFileError(PsoError, ValueError):
     """The input file is not a usable series (message names the row or column)."""
 
 
+_FIRST_MS, _LAST_MS = -62_135_596_800_000, 253_402_300_799_999  # years 1 and 9999
+
+
+class TimestampOutOfRange(PsoError, ValueError):
+    """An epoch number that is no time of the years 1 to 9999 (``-1e306``, ``1e300``)."""
+
+
 def parse_timestamp(text: str) -> int:
-    """Epoch milliseconds from RFC 3339, ``YYYY-MM-DD HH:MM:SS`` or epoch s/ms."""
+    """Epoch milliseconds from RFC 3339, ``YYYY-MM-DD HH:MM:SS`` or an epoch number, whose
+    size says its unit (seconds below 1e11, then ms, µs from 1e14, ns from 1e17: the present
+    is 1.8e9 s, 1.8e12 ms, 1.8e15 µs, 1.8e18 ns); years 1 to 9999.
+
+    >>> [parse_timestamp(t) for t in ("1767225600", "1767225600000", "1767225600000000")]
+    [1767225600000, 1767225600000, 1767225600000]
+    >>> parse_timestamp("1767225600000000000"), parse_timestamp("-86400")
+    (1767225600000, -86400000)
+    """
     raw = text.strip()
     try:
         number = float(raw)
@@ -52,7 +68,12 @@ def parse_timestamp(text: str) -> int:
     else:
         if not math.isfinite(number):
             raise ValueError(f"timestamp {text!r} is not finite")
-        return int(number if number > 1e11 else number * 1000)
+        size = abs(number)
+        scale = 1e-6 if size >= 1e17 else 1e-3 if size >= 1e14 else 1.0 if size >= 1e11 else 1e3
+        ms = number * scale
+        if not _FIRST_MS <= ms <= _LAST_MS:
+            raise TimestampOutOfRange(f"timestamp {text!r} is outside the years 1 to 9999")
+        return int(ms)
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
@@ -159,7 +180,12 @@ class SeriesTable:
     def check(self) -> None:
         """Say what makes a file no series, rather than write it back with its outputs empty
         or meaningless: values none of which is a number (a column of text, or decimal commas
-        in a comma-separated file), or rows that mostly go back in time (newest first)."""
+        in a comma-separated file), rows that mostly go back in time (newest first), or rows
+        that all share one timestamp."""
+        if self.values > 1 and self.forwards == 0 and self.backwards == 0:
+            raise SeriesFileError(
+                f"all {self.values} rows have the same timestamp: a series needs time to move"
+            )
         if self.backwards > self.forwards:
             raise SeriesFileError(
                 f"{self.backwards} rows are earlier than the row before them, {self.forwards}"

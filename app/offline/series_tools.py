@@ -13,10 +13,13 @@ the nearest are further ahead and the last ones empty).
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 from app.core.anomaly import SeriesAnomalyDetector
+from app.core.anomaly.episodes import AnomalyEpisodes
 from app.core.forecast import SeriesForecaster
 from app.offline.series_file import DEFAULT_COLUMNS, SeriesColumns, SeriesFileError, open_series
 from app.offline.whole_file import written_whole
@@ -73,6 +76,7 @@ def forecast_series(
     level: float,
     progress: Progress | None = None,
     columns: SeriesColumns = DEFAULT_COLUMNS,
+    notes: list[str] | None = None,
 ) -> int:
     """Write ``target`` = ``source`` + ``yhat_1..H``, ``lo_1..H``, ``hi_1..H``; return rows.
 
@@ -80,12 +84,15 @@ def forecast_series(
     (so row 0 has none); they stay empty while the forecaster is warming up. After a missing
     value they are the ones made at the last row learnt for those same times: ``yhat_1`` of
     the row after one missing value is that forecast's second step, and its ``yhat_H`` empty.
+    A row older than one learnt before it is not learnt, and its first forecasts are empty:
+    how many such rows there were is appended to ``notes`` (one row dated years ahead makes
+    every later row one).
     """
     if not 0.0 < level < 1.0:
         raise SeriesFileError("--level must be between 0 and 100 (exclusive)")
     forecasts = _RowForecasts(horizon, level)
     empty = [""] * (3 * horizon)
-    rows = 0
+    rows = late = first_late = 0
     with source.open(newline=None, encoding="utf-8-sig") as fin, written_whole(target) as fout:
         table = open_series(fin, source, columns)
         writer = table.writer(
@@ -99,31 +106,65 @@ def forecast_series(
                 value = table.read_value(row, line.number)
             cells = forecasts.after_row(ts, value)
             writer.writerow([*row, *(empty if cells is None else map(table.written, cells))])
+            if forecasts.late:
+                late += 1
+                first_late = first_late or line.number
             rows += 1
             if progress is not None and rows % 1000 == 0:
                 progress(1000)
         table.check()
     if progress is not None:
         progress(rows % 1000)
+    if late and notes is not None:
+        notes.append(
+            f"{late} rows were older than a row learnt before them (the first at line "
+            f"{first_late}): they were not learnt, and their nearest forecasts are empty"
+        )
     return rows
+
+
+_SPACINGS = 20  # spacings looked at while the forecaster warms up, for one unlike the rest
+_BAND_LEVEL = 0.95  # the interval a value must leave to be kept out of training (as the engine)
 
 
 class _RowForecasts:
     """A file's forecaster, row by row: made once two rows in a row give the spacing, taught
-    each value at its step, and asked for the forecasts of the rows after a row."""
+    each value at its step, and asked for the forecasts of the rows after a row.
+
+    As in the engine, a value the series' anomaly detector flags and that falls outside the
+    forecaster's interval is learnt as the model expected it (`AnomalyEpisodes`): one absurd
+    value (1e300 among values of 10) would otherwise set the forecasts for the rest of the
+    file. While the forecaster warms up, a first spacing unlike the next 20 (a first row one
+    second before the minutely rows) is replaced by their median, and the rows kept are
+    learnt again: at the wrong spacing every row was a gap, and it never warmed up.
+    """
 
     def __init__(self, horizon: int, level: float) -> None:
         self.horizon = horizon
         self.level = level
+        self.levels = tuple(sorted({level, _BAND_LEVEL}))
         self.forecaster: SeriesForecaster | None = None
         self.first: tuple[int, float] | None = None  # row 0, until the spacing is known
         self.last_index: int | None = None  # the step of the last value learnt
         self.row_index: int | None = None  # this row's step (an unreadable row: the last + 1)
+        self.late = False  # this row is older than the last value learnt
+        self.recent: deque[tuple[int, float]] = deque(maxlen=_SPACINGS + 1)
+        self.spacings: deque[int] = deque(maxlen=_SPACINGS)
+        self._start()
+
+    def _start(self) -> None:
+        self.detector = SeriesAnomalyDetector()
+        self.episodes = AnomalyEpisodes()
+        self.band: tuple[float, float, float] | None = None  # for the step after the last
+        self.last_index = None
 
     def after_row(self, ts: int | None, value: float) -> list[str] | None:
         """The ``yhat``, ``lo`` and ``hi`` cells for the ``horizon`` rows after this one (None
         while there is no forecast); ``ts`` None for an unreadable row, ``value`` NaN for a
         missing one."""
+        self.late = False
+        if ts is not None:
+            self._note(ts, value)
         if self.forecaster is None:
             self._find_spacing(ts, value)
         forecaster = self.forecaster
@@ -137,16 +178,54 @@ class _RowForecasts:
         if ts is not None and not math.isnan(value):
             index = ts // step
             if self.last_index is None or index > self.last_index:
-                forecaster.learn_one(index * step, value)
-                self.last_index = index
+                self._learn(index, value)
+            else:
+                self.late = index < self.last_index
         fc = forecaster.forecast()
-        if fc.warming_up or fc.origin_ms <= 0:
+        if fc.warming_up or self.last_index is None:
             return None
         # fc.point[0] is for the step after the last value learnt; yhat_1 for the step after
         # this row
         skip = 0 if self.row_index is None else self.row_index + 1 - fc.origin_ms // step
         steps = (fc.point, fc.lower[self.level], fc.upper[self.level])
         return [cell for values in steps for cell in _ahead(values, skip)]
+
+    def _learn(self, index: int, value: float) -> None:
+        """Teach the value of step ``index``: as it is, or, if it is an anomaly outside the
+        forecaster's interval, as the model expected it."""
+        forecaster = self.forecaster
+        assert forecaster is not None
+        ts = index * forecaster.step_ms
+        band = self.band if self.last_index == index - 1 else None
+        verdict = self.detector.process_raw(ts, value, forecast=band)
+        likelihood = 0.0 if verdict is None else verdict[0]
+        outside = None if band is None else not band[1] <= value <= band[2]
+        _, trusted = self.episodes.judge(likelihood >= self.detector.threshold, outside, ts)
+        forecaster.learn_one(ts, value, trusted=trusted)
+        self.last_index = index
+        fc = forecaster.forecast()
+        wide = self.levels[-1]
+        self.band = None if fc.warming_up else (fc.point[0], fc.lower[wide][0], fc.upper[wide][0])
+
+    def _note(self, ts: int, value: float) -> None:
+        """Keep the latest rows and spacings; replace a spacing the rows do not keep to."""
+        recent = self.recent
+        if recent and ts > recent[-1][0]:
+            self.spacings.append(ts - recent[-1][0])
+        recent.append((ts, value))
+        forecaster = self.forecaster
+        if forecaster is None or len(self.spacings) < _SPACINGS:
+            return
+        step = forecaster.step_ms
+        usual = int(statistics.median(self.spacings))
+        if abs(usual - step) <= 0.1 * step or not forecaster.forecast().warming_up:
+            return
+        self.forecaster = SeriesForecaster(step_ms=usual, horizon=self.horizon, levels=self.levels)
+        self._start()
+        for row_ts, row_value in list(recent)[:-1]:  # this row is learnt by the caller
+            index = row_ts // usual
+            if not math.isnan(row_value) and (self.last_index is None or index > self.last_index):
+                self._learn(index, row_value)
 
     def _find_spacing(self, ts: int | None, value: float) -> None:
         """The forecaster, once a row follows the first one in time (an unreadable row in
@@ -159,11 +238,10 @@ class _RowForecasts:
             first_ts, first_value = self.first
             step = ts - first_ts
             self.forecaster = SeriesForecaster(
-                step_ms=step, horizon=self.horizon, levels=(self.level,)
+                step_ms=step, horizon=self.horizon, levels=self.levels
             )
             if not math.isnan(first_value):
-                self.last_index = first_ts // step
-                self.forecaster.learn_one(self.last_index * step, first_value)
+                self._learn(first_ts // step, first_value)
 
 
 def _fmt(x: float) -> str:

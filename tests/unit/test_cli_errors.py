@@ -490,6 +490,16 @@ CASES = [
         "2",
         expect="'--threshold'",
     ),
+    case(
+        "score-threshold-just-above-one",  # was "1 is not in (0, 1]"
+        "score-anomalies",
+        "{d}/good.csv",
+        "-o",
+        "{d}/o.csv",
+        "--threshold",
+        "1.0000001",
+        expect="1.0000001 is not in (0, 1]",
+    ),
     case("score-bad-row", "score-anomalies", "{d}/bad-row.csv", "-o", "{d}/o.csv", expect="row 3"),
     case(
         "score-no-such-column",

@@ -260,6 +260,90 @@ def test_timestamp_formats() -> None:
     assert parse_timestamp("2026-11-25 06:00:00") == 1_795_586_400_000
     assert parse_timestamp("1795586400") == 1_795_586_400_000
     assert parse_timestamp("1795586400000") == 1_795_586_400_000
+    assert parse_timestamp("1795586400000000") == 1_795_586_400_000  # µs
+    assert parse_timestamp("1795586400000000000") == 1_795_586_400_000  # ns
+    assert parse_timestamp("-31536000") == -31_536_000_000  # 1969
+
+
+@pytest.mark.parametrize("stamp", ["-1e306", "1e300", "1e30"])
+def test_a_timestamp_beyond_the_years_1_to_9999_is_one_clear_error(
+    tmp_path: Path, stamp: str
+) -> None:
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    source.write_text(f"timestamp,value\n1767225600,1\n1767225660,2\n{stamp},3\n")
+    for tool in (score_anomalies, lambda s, o: forecast_series(s, o, 3, 0.8)):
+        with pytest.raises(SeriesFileError, match=f"row 4: .*{stamp}.* outside the years 1 to"):
+            tool(source, out)
+    assert not out.exists()
+
+
+def _minutely(
+    path: Path, rows: int, at: dict[int, str] | None = None, t0: int = 1767225600
+) -> None:
+    """``rows`` values around 10 a minute apart from ``t0`` (s); ``at`` replaces whole rows."""
+    rng = random.Random(1)
+    lines = [f"{t0 + 60 * i},{10 + rng.gauss(0, 0.2):.4f}" for i in range(rows)]
+    for i, line in (at or {}).items():
+        lines[i] = line
+    path.write_text("timestamp,value\n" + "\n".join(lines) + "\n")
+
+
+def _forecast_rows(path: Path, out: Path, notes: list[str] | None = None) -> list[dict[str, str]]:
+    forecast_series(path, out, 3, 0.8, notes=notes)
+    with out.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_a_first_spacing_unlike_the_rest_is_replaced_while_warming_up(tmp_path: Path) -> None:
+    """A first row a second before minutely rows made every later row a 60-step gap: the
+    forecaster never warmed up and the whole file got no forecast."""
+    source = tmp_path / "in.csv"
+    _minutely(source, 1000, t0=1767225601)
+    text = source.read_text().replace("timestamp,value\n", "timestamp,value\n1767225600,10\n")
+    source.write_text(text)
+    rows = _forecast_rows(source, tmp_path / "out.csv")
+    assert sum(bool(r["yhat_1"]) for r in rows) > 900
+    assert abs(float(rows[-1]["yhat_1"]) - 10) < 0.5
+
+
+def test_forecasts_before_1970_and_one_absurd_value(tmp_path: Path) -> None:
+    """Rows before 1970 were taken for "no forecast yet"; a value of 1e300 was learnt as it
+    is and the forecasts of every later row were near 1e82."""
+    source = tmp_path / "in.csv"
+    _minutely(source, 1500, t0=-31536000)
+    rows = _forecast_rows(source, tmp_path / "out.csv")
+    assert sum(bool(r["yhat_1"]) for r in rows) > 1400
+    _minutely(source, 1500, at={150: f"{1767225600 + 60 * 150},1e300"})
+    rows = _forecast_rows(source, tmp_path / "out.csv")
+    later = [float(r["yhat_1"]) for r in rows[160:]]
+    assert max(abs(y - 10) for y in later) < 1.0
+    assert max(float(r["hi_1"]) - float(r["lo_1"]) for r in rows[160:]) < 2.0
+
+
+def test_rows_older_than_a_row_learnt_are_counted_in_a_note(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    _minutely(source, 1000, at={500: "2962656000,10"})  # one row dated 2063
+    notes: list[str] = []
+    rows = _forecast_rows(source, tmp_path / "out.csv", notes)
+    assert notes == [
+        "499 rows were older than a row learnt before them (the first at line 503): they "
+        "were not learnt, and their nearest forecasts are empty"
+    ]
+    assert len(rows) == 1000
+    _minutely(source, 1000)
+    notes.clear()
+    _forecast_rows(source, tmp_path / "out.csv", notes)
+    assert notes == []
+
+
+def test_rows_that_all_share_one_timestamp_are_no_series(tmp_path: Path) -> None:
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    source.write_text("timestamp,value\n" + "1767225600,5\n" * 50)
+    for tool in (score_anomalies, lambda s, o: forecast_series(s, o, 3, 0.8)):
+        with pytest.raises(SeriesFileError, match="all 50 rows have the same timestamp"):
+            tool(source, out)
+    source.write_text("timestamp,value\n1767225600,5\n")
+    assert score_anomalies(source, out) == 1  # one row is not refused
 
 
 def test_a_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
