@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,8 +58,8 @@ def parse_timestamp(text: str) -> int:
 
     >>> [parse_timestamp(t) for t in ("1767225600", "1767225600000", "1767225600000000")]
     [1767225600000, 1767225600000, 1767225600000]
-    >>> parse_timestamp("1767225600000000000"), parse_timestamp("-86400")
-    (1767225600000, -86400000)
+    >>> parse_timestamp("1767225601997000000"), parse_timestamp("-86400")
+    (1767225601997, -86400000)
     """
     raw = text.strip()
     try:
@@ -69,18 +70,28 @@ def parse_timestamp(text: str) -> int:
         if not math.isfinite(number):
             raise ValueError(f"timestamp {text!r} is not finite")
         size = abs(number)
+        if _INTEGER.fullmatch(raw):  # exact: a float has no room for a nanosecond's digits
+            whole = int(raw)
+            ms = whole // 1_000_000 if size >= 1e17 else whole // 1000 if size >= 1e14 else whole
+            return _in_range(ms if size >= 1e11 else whole * 1000, text)
         scale = 1e-6 if size >= 1e17 else 1e-3 if size >= 1e14 else 1.0 if size >= 1e11 else 1e3
-        ms = number * scale
-        if not _FIRST_MS <= ms <= _LAST_MS:
-            raise TimestampOutOfRange(f"timestamp {text!r} is outside the years 1 to 9999")
-        return int(ms)
+        return _in_range(number * scale, text)
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"timestamp {text!r} is not RFC 3339 or epoch") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    return _in_range(parsed.timestamp() * 1000, text)
+
+
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def _in_range(ms: float, text: str) -> int:
+    if not _FIRST_MS <= ms <= _LAST_MS:
+        raise TimestampOutOfRange(f"timestamp {text!r} is outside the years 1 to 9999")
+    return int(ms)
 
 
 def parse_value(text: str, mark: str = ".") -> float:

@@ -13,8 +13,7 @@ the nearest are further ahead and the last ones empty).
 from __future__ import annotations
 
 import math
-import statistics
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,9 +80,10 @@ def forecast_series(
     """Write ``target`` = ``source`` + ``yhat_1..H``, ``lo_1..H``, ``hi_1..H``; return rows.
 
     Row ``i``'s forecasts are for rows ``i+1 .. i+H``, at the spacing of the first two rows
-    (so row 0 has none); they stay empty while the forecaster is warming up. After a missing
-    value they are the ones made at the last row learnt for those same times: ``yhat_1`` of
-    the row after one missing value is that forecast's second step, and its ``yhat_H`` empty.
+    (so row 0 has none; `_RowForecasts` says when another replaces it); they stay empty while
+    the forecaster is warming up. After a missing value they are the ones made at the last
+    row learnt for those same times: ``yhat_1`` of the row after one missing value is that
+    forecast's second step, and its ``yhat_H`` empty.
     A row older than one learnt before it is not learnt, and its first forecasts are empty:
     how many such rows there were is appended to ``notes`` (one row dated years ahead makes
     every later row one).
@@ -134,9 +134,12 @@ class _RowForecasts:
     As in the engine, a value the series' anomaly detector flags and that falls outside the
     forecaster's interval is learnt as the model expected it (`AnomalyEpisodes`): one absurd
     value (1e300 among values of 10) would otherwise set the forecasts for the rest of the
-    file. While the forecaster warms up, a first spacing unlike the next 20 (a first row one
-    second before the minutely rows) is replaced by their median, and the rows kept are
-    learnt again: at the wrong spacing every row was a gap, and it never warmed up.
+    file; before the detector can flag anything (its warm-up), a value more than 100 times
+    the width of the values seen beyond them is learnt the same way. Once, at the 20th
+    spacing, a first spacing that none but two of them keep to (a first row one second before
+    the minutely rows) is replaced by the most common one and the rows kept are learnt again,
+    if the forecaster is still warming up: at the wrong spacing every row was a gap, and it
+    never warmed up.
     """
 
     def __init__(self, horizon: int, level: float) -> None:
@@ -150,6 +153,8 @@ class _RowForecasts:
         self.late = False  # this row is older than the last value learnt
         self.recent: deque[tuple[int, float]] = deque(maxlen=_SPACINGS + 1)
         self.spacings: deque[int] = deque(maxlen=_SPACINGS)
+        self.spacing_checked = False
+        self.seen = _Range()  # the values learnt, for the guard while the detector warms up
         self._start()
 
     def _start(self) -> None:
@@ -201,6 +206,10 @@ class _RowForecasts:
         likelihood = 0.0 if verdict is None else verdict[0]
         outside = None if band is None else not band[1] <= value <= band[2]
         _, trusted = self.episodes.judge(likelihood >= self.detector.threshold, outside, ts)
+        if self.detector.n <= self.detector.warmup and self.seen.absurd(value):
+            trusted = False  # before the detector can flag anything: a glitch among the first
+        else:
+            self.seen.add(value)
         forecaster.learn_one(ts, value, trusted=trusted)
         self.last_index = index
         fc = forecaster.forecast()
@@ -208,18 +217,23 @@ class _RowForecasts:
         self.band = None if fc.warming_up else (fc.point[0], fc.lower[wide][0], fc.upper[wide][0])
 
     def _note(self, ts: int, value: float) -> None:
-        """Keep the latest rows and spacings; replace a spacing the rows do not keep to."""
+        """Keep the latest rows and spacings; once, at the 20th spacing, replace a first
+        spacing that the rows do not keep to (the forecaster still warming up)."""
         recent = self.recent
         if recent and ts > recent[-1][0]:
             self.spacings.append(ts - recent[-1][0])
         recent.append((ts, value))
         forecaster = self.forecaster
-        if forecaster is None or len(self.spacings) < _SPACINGS:
+        if forecaster is None or self.spacing_checked or len(self.spacings) < _SPACINGS:
             return
+        self.spacing_checked = True
         step = forecaster.step_ms
-        usual = int(statistics.median(self.spacings))
-        if abs(usual - step) <= 0.1 * step or not forecaster.forecast().warming_up:
+        if sum(abs(d - step) <= 0.1 * step for d in self.spacings) >= 3:
+            return  # rows keep to it often enough (a gappy series has longer spacings too)
+        if not forecaster.forecast().warming_up:
             return
+        counts = Counter(self.spacings)
+        usual = min(counts, key=lambda d: (-counts[d], d))  # the most common, then smallest
         self.forecaster = SeriesForecaster(step_ms=usual, horizon=self.horizon, levels=self.levels)
         self._start()
         for row_ts, row_value in list(recent)[:-1]:  # this row is learnt by the caller
@@ -242,6 +256,43 @@ class _RowForecasts:
             )
             if not math.isnan(first_value):
                 self._learn(first_ts // step, first_value)
+
+
+class _Range:
+    """The values seen, and whether a value lies absurdly far from them: more than 100 times
+    their width beyond them (without the most extreme on each side, once 10 were seen), or a
+    million times larger than any of them. 1e300 among values of 10, not a series that is
+    still rising.
+
+    >>> seen = _Range()
+    >>> seen.add(10.0)
+    >>> seen.absurd(1e300), seen.absurd(1e5)
+    (True, False)
+    >>> for i in range(10):
+    ...     seen.add(10.0 + 0.1 * (i % 3))
+    >>> seen.absurd(1e5), seen.absurd(25.0)
+    (True, False)
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.largest = 0.0  # the largest magnitude seen
+        self.values: list[float] = []  # the two lowest and the two highest, sorted
+
+    def add(self, x: float) -> None:
+        self.count += 1
+        self.largest = max(self.largest, abs(x))
+        values = sorted([*self.values, x])
+        self.values = values if len(values) <= 4 else [*values[:2], *values[-2:]]
+
+    def absurd(self, x: float) -> bool:
+        if self.largest > 0.0 and abs(x) > 1e6 * self.largest:
+            return True
+        if self.count < 10:
+            return False
+        lo, hi = self.values[1], self.values[-2]
+        width = hi - lo
+        return width > 0.0 and (x > hi + 100.0 * width or x < lo - 100.0 * width)
 
 
 def _fmt(x: float) -> str:

@@ -5,6 +5,7 @@ labels that cannot be applied are refused with a precise reason, never a crash."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import subprocess
@@ -605,12 +606,15 @@ def test_backtest_reads_labels_with_a_bom_and_from_a_pipe(tmp_path: Path) -> Non
     assert [x.verdict for x in read_labels(tmp_path / "bom.jsonl")] == ["false", "false"]
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    writer = threading.Thread(target=(fifo).write_bytes, args=(good,))
+    writer = threading.Thread(target=fifo.write_bytes, args=(good,), daemon=True)
     writer.start()
     try:
         assert len(read_labels(fifo)) == 1  # a pipe is not "not found"
     finally:
-        writer.join()
+        if writer.is_alive():  # refused unread: let the blocked writer go
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(timeout=10)
 
 
 def test_backtest_refuses_an_endless_labels_line_without_holding_it(tmp_path: Path) -> None:
@@ -623,6 +627,28 @@ def test_backtest_refuses_an_endless_labels_line_without_holding_it(tmp_path: Pa
     assert len(lines) == 1 and f"longer than {MAX_LABEL_LINE_BYTES} bytes" in lines[0], lines
     done = _backtest_cli(tmp_path, tmp_path)
     assert done.returncode == 2 and "is a directory" in done.stderr, done.stderr
+
+
+def test_the_labels_report_takes_the_same_verdict_as_the_book_on_a_tie(tmp_path: Path) -> None:
+    """Two opposite verdicts on one alarm at the same ts: "true" stands in `LabelBook` and in
+    the report's count of labelled alarms, whichever the file lists first."""
+    from app.offline.backtest.labels import label_metrics
+
+    alarm = anomaly_event_id("api", "metric", "cpu", T0)
+    (tmp_path / "anomalies.jsonl").write_bytes(orjson.dumps({"event_id": alarm}) + b"\n")
+    (tmp_path / "conflicts.jsonl").write_bytes(b"")
+    metrics = {
+        "conflicts": {"overall": {"precision": None, "recall": None, "predictions": 0}},
+        "anomalies": {"events": 1, "precision": None, "recall": None},
+    }
+    for first, second in (("true", "false"), ("false", "true")):
+        labels = [
+            OperatorLabel(target="anomaly", id=alarm, verdict=v, ts=T0 + STEP)  # type: ignore[arg-type]
+            for v in (first, second)
+        ]
+        block = label_metrics("f", labels, [], metrics, metrics, tmp_path, tmp_path)
+        counted = block["before"]["labelled_alarms"]["anomalies"]
+        assert (counted["true"], counted["false"]) == (1, 0), (first, second)
 
 
 def test_topics_create_makes_the_labels_topic_compacted() -> None:

@@ -306,6 +306,26 @@ def test_a_first_spacing_unlike_the_rest_is_replaced_while_warming_up(tmp_path: 
     assert abs(float(rows[-1]["yhat_1"]) - 10) < 0.5
 
 
+def test_a_gappy_series_keeps_its_spacing(tmp_path: Path) -> None:
+    """Every third minute missing: spacings of 60 s and 120 s. Their median (90 s) is a
+    spacing no row has; re-spacing on it, over and over, left the file with no forecast."""
+    source = tmp_path / "in.csv"
+    rng = random.Random(2)
+    rows = [
+        f"{1767225600 + 60 * i},{10 + rng.gauss(0, 0.2):.4f}" for i in range(3000) if i % 3 != 2
+    ]
+    source.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    assert sum(bool(r["yhat_1"]) for r in _forecast_rows(source, tmp_path / "out.csv")) > 1800
+
+
+def test_a_glitch_before_the_detector_warms_up_does_not_set_the_forecasts(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    for at in (5, 40):
+        _minutely(source, 1500, at={at: f"{1767225600 + 60 * at},1e300"})
+        rows = _forecast_rows(source, tmp_path / "out.csv")
+        assert max(abs(float(r["yhat_1"]) - 10) for r in rows[200:]) < 1.0, at
+
+
 def test_forecasts_before_1970_and_one_absurd_value(tmp_path: Path) -> None:
     """Rows before 1970 were taken for "no forecast yet"; a value of 1e300 was learnt as it
     is and the forecasts of every later row were near 1e82."""

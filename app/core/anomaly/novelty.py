@@ -319,7 +319,7 @@ class PatternNovelty:
             low, high = _SPREAD_PERCENTILES
             lo = np.percentile(values, low, method="higher")
             hi = np.percentile(values, high, method="lower")
-            self.spread = float(hi - lo)
+            self.spread = max(0.0, float(hi - lo))  # the ranks cross below 3 values
 
     def learn_distance(self, x: float, dist: float) -> None:
         """``learn_one`` given the ``distance`` of ``x`` already computed (the fused path)."""

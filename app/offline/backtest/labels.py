@@ -29,8 +29,9 @@ if TYPE_CHECKING:  # the engine imports scipy: not when the CLI starts
     from app.core.engine import PredictionEngine, SubsystemPredictor
 
 
-#: Longest line of a labels file: a label is about 100 bytes, its id at most 1000 characters.
-MAX_LABEL_LINE_BYTES = 4096
+#: Longest line of a labels file: a label is about 100 bytes, but its id may hold 1000
+#: characters, each up to 12 bytes as JSON escapes (a surrogate pair, ``\\ud83d\\ude00``).
+MAX_LABEL_LINE_BYTES = 16 * 1024
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -196,6 +197,7 @@ def label_metrics(
         "rejected": len(rejects),
         "rejects": [{"id": i, "reason": r} for i, r in rejects[:MAX_ERRORS]],
         # applied (well-formed ids are trusted, live too) yet naming no alarm of the baseline
+        # (of this run when there is no baseline run: `run_backtest(baseline=False)`)
         "names_no_alarm": len(unmatched),
         "names_no_alarm_ids": unmatched[:MAX_ERRORS],
         "before": side(before, baseline),
