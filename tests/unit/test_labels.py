@@ -627,6 +627,20 @@ def test_backtest_refuses_an_endless_labels_line_without_holding_it(tmp_path: Pa
     assert len(lines) == 1 and f"longer than {MAX_LABEL_LINE_BYTES} bytes" in lines[0], lines
     done = _backtest_cli(tmp_path, tmp_path)
     assert done.returncode == 2 and "is a directory" in done.stderr, done.stderr
+    import tracemalloc
+
+    from app.offline.backtest.common import BacktestError
+    from app.offline.backtest.labels import read_labels
+
+    (tmp_path / "labels.jsonl").write_bytes(b'{"id": "' + b"x" * 50_000_000 + b'"}\n')
+    tracemalloc.start()
+    try:
+        with pytest.raises(BacktestError, match="longer than"):
+            read_labels(tmp_path / "labels.jsonl")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000  # read in pieces of the bound, never held whole (50 MB)
 
 
 def test_the_labels_report_takes_the_same_verdict_as_the_book_on_a_tie(tmp_path: Path) -> None:

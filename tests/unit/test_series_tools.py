@@ -306,6 +306,19 @@ def test_a_first_spacing_unlike_the_rest_is_replaced_while_warming_up(tmp_path: 
     assert abs(float(rows[-1]["yhat_1"]) - 10) < 0.5
 
 
+def test_a_replaced_spacing_relearns_the_rows_kept(tmp_path: Path) -> None:
+    """The rows before the spacing was replaced are learnt again at the new one: the file
+    with an odd first row gets its first forecast on the same data row as the file without."""
+    first_forecast = {}
+    for name, head in (("plain", ""), ("odd", "1767225600,10\n")):
+        source = tmp_path / f"{name}.csv"
+        _minutely(source, 600, t0=1767225601)
+        source.write_text(source.read_text().replace("value\n", "value\n" + head, 1))
+        rows = _forecast_rows(source, tmp_path / f"{name}.out")
+        first_forecast[name] = next(i for i, r in enumerate(rows) if r["yhat_1"])
+    assert first_forecast["odd"] == first_forecast["plain"] + 1
+
+
 def test_a_gappy_series_keeps_its_spacing(tmp_path: Path) -> None:
     """Every third minute missing: spacings of 60 s and 120 s. Their median (90 s) is a
     spacing no row has; re-spacing on it, over and over, left the file with no forecast."""
