@@ -136,7 +136,7 @@ class _RowForecasts:
     value (1e300 among values of 10) would otherwise set the forecasts for the rest of the
     file; before the detector can flag anything (its warm-up), a value more than 100 times
     the width of the values seen beyond them is learnt the same way. Once, at the 20th
-    spacing, a first spacing that none but two of them keep to (a first row one second before
+    spacing, a first spacing that at most two of them keep to (a first row one second before
     the minutely rows) is replaced by the most common one and the rows kept are learnt again,
     if the forecaster is still warming up: at the wrong spacing every row was a gap, and it
     never warmed up.
