@@ -168,7 +168,7 @@ class _RowForecasts:
         while there is no forecast); ``ts`` None for an unreadable row, ``value`` NaN for a
         missing one."""
         self.late = False
-        if ts is not None:
+        if ts is not None and not self.spacing_checked:
             self._note(ts, value)
         if self.forecaster is None:
             self._find_spacing(ts, value)
@@ -206,10 +206,11 @@ class _RowForecasts:
         likelihood = 0.0 if verdict is None else verdict[0]
         outside = None if band is None else not band[1] <= value <= band[2]
         _, trusted = self.episodes.judge(likelihood >= self.detector.threshold, outside, ts)
-        if self.detector.n <= self.detector.warmup and self.seen.absurd(value):
-            trusted = False  # before the detector can flag anything: a glitch among the first
-        else:
-            self.seen.add(value)
+        if self.detector.n <= self.detector.warmup:  # before it can flag anything
+            if self.seen.absurd(value):
+                trusted = False  # a glitch among the first values
+            else:
+                self.seen.add(value)
         forecaster.learn_one(ts, value, trusted=trusted)
         self.last_index = index
         fc = forecaster.forecast()

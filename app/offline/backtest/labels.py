@@ -171,14 +171,17 @@ def label_metrics(
     for label in sorted(labels, key=lambda label: (label.ts, label.verdict == "true")):
         verdicts[parse_target(label).key] = label.verdict
 
-    raised, refused = _alarm_keys(baseline), {i for i, _ in rejects}
+    raised = _alarm_keys(baseline)  # each run's alarm files are read once
+    raised_after = raised if out == baseline else _alarm_keys(out)
+    refused = {i for i, _ in rejects}
+    named = {key for keys in raised.values() for key in keys}
     unmatched = [
         label.id
         for label in labels
-        if label.id not in refused and parse_target(label).key not in raised
+        if label.id not in refused and parse_target(label).key not in named
     ]
 
-    def side(metrics: dict[str, Any], directory: Path) -> dict[str, Any]:
+    def side(metrics: dict[str, Any], alarms: dict[str, list[str]]) -> dict[str, Any]:
         conflicts, anomalies = metrics["conflicts"]["overall"], metrics["anomalies"]
         return {
             "conflict_precision": conflicts["precision"],
@@ -187,7 +190,7 @@ def label_metrics(
             "anomaly_events": anomalies["events"],
             "anomaly_precision": anomalies["precision"],
             "anomaly_recall": anomalies["recall"],
-            "labelled_alarms": _labelled_alarms(directory, verdicts),
+            "labelled_alarms": _labelled_alarms(alarms, verdicts),
         }
 
     return {
@@ -200,38 +203,33 @@ def label_metrics(
         # (of this run when there is no baseline run: `run_backtest(baseline=False)`)
         "names_no_alarm": len(unmatched),
         "names_no_alarm_ids": unmatched[:MAX_ERRORS],
-        "before": side(before, baseline),
-        "after": side(after, out),
+        "before": side(before, raised),
+        "after": side(after, raised_after),
     }
 
 
-def _alarm_keys(directory: Path) -> set[str]:
-    """What a label can name in a run: its anomaly alarms' event ids, its conflicts' ids."""
-    keys: set[str] = set()
-    for line in (directory / "anomalies.jsonl").read_bytes().splitlines():
-        keys.add(orjson.loads(line)["event_id"])
+def _alarm_keys(directory: Path) -> dict[str, list[str]]:
+    """A run's alarms, what a label can name: its anomaly alarms' event ids and its predicted
+    conflicts' ids (``anomalies``, ``conflicts``)."""
+    anomalies = [
+        orjson.loads(line)["event_id"]
+        for line in (directory / "anomalies.jsonl").read_bytes().splitlines()
+    ]
+    conflicts = []
     for line in (directory / "conflicts.jsonl").read_bytes().splitlines():
         doc = orjson.loads(line)
-        if doc["type"] == "conflict_predicted":
-            keys.add(doc["conflict_id"])
-    return keys
+        if doc["type"] == "conflict_predicted" and doc["status"] == "predicted":
+            conflicts.append(doc["conflict_id"])
+    return {"anomalies": anomalies, "conflicts": conflicts}
 
 
-def _labelled_alarms(directory: Path, verdicts: dict[str, str]) -> dict[str, Any]:
-    """A run's anomaly alarms and predicted conflicts, and how many of them the labels call
-    false and true (``precision``: true / labelled; None if none is labelled)."""
+def _labelled_alarms(alarms: dict[str, list[str]], verdicts: dict[str, str]) -> dict[str, Any]:
+    """A run's alarms (`_alarm_keys`), and how many of them the labels call false and true
+    (``precision``: true / labelled; None if none is labelled)."""
     out: dict[str, Any] = {}
-    for kind, name in (("anomalies", "anomalies.jsonl"), ("conflicts", "conflicts.jsonl")):
-        counts = {"alarms": 0, "false": 0, "true": 0}
-        for line in (directory / name).read_bytes().splitlines():
-            doc = orjson.loads(line)
-            if kind == "anomalies":
-                key = doc["event_id"]
-            elif doc["type"] == "conflict_predicted" and doc["status"] == "predicted":
-                key = doc["conflict_id"]
-            else:
-                continue
-            counts["alarms"] += 1
+    for kind, keys in alarms.items():
+        counts = {"alarms": len(keys), "false": 0, "true": 0}
+        for key in keys:
             verdict = verdicts.get(key)
             if verdict is not None:
                 counts[verdict] += 1
